@@ -1,0 +1,145 @@
+"""The `curate` command: run, validate, report and build the demo corpus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_validate(args) -> int:
+    from curation.spec import load_spec
+
+    spec = load_spec(args.spec, check_files=not args.no_files)
+    names = ", ".join(s.name for s in spec.sources)
+    stages = [name for name, cfg in spec.stages if cfg is not None]
+    print(f"{args.spec}: OK — {len(spec.sources)} sources ({names}); "
+          f"stages: {', '.join(stages) or 'none'}; sha256 {spec.hash()[:16]}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from curation.cluster import dask_client
+    from curation.pipeline import run_pipeline
+    from curation.report import summary_text, write_report
+    from curation.spec import load_spec
+
+    spec = load_spec(args.spec)
+    out = Path(args.out or Path("out") / spec.name)
+    with dask_client(workers=args.workers, scheduler=args.scheduler) as client:
+        run_pipeline(spec, out, client, force=args.force)
+    print(summary_text(out))
+    report = write_report(out)
+    print(f"\ncurated: {out / 'curated'}\nledger:  {out / 'ledger'}\nreport:  {report}")
+    return 0
+
+
+def _cmd_train_quality(args) -> int:
+    from curation.cluster import dask_client
+    from curation.pipeline import run_stages
+    from curation.spec import load_spec
+    from curation.stages.quality import train_quality
+
+    spec = load_spec(args.spec)
+    if spec.stages.quality is None:
+        print(f"curate train-quality: error: {args.spec} has no `stages.quality`",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out or Path("out") / spec.name)
+    with dask_client(workers=args.workers, scheduler=args.scheduler) as client:
+        before = run_stages(spec, out, client, until="quality")
+        metrics = train_quality(spec.stages.quality, spec, before[-1].partitions, out, client,
+                                force=args.force)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    print(f"model: {out / 'quality' / 'model.bin'}")
+    return 0
+
+
+def _cmd_export_megatron(args) -> int:
+    from curation.megatron_export import export_megatron
+
+    bin_path, idx_path = export_megatron(Path(args.tokens), args.prefix)
+    print(f"wrote {bin_path} and {idx_path}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from curation.report import summary_text, write_report
+
+    path = write_report(Path(args.out))
+    print(summary_text(Path(args.out)))
+    print(f"\nreport: {path}")
+    return 0
+
+
+def _cmd_demo_corpus(args) -> int:
+    from curation.demo_corpus import build_demo_corpus
+
+    summary = build_demo_corpus(Path(args.dir), scale=args.scale)
+    counts = ", ".join(f"{name} {info['documents']:,}"
+                       for name, info in summary["sources"].items())
+    print(f"demo corpus written to {args.dir}: {summary['documents_total']:,} documents "
+          f"({counts}); planted problems listed in {Path(args.dir) / 'demo_corpus.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a corpus spec through the curation DAG")
+    p.add_argument("spec")
+    p.add_argument("--out", help="output directory (default: out/<spec name>)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="local cluster size (default: CPU count)")
+    where.add_argument("--scheduler", help="a running Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--force", action="store_true", help="redo every stage")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("validate", help="check a spec and list every problem")
+    p.add_argument("spec")
+    p.add_argument("--no-files", action="store_true", help="do not check that input paths exist")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("train-quality",
+                       help="train the quality classifier of a spec (stages before it run first)")
+    p.add_argument("spec")
+    p.add_argument("--out", help="output directory (default: out/<spec name>)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="local cluster size (default: CPU count)")
+    where.add_argument("--scheduler", help="a running Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--force", action="store_true", help="retrain even if a model exists")
+    p.set_defaults(func=_cmd_train_quality)
+
+    p = sub.add_parser("export-megatron",
+                       help="write Megatron-LM .bin/.idx files from one source's token shards")
+    p.add_argument("tokens", help="a source's shard folder, e.g. OUT/tokens/web")
+    p.add_argument("prefix", help="output prefix: writes PREFIX.bin and PREFIX.idx")
+    p.set_defaults(func=_cmd_export_megatron)
+
+    p = sub.add_parser("report", help="rebuild OUT/report.md from a run's manifests")
+    p.add_argument("out")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("demo-corpus", help="write the embedded demo corpus to DIR")
+    p.add_argument("dir")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply document counts")
+    p.set_defaults(func=_cmd_demo_corpus)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from curation.io import InputError
+    from curation.spec import SpecError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SpecError, InputError, FileNotFoundError) as exc:
+        print(f"curate {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""The base of every spec model: unknown keys are errors, so a typo never passes silently."""
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)

@@ -1,0 +1,76 @@
+"""Reading evaluation-task texts from the files a spec lists (JSONL, JSONL.gz, Parquet).
+
+Users export any benchmark to a file and name the fields that hold task text; each
+field of each record is one task text (a list of strings gives several). A missing
+field or a value that is not text is an error naming the file, the row and the field.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+FORMATS = (".jsonl.gz", ".jsonl", ".parquet")
+
+
+def task_files(patterns: Sequence[str], base_dir: Path, task: str) -> list[Path]:
+    """The files matched by `patterns` (globs relative to `base_dir`), sorted."""
+    files: list[Path] = []
+    for pattern in patterns:
+        full = pattern if Path(pattern).is_absolute() else str(Path(base_dir) / pattern)
+        matched = sorted(glob.glob(full, recursive=True))
+        if not matched:
+            raise FileNotFoundError(f"decontaminate task {task!r}: no file matches {full!r}")
+        files.extend(Path(m) for m in matched)
+    return files
+
+
+def read_task_texts(path: Path, fields: Sequence[str]) -> list[str]:
+    """Every task text in one file: the listed fields of every record, in order."""
+    texts: list[str] = []
+    for row, record in _records(path):
+        for field in fields:
+            if field not in record:
+                raise ValueError(f"{path}: row {row}: task field {field!r} is missing")
+            texts.extend(_field_texts(record[field], path, row, field))
+    return texts
+
+
+def _field_texts(value, path: Path, row: int, field: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(
+        f"{path}: row {row}: task field {field!r} must be text or a list of texts, "
+        f"got {type(value).__name__}"
+    )
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict]]:
+    name = path.name
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        for row, record in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield row, record
+        return
+    if not name.endswith((".jsonl", ".jsonl.gz")):
+        raise ValueError(f"{path}: unknown task file format (expected one of {FORMATS})")
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for row, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {row}: invalid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}: line {row}: expected a JSON object")
+            yield row, record

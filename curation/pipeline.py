@@ -1,0 +1,260 @@
+"""`curate run`: the spec becomes a Dask DAG of stages, each materialised and resumable.
+
+Layout (DESIGN.md): OUT/spec.yaml, OUT/stages/NN_<stage>/{data,ledger,stats}/ plus
+`_manifest.json`, OUT/curated/<source>/, OUT/ledger/, OUT/tokenizer.json, OUT/tokens/.
+
+Resume: a stage's key hashes its parameters and the key of its input. A finished stage
+whose manifest has the same key is skipped; an unfinished one keeps every partition whose
+stats file exists (written last, atomically) and redoes the rest; a stage whose key
+changed is cleared and redone, and so is everything after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from curation.atomic import atomic_write_parquet, write_json_atomic, write_text_atomic
+from curation.decontam.summary import summarize_decontamination
+from curation.documents import DOCUMENT_COLUMNS, LEDGER_SCHEMA
+from curation.progress import track
+from curation.read_stage import (
+    inputs_fingerprint,
+    list_input_files,
+    read_file_task,
+    read_partitions,
+)
+from curation.spec import Spec
+from curation.stage_context import ClusterStageContext, read_partition
+from curation.stage_stats import add_stats, check_accounting, partition_stats
+from curation.stages.decontaminate import DecontaminateStage
+from curation.stages.exact_dedup import ExactDedupStage
+from curation.stages.fuzzy_dedup import FuzzyDedupStage
+from curation.stages.heuristics import HeuristicsStage
+from curation.stages.language import LanguageStage
+from curation.stages.normalize import NormalizeStage
+from curation.stages.quality import QualityStage
+from curation.tokenize import tokenize_corpus, train_or_load_tokenizer
+
+# The canonical order of the flow; the index is the stage folder's number.
+STAGE_CLASSES = [
+    NormalizeStage, LanguageStage, HeuristicsStage, QualityStage,
+    ExactDedupStage, FuzzyDedupStage, DecontaminateStage,
+]
+MANIFEST = "_manifest.json"
+KEY_FILE = "_key"
+
+
+@dataclass
+class StageResult:
+    name: str
+    folder: Path
+    partitions: list[Path]
+    totals: dict
+    skipped: bool
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _open_stage_dir(folder: Path, key: str, force: bool) -> dict | None:
+    """The finished manifest if the stage is done with this key; else prepare the folder."""
+    manifest_path = folder / MANIFEST
+    if not force and manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("key") == key:
+            return manifest
+    key_path = folder / KEY_FILE
+    if folder.exists() and (force or not key_path.exists() or key_path.read_text() != key):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest_path.unlink(missing_ok=True)
+    write_text_atomic(key_path, key)
+    return None
+
+
+def _finish_stage(folder: Path, name: str, key: str, params: dict, stats: list[dict],
+                  partitions: list[Path], started: float) -> dict:
+    manifest = {
+        "stage": name, "key": key, "params": params, "complete": True,
+        "seconds": round(time.perf_counter() - started, 3),
+        "partitions": [str(p.relative_to(folder)) for p in partitions],
+        "totals": add_stats(stats), "per_partition": stats,
+    }
+    write_json_atomic(folder / MANIFEST, manifest)
+    return manifest
+
+
+def run_read(spec: Spec, out: Path, client, force: bool) -> StageResult:
+    folder = out / "stages" / "00_read"
+    files = list_input_files(spec)
+    params = {"sources": [s.model_dump(mode="json") for s in spec.sources],
+              "read": spec.read.model_dump(mode="json")}
+    key = _key("read", params, inputs_fingerprint(files))
+    done = _open_stage_dir(folder, key, force)
+    if done is None:
+        started = time.perf_counter()
+        sources = {s.name: s for s in spec.sources}
+        pending = [f for f in files if not (folder / "stats" / f"f{f.index:05d}.json").exists()]
+        futures = [client.submit(read_file_task, f, sources[f.source], spec.read, str(folder),
+                                 key=f"read-{f.index:05d}-{key[:8]}", retries=2)
+                   for f in pending]
+        track(futures, "read")
+        client.gather(futures)
+        stats = []
+        for f in files:
+            result = json.loads((folder / "stats" / f"f{f.index:05d}.json").read_text())
+            stats.extend(result["partitions"])
+        done = _finish_stage(folder, "read", key, params, stats, read_partitions(folder),
+                             started)
+    return StageResult("read", folder, [folder / p for p in done["partitions"]],
+                       done["totals"], skipped=False)
+
+
+def process_partition_task(stage, in_path: str, part: int, folder: str) -> dict:
+    """Run one stage on one partition on a worker; write data, ledger, then stats."""
+    folder = Path(folder)
+    docs = read_partition(in_path)
+    result = stage.process(docs, part, folder)
+    kept = result.kept.reset_index(drop=True)
+    ledger = result.ledger.reset_index(drop=True)
+    check_accounting(stage.name, part, docs, kept, ledger)
+    name = f"part-{part:05d}.parquet"
+    atomic_write_parquet(ledger, folder / "ledger" / name, schema=LEDGER_SCHEMA)
+    atomic_write_parquet(kept, folder / "data" / name)
+    stats = partition_stats(name, docs, kept, ledger)
+    write_json_atomic(folder / "stats" / f"part-{part:05d}.json", stats)
+    return stats
+
+
+def run_stage(stage, index: int, previous: StageResult, spec: Spec, out: Path, client,
+              force: bool) -> StageResult:
+    folder = out / "stages" / f"{index:02d}_{stage.name}"
+    params = stage.params()
+    key = _key(stage.name, params, spec.seed, json.loads((previous.folder / MANIFEST)
+                                                         .read_text())["key"])
+    done = _open_stage_dir(folder, key, force)
+    if done is None:
+        started = time.perf_counter()
+        ctx = ClusterStageContext(spec, out, folder, previous.partitions, client)
+        stage.prepare(ctx)
+        pending = [(k, p) for k, p in enumerate(previous.partitions)
+                   if not (folder / "stats" / f"part-{k:05d}.json").exists()]
+        futures = [client.submit(process_partition_task, stage, str(p), k, str(folder),
+                                 key=f"{stage.name}-{k:05d}-{key[:8]}", retries=2)
+                   for k, p in pending]
+        track(futures, stage.name)
+        client.gather(futures)
+        stats = [json.loads((folder / "stats" / f"part-{k:05d}.json").read_text())
+                 for k in range(len(previous.partitions))]
+        parts = [folder / "data" / f"part-{k:05d}.parquet"
+                 for k in range(len(previous.partitions))]
+        done = _finish_stage(folder, stage.name, key, params, stats, parts, started)
+        skipped = False
+    else:
+        skipped = True
+    return StageResult(stage.name, folder, [folder / p for p in done["partitions"]],
+                       done["totals"], skipped)
+
+
+def enabled_stages(spec: Spec) -> list[tuple[int, object]]:
+    """(folder number, stage) for every stage the spec turns on, in canonical order."""
+    stages = []
+    for index, cls in enumerate(STAGE_CLASSES, start=1):
+        config = getattr(spec.stages, cls.name)
+        if config is not None:
+            stages.append((index, cls(config, spec)))
+    return stages
+
+
+def _split_by_source_task(in_path: str, part: int, curated: str) -> None:
+    docs = read_partition(in_path)
+    for source, group in docs.groupby("source", sort=True):
+        columns = DOCUMENT_COLUMNS + [c for c in group.columns if c not in DOCUMENT_COLUMNS]
+        atomic_write_parquet(group[columns].reset_index(drop=True),
+                             Path(curated) / str(source) / f"part-{part:05d}.parquet")
+
+
+def finalize(results: list[StageResult], out: Path, client) -> None:
+    """OUT/curated/<source>/ from the last stage, OUT/ledger/ as every stage's ledger."""
+    last = results[-1]
+    key = json.loads((last.folder / MANIFEST).read_text())["key"]
+    marker = out / "curated" / MANIFEST
+    if marker.exists() and json.loads(marker.read_text()).get("key") == key:
+        return
+    for name in ("curated", "ledger"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    futures = [client.submit(_split_by_source_task, str(p), k, str(out / "curated"),
+                             key=f"curated-{k:05d}-{key[:8]}", retries=2)
+               for k, p in enumerate(last.partitions)]
+    track(futures, "curated")
+    client.gather(futures)
+    ledger_dir = out / "ledger"
+    ledger_dir.mkdir(parents=True)
+    for result in results:
+        for path in sorted((result.folder / "ledger").glob("*.parquet")):
+            target = ledger_dir / f"{result.folder.name}-{path.name}"
+            try:
+                target.hardlink_to(path)
+            except OSError:
+                shutil.copyfile(path, target)
+    write_json_atomic(marker, {"key": key})
+
+
+def freeze_spec(spec: Spec, out: Path) -> None:
+    header = f"# frozen by `curate run`; spec sha256: {spec.hash()}\n" \
+             f"# relative paths are relative to: {spec.base_dir}\n"
+    write_text_atomic(out / "spec.yaml", header + spec.to_yaml())
+
+
+def tokenize(spec: Spec, out: Path, client, curated_key: str, force: bool) -> None:
+    """OUT/tokenizer.json and OUT/tokens/<source>/ shards; skipped when already done."""
+    params = {"tokenizer": spec.tokenizer.model_dump(mode="json"), "curated": curated_key}
+    marker = out / "tokens" / MANIFEST
+    key = _key("tokenize", params)
+    if not force and marker.exists() and json.loads(marker.read_text()).get("key") == key:
+        print("tokenize: finished earlier with the same inputs; skipped", file=sys.stderr)
+        return
+    started = time.perf_counter()
+    train_or_load_tokenizer(spec.tokenizer, out / "curated", out, spec.base_dir)
+    manifests = tokenize_corpus(spec.tokenizer, out / "curated", out / "tokens",
+                                out / "tokenizer.json", client)
+    write_json_atomic(marker, {"key": key, "sources": sorted(manifests),
+                               "seconds": round(time.perf_counter() - started, 3)})
+
+
+def run_stages(spec: Spec, out: Path, client, force: bool = False,
+               until: str | None = None) -> list[StageResult]:
+    """Read, then every enabled stage in order (stopping before `until`, when given)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    freeze_spec(spec, out)
+    results = [run_read(spec, out, client, force)]
+    for index, stage in enabled_stages(spec):
+        if stage.name == until:
+            break
+        result = run_stage(stage, index, results[-1], spec, out, client, force)
+        if result.skipped:
+            print(f"{stage.name}: finished earlier with the same inputs; skipped",
+                  file=sys.stderr)
+        results.append(result)
+    return results
+
+
+def run_pipeline(spec: Spec, out: Path, client, force: bool = False) -> list[StageResult]:
+    """Run every enabled stage, then write curated data, the ledger and token shards."""
+    out = Path(out)
+    results = run_stages(spec, out, client, force)
+    finalize(results, out, client)
+    if spec.stages.decontaminate is not None:
+        summarize_decontamination(out / "ledger", out / "decontamination.json")
+    if spec.tokenizer is not None:
+        curated_key = json.loads((out / "curated" / MANIFEST).read_text())["key"]
+        tokenize(spec, out, client, curated_key, force)
+    return results

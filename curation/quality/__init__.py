@@ -1,0 +1,1 @@
+"""GPT-3-style quality filtering: a fastText classifier and Pareto sampling on its score."""

@@ -1,0 +1,86 @@
+"""The `read` step: raw source files become parquet partitions of documents.
+
+Each input file is one task that streams the file and writes partitions of at most
+`read.partition_rows` documents, so a worker reads its own file and memory stays bounded
+by the partition size. Malformed records become ledger rows with stage `read`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from curation.atomic import atomic_write_parquet, write_json_atomic
+from curation.documents import DOCUMENT_SCHEMA, LEDGER_SCHEMA
+from curation.io import expand_paths, read_documents
+from curation.stage_stats import partition_stats
+
+
+@dataclass(frozen=True)
+class InputFile:
+    index: int
+    source: str
+    path: str
+    key: str  # the file's name inside document ids: <source>/<key>/<row>
+
+
+def list_input_files(spec) -> list[InputFile]:
+    """Every input file of every source, in a fixed order (sources, then sorted paths)."""
+    files: list[InputFile] = []
+    for source in spec.sources:
+        paths = expand_paths(source.paths, spec.base_dir)
+        keys = _file_keys(paths)
+        for path, key in zip(paths, keys, strict=True):
+            files.append(InputFile(len(files), source.name, path, key))
+    return files
+
+
+def _file_keys(paths: list[str]) -> list[str]:
+    """Short, stable names: the path relative to the files' common folder."""
+    if len(paths) == 1:
+        return [paths[0].rstrip("/").rsplit("/", 1)[-1]]
+    common = os.path.commonpath([p.split("://", 1)[-1] for p in paths])
+    return [p.split("://", 1)[-1][len(common):].lstrip("/") for p in paths]
+
+
+def inputs_fingerprint(files: list[InputFile]) -> str:
+    """Changes when an input file is added, removed, resized or touched."""
+    import fsspec
+
+    entries = []
+    for f in files:
+        try:
+            info = fsspec.core.url_to_fs(f.path)[0].info(f.path)
+            stamp = [info.get("size"), str(info.get("mtime") or info.get("LastModified") or "")]
+        except (OSError, ValueError):
+            stamp = None
+        entries.append([f.source, f.path, stamp])
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+
+
+def read_file_task(file: InputFile, source_spec, read_config, stage_dir: str) -> dict:
+    """Stream one input file into partitions; write its stats last (marks it done)."""
+    stage_dir = Path(stage_dir)
+    stats = []
+    chunks = read_documents(
+        file.path, source=file.source, file_key=file.key, fmt=source_spec.format,
+        text_field=source_spec.text_field, id_field=source_spec.id_field,
+        max_record_bytes=read_config.max_record_bytes, chunk_rows=read_config.partition_rows,
+    )
+    for chunk, (docs, ledger) in enumerate(chunks):
+        name = f"f{file.index:05d}-c{chunk:05d}.parquet"
+        atomic_write_parquet(ledger, stage_dir / "ledger" / name, schema=LEDGER_SCHEMA)
+        atomic_write_parquet(docs[DOCUMENT_SCHEMA.names], stage_dir / "data" / name,
+                             schema=DOCUMENT_SCHEMA)
+        stats.append(partition_stats(name, None, docs, ledger))
+    result = {"file": file.path, "source": file.source, "partitions": stats}
+    write_json_atomic(stage_dir / "stats" / f"f{file.index:05d}.json", result)
+    return result
+
+
+def read_partitions(stage_dir: Path) -> list[Path]:
+    """The read step's partitions in order (by file, then chunk)."""
+    return sorted((stage_dir / "data").glob("f*-c*.parquet"))

@@ -1,0 +1,231 @@
+"""Corpus specs: the YAML a user writes, validated before any work starts.
+
+Every problem is reported at once, each with its YAML path (`sources[2].weight: ...`), so a
+user fixes a spec in one round trip instead of one error per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
+
+from curation.config import StrictModel
+from curation.stages.decontaminate import DecontaminateConfig
+from curation.stages.exact_dedup import ExactDedupConfig
+from curation.stages.fuzzy_dedup import FuzzyDedupConfig
+from curation.stages.heuristics import HeuristicsConfig
+from curation.stages.language import LanguageConfig
+from curation.stages.normalize import NormalizeConfig
+from curation.stages.quality import QualityConfig
+from curation.tokenize import TokenizerConfig
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class SpecError(Exception):
+    """A spec that cannot be run; `problems` lists every problem with its YAML path."""
+
+    def __init__(self, where: str, problems: list[str]):
+        self.where = where
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{where}: {len(problems)} problem(s):\n{lines}")
+
+
+class SourceSpec(StrictModel):
+    name: str
+    paths: list[str] = Field(min_length=1)
+    format: Literal["jsonl", "parquet"] = "jsonl"
+    text_field: str = "text"
+    id_field: str | None = None
+    languages: list[str] | None = None
+    priority: int = 0
+    weight: float | None = Field(default=None, gt=0)
+    epochs: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SourceSpec:
+        if not SAFE_NAME.match(self.name) or self.name in (".", ".."):
+            raise ValueError(
+                f"name {self.name!r} must be letters, digits, '_', '.', '-' "
+                "(it names folders under OUT)"
+            )
+        if self.weight is not None and self.epochs is not None:
+            raise ValueError("give `weight` or `epochs`, not both")
+        return self
+
+
+class ReadConfig(StrictModel):
+    """How raw files become partitions."""
+
+    partition_rows: int = Field(default=5000, gt=0)
+    max_record_bytes: int = Field(default=16 * 2**20, gt=0)
+
+
+class StagesSpec(StrictModel):
+    """The stages to run; a stage left out is skipped. Order is always the canonical one."""
+
+    normalize: NormalizeConfig | None = None
+    language: LanguageConfig | None = None
+    heuristics: HeuristicsConfig | None = None
+    quality: QualityConfig | None = None
+    exact_dedup: ExactDedupConfig | None = None
+    fuzzy_dedup: FuzzyDedupConfig | None = None
+    decontaminate: DecontaminateConfig | None = None
+
+
+class Spec(StrictModel):
+    name: str
+    seed: int = 1234
+    sources: list[SourceSpec] = Field(min_length=1)
+    stages: StagesSpec = StagesSpec()
+    read: ReadConfig = ReadConfig()
+    tokenizer: TokenizerConfig | None = None
+
+    _base_dir: Path = PrivateAttr(default=Path("."))
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the spec are resolved against (the YAML's folder)."""
+        return self._base_dir
+
+    def source(self, name: str) -> SourceSpec:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise KeyError(f"spec {self.name!r} has no source {name!r}")
+
+    def hash(self) -> str:
+        """A stable hash of everything the spec says (not where it was read from)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def _yaml_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _allowed_keys(loc: tuple) -> list[str] | None:
+    """The keys a mapping at `loc` accepts, for 'unknown key' messages."""
+    model: type[StrictModel] | None = Spec
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = _model_in(field.annotation)
+    return sorted(model.model_fields) if model is not None else None
+
+
+def _model_in(annotation) -> type[StrictModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, StrictModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and p != ""))
+        path = _yaml_path(loc)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+            problems.append(f"{path}: unknown key{hint}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{path}: {msg}")
+    return problems
+
+
+def _cross_checks(spec: Spec) -> list[str]:
+    """Rules that span several keys: names unique, referenced sources exist."""
+    problems = []
+    names = [s.name for s in spec.sources]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            problems.append(f"sources[{i}].name: duplicate source name {name!r}")
+    quality = spec.stages.quality
+    if quality is not None:
+        for key in ("positive", "negative", "exempt"):
+            for j, name in enumerate(getattr(quality, key)):
+                if name not in names:
+                    problems.append(
+                        f"stages.quality.{key}[{j}]: no source named {name!r} "
+                        f"(sources: {', '.join(names)})"
+                    )
+    weighted = [s.weight is not None or s.epochs is not None for s in spec.sources]
+    if any(weighted) and not all(weighted):
+        for i, has in enumerate(weighted):
+            if not has:
+                problems.append(
+                    f"sources[{i}]: no `weight` or `epochs` while other sources have one"
+                )
+    return problems
+
+
+def _file_checks(spec: Spec) -> list[str]:
+    from curation.io import InputError, expand_paths
+
+    problems = []
+    for i, source in enumerate(spec.sources):
+        try:
+            expand_paths(source.paths, spec.base_dir)
+        except InputError as exc:
+            problems.append(f"sources[{i}].paths: {exc}")
+    return problems
+
+
+def parse_spec(data: object, where: str = "spec", base_dir: Path | None = None,
+               check_files: bool = True) -> Spec:
+    """Validate a spec given as parsed YAML; raise SpecError listing every problem."""
+    if not isinstance(data, dict):
+        raise SpecError(where, [f"(top level): must be a mapping, got {type(data).__name__}"])
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(where, _problems(exc)) from None
+    spec._base_dir = (base_dir or Path(".")).resolve()
+    problems = _cross_checks(spec)
+    if check_files and not problems:
+        problems = _file_checks(spec)
+    if problems:
+        raise SpecError(where, problems)
+    return spec
+
+
+def load_spec(path: str | Path, check_files: bool = True) -> Spec:
+    """Read and validate a YAML spec file (safe loader only)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(str(path), [f"cannot read the spec: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise SpecError(str(path), [f"{at}not valid YAML ({problem})"]) from None
+    return parse_spec(data, where=str(path), base_dir=path.parent, check_files=check_files)

@@ -1,0 +1,46 @@
+"""The pipeline's implementation of StageContext: run a function over every partition."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from curation.progress import track
+
+
+def read_partition(path: Path | str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One materialised partition as a DataFrame (parquet written by the pipeline)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=columns).to_pandas()
+
+
+def _run_on_partition(fn: Callable, path: str, part: int, columns, args) -> Any:
+    return fn(read_partition(path, columns), part, *args)
+
+
+class ClusterStageContext:
+    """A stage's view of the run: its inputs, its work directory and the cluster."""
+
+    def __init__(self, spec: Any, out: Path, workdir: Path, partitions: list[Path], client: Any):
+        self.spec = spec
+        self.out = Path(out)
+        self.workdir = Path(workdir)
+        self.partitions = [Path(p) for p in partitions]
+        self.client = client
+
+    def map(
+        self, fn: Callable[..., Any], *args: Any, columns: list[str] | None = None, desc: str = ""
+    ) -> list[Any]:
+        """Run `fn(docs, part, *args)` on every input partition; results in partition order."""
+        if not self.partitions:
+            return []
+        futures = [
+            self.client.submit(_run_on_partition, fn, str(path), i, columns, args, pure=False)
+            for i, path in enumerate(self.partitions)
+        ]
+        track(futures, desc or getattr(fn, "__name__", "map"))
+        return self.client.gather(futures)

@@ -1,0 +1,1 @@
+"""Curation stages, in the canonical order of the flow (DESIGN.md)."""

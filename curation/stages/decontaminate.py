@@ -1,0 +1,207 @@
+"""The `decontaminate` stage: MT-NLG's 13-gram removal of evaluation-task text.
+
+`prepare` builds the task key table once (a sorted uint64 array written to the work
+directory, which workers memory-load once per process), then counts every key's
+occurrences over the whole corpus and keeps only keys seen fewer than `max_matches`
+times: a task n-gram that common is a phrase, not a leak. `process` finds the remaining
+keys in a partition with vectorised probes and cuts only the documents that contain one.
+
+A cut document keeps its id; its text becomes its clean pieces joined by a blank line,
+with a `modified` ledger row listing every cut. (Megatron's tool writes each piece as a
+separate document; one row per input document keeps the ledger's in = kept + removed.)
+A document split into more than `max_splits` pieces, or left with no piece, is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from curation.config import StrictModel
+from curation.decontam.cut import Cut, Match, cut_text
+from curation.decontam.ngrams import (
+    MAX_TASKS,
+    WORD,
+    TaskTable,
+    build_task_table,
+    find_matches,
+)
+from curation.decontam.tasks import read_task_texts, task_files
+from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
+from curation.stages.base import Stage, StageOutput
+
+TASK_TABLE = "task_ngrams.npz"
+ACTIVE_TABLE = "active_ngrams.npz"
+COUNTS_DONE = "ngram_counts.json"
+
+
+class TaskSpec(StrictModel):
+    name: str
+    paths: list[str] = Field(min_length=1)
+    fields: list[str] = Field(min_length=1)
+
+
+class DecontaminateConfig(StrictModel):
+    ngram: int = Field(13, ge=2)
+    max_matches: int = Field(10, ge=1)
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=MAX_TASKS)
+    min_task_words: int = Field(8, ge=1)
+    window: int = Field(200, ge=0)
+    min_piece: int = Field(200, ge=0)
+    max_splits: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DecontaminateConfig:
+        if self.min_task_words > self.ngram:
+            raise ValueError(f"min_task_words ({self.min_task_words}) > ngram ({self.ngram})")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+        return self
+
+
+_TABLES: dict[str, tuple[int, TaskTable]] = {}
+
+
+def load_table(path: Path | str) -> TaskTable:
+    """The task table at `path`, loaded once per worker process (reloaded if rewritten)."""
+    path = str(path)
+    mtime = os.stat(path).st_mtime_ns
+    cached = _TABLES.get(path)
+    if cached is None or cached[0] != mtime:
+        _TABLES[path] = (mtime, TaskTable.load(Path(path)))
+    return _TABLES[path][1]
+
+
+def count_task_ngrams(docs: pd.DataFrame, part: int, table_path: str):
+    """First pass on one partition: (key indices, occurrences) of the task keys in it."""
+    matches = find_matches(docs["text"].tolist(), load_table(table_path))
+    return np.unique(matches.key, return_counts=True)
+
+
+class DecontaminateStage(Stage):
+    name = "decontaminate"
+
+    def _task_files(self) -> list[tuple[TaskSpec, list[Path]]]:
+        base = Path(getattr(self.spec, "base_dir", "."))
+        return [(t, task_files(t.paths, base, t.name)) for t in self.config.tasks]
+
+    def params(self) -> dict:
+        digests = {
+            str(path): hashlib.sha256(path.read_bytes()).hexdigest()
+            for _, files in self._task_files()
+            for path in files
+        }
+        return {**super().params(), "task_files": digests}
+
+    def prepare(self, ctx) -> None:
+        workdir = Path(ctx.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        fingerprint = _fingerprint(self.params(), ctx.partitions)
+        done = workdir / COUNTS_DONE
+        if done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
+            return
+        tasks = [
+            (task.name, [text for path in files for text in read_task_texts(path, task.fields)])
+            for task, files in self._task_files()
+        ]
+        table = build_task_table(tasks, self.config.ngram, self.config.min_task_words)
+        table.save(workdir / TASK_TABLE)
+        counts = np.zeros(len(table), dtype=np.int64)
+        per_part = ctx.map(count_task_ngrams, str(workdir / TASK_TABLE), columns=["text"],
+                           desc="decontaminate: count task n-grams")
+        for keys, occurrences in per_part:
+            counts[keys] += occurrences
+        active = (counts > 0) & (counts < self.config.max_matches)
+        table.subset(active).save(workdir / ACTIVE_TABLE)
+        stats = {
+            "fingerprint": fingerprint,
+            "task_keys": int(len(table)),
+            "keys_in_corpus": int((counts > 0).sum()),
+            "keys_over_cap": int((counts >= self.config.max_matches).sum()),
+            "keys_active": int(active.sum()),
+        }
+        done.write_text(json.dumps(stats, indent=2))
+        print(f"decontaminate: {stats['task_keys']} task keys, {stats['keys_in_corpus']} seen "
+              f"in the corpus, {stats['keys_over_cap']} ignored as too common "
+              f"(>= {self.config.max_matches} occurrences)")
+
+    def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+        path = Path(workdir) / ACTIVE_TABLE
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: decontaminate.prepare has not run")
+        table = load_table(path)
+        texts = docs["text"].tolist()
+        matches = find_matches(texts, table)
+        if len(matches.key) == 0:
+            return StageOutput(docs.reset_index(drop=True), empty_ledger())
+        cfg = self.config
+        new_texts = list(texts)
+        removed, removed_reason, removed_detail = [], [], []
+        modified, modified_detail = [], []
+        bounds = np.searchsorted(matches.text, np.arange(len(texts) + 1))
+        for d in np.unique(matches.text):
+            lo, hi = bounds[d], bounds[d + 1]
+            text = texts[d]
+            spans = [(w.start(), w.end()) for w in WORD.finditer(text)]
+            doc_matches = [
+                Match(spans[s][0], spans[s + n - 1][1], int(k))
+                for s, n, k in zip(matches.start[lo:hi], matches.length[lo:hi],
+                                   matches.key[lo:hi], strict=True)
+            ]
+            pieces, cuts = cut_text(text, doc_matches, cfg.window, cfg.min_piece)
+            described = [_describe(cut, text, table) for cut in cuts]
+            if len(pieces) > cfg.max_splits or not pieces:
+                removed.append(d)
+                removed_reason.append("contaminated_too_many_splits" if pieces
+                                      else "contaminated_nothing_left")
+                removed_detail.append({"pieces": len(pieces), "chars": len(text),
+                                       "cuts": described})
+            else:
+                new_texts[d] = "\n\n".join(pieces)
+                modified.append(d)
+                modified_detail.append({
+                    "pieces": len(pieces),
+                    "chars_removed": sum(c.removed_end - c.removed_start for c in cuts),
+                    "cuts": described,
+                })
+        kept_mask = np.ones(len(docs), dtype=bool)
+        kept_mask[removed] = False
+        out = docs.reset_index(drop=True).copy()
+        out["text"] = pd.Series(new_texts, dtype=out["text"].dtype)
+        ledger = pd.concat(
+            [
+                ledger_rows(out.iloc[modified], self.name, MODIFIED, "contaminated_cut",
+                            modified_detail),
+                ledger_rows(out.iloc[removed], self.name, REMOVED, removed_reason,
+                            removed_detail),
+            ],
+            ignore_index=True,
+        )
+        return StageOutput(out[kept_mask].reset_index(drop=True), ledger)
+
+
+def _describe(cut: Cut, text: str, table: TaskTable) -> dict:
+    words = WORD.findall(text[cut.match.start : cut.match.end])
+    return {
+        "tasks": table.tasks_of(cut.match.key),
+        "ngram": " ".join(w.lower() for w in words),
+        "match": [cut.match.start, cut.match.end],
+        "removed": [cut.removed_start, cut.removed_end],
+    }
+
+
+def _fingerprint(params: dict, partitions) -> str:
+    """Identity of a counting pass: the stage's parameters and the exact input files."""
+    files = []
+    for p in partitions:
+        st = os.stat(p)
+        files.append([str(p), st.st_size, st.st_mtime_ns])
+    blob = json.dumps({"params": params, "partitions": files}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,195 @@
+"""The Gopher repetition rules (Rae et al. 2021, Appendix A, Table A1).
+
+Definitions used here:
+- duplicate line / paragraph fraction: of the non-blank lines (paragraphs: text between
+  blank lines), the share that repeat an earlier one exactly (after trimming); the
+  character fraction is their characters over all trimmed lines' (paragraphs') characters.
+- top n-gram character share (n = 2, 3, 4): the characters covered by the occurrences of
+  the document's most frequent word n-gram, over all word characters (n-grams are of
+  whitespace-separated words; whitespace is not counted). Only an n-gram
+  seen at least twice counts (a single occurrence is not repetition); ties go to the
+  n-gram that occurs first. Overlapping occurrences count each character once.
+- duplicate n-gram character share (n = 5..10): the characters covered by every
+  occurrence of every n-gram that occurs more than once, each character counted once.
+
+N-grams are compared by a 64-bit hash of their word ids, computed for all documents of a
+partition at once; a hash table over (document, hash) keys finds the repeats.
+Rules, in order: `dup_line_fraction`, `dup_paragraph_fraction`, `dup_line_char_fraction`,
+`dup_paragraph_char_fraction`, `top_{2,3,4}gram_char_fraction`,
+`dup_{5..10}gram_char_fraction`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pydantic import Field
+
+from curation.config import StrictModel
+from curation.stages.heuristic_rules.pieces import (
+    Pieces,
+    per_doc_sum,
+    ratio,
+    split_lines,
+    split_paragraphs,
+    split_words,
+    stripped_nonblank,
+)
+from curation.stages.heuristic_rules.rules import Rule, bound
+
+TOP_NGRAM_SIZES = (2, 3, 4)
+DUP_NGRAM_SIZES = (5, 6, 7, 8, 9, 10)
+
+
+class GopherRepetitionConfig(StrictModel):
+    """Each threshold is the paper's; None switches that rule off."""
+
+    max_dup_line_fraction: float | None = Field(0.30, ge=0, le=1)
+    max_dup_paragraph_fraction: float | None = Field(0.30, ge=0, le=1)
+    max_dup_line_char_fraction: float | None = Field(0.20, ge=0, le=1)
+    max_dup_paragraph_char_fraction: float | None = Field(0.20, ge=0, le=1)
+    max_top_2gram_char_fraction: float | None = Field(0.20, ge=0, le=1)
+    max_top_3gram_char_fraction: float | None = Field(0.18, ge=0, le=1)
+    max_top_4gram_char_fraction: float | None = Field(0.16, ge=0, le=1)
+    max_dup_5gram_char_fraction: float | None = Field(0.15, ge=0, le=1)
+    max_dup_6gram_char_fraction: float | None = Field(0.14, ge=0, le=1)
+    max_dup_7gram_char_fraction: float | None = Field(0.13, ge=0, le=1)
+    max_dup_8gram_char_fraction: float | None = Field(0.12, ge=0, le=1)
+    max_dup_9gram_char_fraction: float | None = Field(0.11, ge=0, le=1)
+    max_dup_10gram_char_fraction: float | None = Field(0.10, ge=0, le=1)
+
+    def top_ngram_threshold(self, n: int) -> float | None:
+        return getattr(self, f"max_top_{n}gram_char_fraction")
+
+    def dup_ngram_threshold(self, n: int) -> float | None:
+        return getattr(self, f"max_dup_{n}gram_char_fraction")
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: spreads ids over all 64 bits so sums of them rarely collide."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _duplicate_pieces(pieces: Pieces) -> dict[str, np.ndarray]:
+    """Share of pieces (and of their characters) that repeat an earlier piece exactly."""
+    pieces = stripped_nonblank(pieces)
+    lengths = pieces.lengths().astype(np.float64)
+    repeat = ~pieces.first_occurrence()
+    return {
+        "fraction": ratio(per_doc_sum(pieces, repeat.astype(np.float64)), per_doc_sum(pieces)),
+        "char_fraction": ratio(
+            per_doc_sum(pieces, np.where(repeat, lengths, 0.0)), per_doc_sum(pieces, lengths)
+        ),
+    }
+
+
+class _RepeatedNgrams:
+    """The repeated word n-grams of a partition's documents, for n = 1, 2, ... in turn.
+
+    An n-gram can only repeat if both (n-1)-grams inside it repeat, so each size only
+    hashes and counts the n-grams starting where the previous size found two repeats in a
+    row: after the first few sizes almost nothing is left to count. Counting is a hash
+    table (pandas.factorize), whose codes follow first occurrence, so ties between equally
+    frequent n-grams go to the one that occurs first.
+    """
+
+    def __init__(self, words: Pieces):
+        self.words = words
+        self.word_chars = words.lengths().astype(np.float64)
+        self.total_chars = per_doc_sum(words, self.word_chars)
+        self.word_hash = _mix(words.ids() + 1)
+        self.doc_salt = _mix(words.doc.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+        self.n = 1
+        self.starts = np.arange(len(words))  # where the counted n-grams start
+        self._hash = self.word_hash.copy()  # their hashes (valid at `starts`)
+        self._count()
+
+    def _count(self) -> None:
+        """Group the n-grams at `starts` (within each document) and count each group."""
+        key = self._hash[self.starts] ^ self.doc_salt[self.starts]
+        self.group, _ = pd.factorize(key)
+        self.counts = np.bincount(self.group)
+        self.repeated = self.counts[self.group] > 1
+
+    def grow(self) -> None:
+        """From n-grams to (n+1)-grams, keeping only those that can repeat."""
+        doc, n = self.words.doc, self.n
+        repeated_at = np.zeros(len(doc) + 1, dtype=bool)
+        repeated_at[self.starts[self.repeated]] = True
+        candidate = self.starts[self.repeated]
+        candidate = candidate[candidate + n < len(doc)]
+        candidate = candidate[repeated_at[candidate + 1] & (doc[candidate] == doc[candidate + n])]
+        with np.errstate(over="ignore"):
+            self._hash[candidate] = _mix(
+                self._hash[candidate] * np.uint64(0x100000001B3) ^ self.word_hash[candidate + n]
+            )
+        self.starts, self.n = candidate, n + 1
+        self._count()
+
+    def _covered_char_share(self, starts: np.ndarray) -> np.ndarray:
+        """Per document: share of word characters under the n-grams starting at `starts`."""
+        size = len(self.words) + 1
+        depth = np.cumsum(
+            np.bincount(starts, minlength=size) - np.bincount(starts + self.n, minlength=size)
+        )[:-1]
+        covered = np.where(depth > 0, self.word_chars, 0.0)
+        return ratio(per_doc_sum(self.words, covered), self.total_chars)
+
+    def duplicate_share(self) -> np.ndarray:
+        return self._covered_char_share(self.starts[self.repeated])
+
+    def top_share(self) -> np.ndarray:
+        groups = np.flatnonzero(self.counts > 1)  # codes: in order of first occurrence
+        group_doc = np.empty(len(self.counts), dtype=np.int64)
+        group_doc[self.group] = self.words.doc[self.starts]
+        # Per document, its repeated groups by count (descending), then first occurrence.
+        order = groups[np.lexsort((groups, -self.counts[groups], group_doc[groups]))]
+        leader = order[np.diff(group_doc[order], prepend=-1) != 0]
+        is_top = np.zeros(len(self.counts), dtype=bool)
+        is_top[leader] = True
+        return self._covered_char_share(self.starts[is_top[self.group]])
+
+
+def measure(texts: pa.Array, config: GopherRepetitionConfig) -> dict[str, np.ndarray]:
+    """The document measures the switched-on Gopher repetition rules bound."""
+    lines = _duplicate_pieces(split_lines(texts))
+    paragraphs = _duplicate_pieces(split_paragraphs(texts))
+    measures = {
+        "dup_line_fraction": lines["fraction"],
+        "dup_line_char_fraction": lines["char_fraction"],
+        "dup_paragraph_fraction": paragraphs["fraction"],
+        "dup_paragraph_char_fraction": paragraphs["char_fraction"],
+    }
+    wanted = {n for n in TOP_NGRAM_SIZES if config.top_ngram_threshold(n) is not None}
+    wanted |= {n for n in DUP_NGRAM_SIZES if config.dup_ngram_threshold(n) is not None}
+    ngrams = _RepeatedNgrams(split_words(texts))
+    while wanted and ngrams.n < max(wanted):
+        ngrams.grow()
+        if ngrams.n in TOP_NGRAM_SIZES and ngrams.n in wanted:
+            measures[f"top_{ngrams.n}gram_char_fraction"] = ngrams.top_share()
+        elif ngrams.n in wanted:
+            measures[f"dup_{ngrams.n}gram_char_fraction"] = ngrams.duplicate_share()
+    return measures
+
+
+def rules(config: GopherRepetitionConfig) -> list[Rule]:
+    """The Gopher repetition rules in the order they are checked."""
+    name = "gopher_repetition."
+    checks = [
+        ("dup_line_fraction", config.max_dup_line_fraction),
+        ("dup_paragraph_fraction", config.max_dup_paragraph_fraction),
+        ("dup_line_char_fraction", config.max_dup_line_char_fraction),
+        ("dup_paragraph_char_fraction", config.max_dup_paragraph_char_fraction),
+        *((f"top_{n}gram_char_fraction", config.top_ngram_threshold(n)) for n in TOP_NGRAM_SIZES),
+        *((f"dup_{n}gram_char_fraction", config.dup_ngram_threshold(n)) for n in DUP_NGRAM_SIZES),
+    ]
+    return [
+        rule for measure, limit in checks for rule in bound(name + measure, measure, limit, "max")
+    ]

@@ -1,0 +1,134 @@
+"""The `heuristics` stage: C4 line clean-up, then C4, Gopher quality and Gopher
+repetition document rules.
+
+Order (fixed): the C4 line filter rewrites each text; then the document rules run on the
+rewritten text, family by family — C4 page rules, Gopher quality, Gopher repetition —
+each family in the order its module documents. A document is removed under the first
+rule it fails (the ledger reason is that rule's name, the detail its measured value and
+threshold); a kept document whose lines were cut gets a `modified` row. The costly
+repetition measures are computed only for documents that passed everything before them.
+
+In the spec, `{gopher_quality: {}, gopher_repetition: {}, c4: {}}` switches every family
+on with the papers' defaults; a family left out (or null) is off, and so is any single
+threshold set to null.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from curation.config import StrictModel
+from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
+from curation.stages.base import Stage, StageOutput
+from curation.stages.heuristic_rules import c4, gopher_quality, gopher_repetition
+from curation.stages.heuristic_rules.c4 import C4Config
+from curation.stages.heuristic_rules.gopher_quality import GopherQualityConfig
+from curation.stages.heuristic_rules.gopher_repetition import GopherRepetitionConfig
+from curation.stages.heuristic_rules.pieces import as_text_array
+from curation.stages.heuristic_rules.rules import NOT_FAILED, Rule, first_failures
+
+__all__ = [
+    "C4Config",
+    "GopherQualityConfig",
+    "GopherRepetitionConfig",
+    "HeuristicsConfig",
+    "HeuristicsStage",
+]
+
+
+class HeuristicsConfig(StrictModel):
+    """Which rule families run; None (or left out) means off, `{}` the paper defaults."""
+
+    gopher_quality: GopherQualityConfig | None = None
+    gopher_repetition: GopherRepetitionConfig | None = None
+    c4: C4Config | None = None
+
+
+class HeuristicsStage(Stage):
+    name = "heuristics"
+
+    def __init__(self, config: HeuristicsConfig | dict | None, spec):
+        if not isinstance(config, HeuristicsConfig):
+            config = HeuristicsConfig.model_validate(config or {})
+        super().__init__(config, spec)
+
+    def _measures(self, texts: pa.Array) -> tuple[dict[str, np.ndarray], list[Rule]]:
+        """Every switched-on rule, in the order documents are judged, and the measures
+        they bound. Repetition is measured only for documents that pass the cheaper
+        rules before it (elsewhere its measures are NaN, which fails no rule)."""
+        config = self.config
+        measures: dict[str, np.ndarray] = {}
+        rules: list[Rule] = []
+        if config.c4:
+            measures.update(c4.measure(texts))
+            rules += c4.rules(config.c4)
+        if config.gopher_quality:
+            measures.update(gopher_quality.measure(texts, config.gopher_quality.stop_words))
+            rules += gopher_quality.rules(config.gopher_quality)
+        if config.gopher_repetition:
+            passing = first_failures(rules, measures, np.ones(len(texts), bool)) == NOT_FAILED
+            rows = np.flatnonzero(passing)
+            subset = gopher_repetition.measure(texts.take(rows), config.gopher_repetition)
+            for key, values in subset.items():
+                measures[key] = np.full(len(texts), np.nan)
+                measures[key][rows] = values
+            rules += gopher_repetition.rules(config.gopher_repetition)
+        return measures, rules
+
+    def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+        docs = docs.reset_index(drop=True)
+        texts = as_text_array(docs["text"])
+        lines_cut = None
+        if self.config.c4 and self.config.c4.filters_lines():
+            lines_cut = c4.filter_lines(self.config.c4, texts)
+            texts = lines_cut.texts
+
+        measures, rules = self._measures(texts)
+        failed = first_failures(rules, measures, np.ones(len(docs), bool))
+        removed = np.flatnonzero(failed != NOT_FAILED)
+        removed_rows = ledger_rows(
+            docs.iloc[removed],
+            self.name,
+            REMOVED,
+            [rules[failed[i]].name for i in removed],
+            [rules[failed[i]].detail(measures[rules[failed[i]].measure][i]) for i in removed],
+        )
+
+        keep = failed == NOT_FAILED
+        kept = docs[keep].copy()
+        kept["text"] = pd.Series(
+            texts.filter(pa.array(keep)).to_numpy(zero_copy_only=False),
+            index=kept.index,
+            dtype=docs["text"].dtype,
+        )
+        ledger = [removed_rows]
+        if lines_cut is not None:
+            modified = np.flatnonzero(keep & (lines_cut.lines_removed > 0))
+            ledger.append(
+                ledger_rows(
+                    docs.iloc[modified],
+                    self.name,
+                    MODIFIED,
+                    "c4.line_filter",
+                    [_line_cut_detail(lines_cut, i) for i in modified],
+                )
+            )
+        return StageOutput(kept=kept.reset_index(drop=True), ledger=_concat(ledger))
+
+
+def _line_cut_detail(cut: c4.LineFilterResult, i: int) -> dict:
+    by_rule = {rule: int(counts[i]) for rule, counts in cut.lines_removed_by_rule.items()}
+    return {
+        "lines_removed": int(cut.lines_removed[i]),
+        "chars_removed": int(cut.chars_removed[i]),
+        "lines_removed_by_rule": {rule: n for rule, n in by_rule.items() if n},
+    }
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else empty_ledger()

@@ -1,0 +1,188 @@
+"""normalize: repair broken Unicode (ftfy), compose it (NFC), and tidy whitespace.
+
+The result is defined by the plain per-document function `normalize_text`:
+`ftfy.fix_text` (its default fixes) → NFC → `clean_whitespace`. The stage gives the same
+text faster. Most documents are plain ASCII, and on ASCII `fix_text` can only
+(a) unescape HTML entities like `&amp;`, (b) drop control characters and terminal escapes,
+(c) turn `\\r\\n` and `\\r` into `\\n`; NFC never changes ASCII. ASCII documents without
+(a) and (b) therefore skip ftfy and NFC entirely — (c) is redone by the whitespace rules —
+and those rules run as vectorised Arrow regexes over the whole partition.
+
+Whitespace rules, in order ("horizontal space" = tab, VT, FF and the Unicode space
+separators, NBSP included; newline is not one):
+1. `\\r\\n`, then any remaining `\\r`, become `\\n`;
+2. horizontal space at the end of every line is removed;
+3. four or more consecutive newlines (three or more blank lines) become three (two blank);
+4. horizontal space and newlines at the start and end of the document are removed.
+
+Ledger: a changed document gets a `modified` row whose reason is `unicode_fixed` (ftfy or
+NFC changed more than line breaks), `whitespace` (the rules above, line-break fixes
+included, changed it) or `unicode_fixed+whitespace`; one left empty is `removed` as
+`empty_text`. Details carry `chars_before` / `chars_after`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+
+import ftfy
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.config import StrictModel
+from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
+from curation.stages.base import Stage, StageOutput
+
+HORIZONTAL_SPACE = (
+    "\t\x0b\x0c \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
+)
+_TRAILING_SPACE = "[" + HORIZONTAL_SPACE + "]+\n"
+_MANY_NEWLINES = "\n{4,}"
+# ASCII that ftfy.fix_text would change beyond line breaks: the control characters it
+# removes (terminal escapes start with one) and anything shaped like an HTML entity.
+_FTFY_SENSITIVE_ASCII = r"[\x00-\x08\x0b\x0e-\x1f\x7f]|&#?[0-9A-Za-z]{1,24};"
+
+
+class NormalizeConfig(StrictModel):
+    fix_unicode: bool = True  # ftfy.fix_text: mojibake, HTML entities, curly quotes, controls
+    nfc: bool = True  # Unicode NFC composition
+    whitespace: bool = True  # the whitespace rules in this module's docstring
+
+
+def clean_whitespace(text: str) -> str:
+    """The whitespace rules, one document at a time (the reference for the Arrow version)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = "\n".join(line.rstrip(HORIZONTAL_SPACE) for line in text.split("\n"))
+    text = re.sub(_MANY_NEWLINES, "\n\n\n", text)
+    return text.strip(HORIZONTAL_SPACE + "\n")
+
+
+def _ftfy_config(config: NormalizeConfig) -> ftfy.TextFixerConfig:
+    # With nfc on this is exactly fix_text's default; with it off, ftfy must not NFC either.
+    return ftfy.TextFixerConfig(normalization="NFC" if config.nfc else None, explain=False)
+
+
+_FTFY_SENSITIVE_ASCII_RE = re.compile(_FTFY_SENSITIVE_ASCII)
+
+
+def fix_text_by_line(text: str, config: ftfy.TextFixerConfig) -> str:
+    """`ftfy.fix_text(text, config)`, without running ftfy on lines it cannot change.
+
+    fix_text already fixes each line on its own (its "segments"); this walks the same
+    segments with the same HTML-detection state, and a plain-ASCII line free of control
+    characters and entities gets only the line-break fix ftfy would give it.
+    """
+    if len(text) > config.max_decode_length:
+        return ftfy.fix_text(text, config)  # fix_text would cut the segments differently
+    parts = text.split("\n")
+    last = len(parts) - 1
+    out = []
+    for i, line in enumerate(parts):
+        segment = line + "\n" if i < last else line
+        if not segment:
+            continue
+        if config.unescape_html == "auto" and "<" in segment:
+            config = config._replace(unescape_html=False)
+        if segment.isascii() and not _FTFY_SENSITIVE_ASCII_RE.search(segment):
+            out.append(segment.replace("\r\n", "\n").replace("\r", "\n"))
+        else:
+            out.append(ftfy.fix_and_explain(segment, config).text)
+    return "".join(out)
+
+
+def normalize_text(text: str, config: NormalizeConfig | None = None) -> str:
+    """What normalize makes of one document: the slow, obviously-correct definition."""
+    config = config or NormalizeConfig()
+    if config.fix_unicode:
+        text = ftfy.fix_text(text, _ftfy_config(config))
+    if config.nfc:
+        text = unicodedata.normalize("NFC", text)
+    if config.whitespace:
+        text = clean_whitespace(text)
+    return text
+
+
+def _line_breaks(texts: pa.Array) -> pa.Array:
+    return pc.replace_substring(pc.replace_substring(texts, "\r\n", "\n"), "\r", "\n")
+
+
+def clean_whitespace_arrow(texts: pa.Array) -> pa.Array:
+    """`clean_whitespace` over a whole Arrow string array at once."""
+    texts = pc.replace_substring_regex(_line_breaks(texts), _TRAILING_SPACE, "\n")
+    texts = pc.replace_substring_regex(texts, _MANY_NEWLINES, "\n\n\n")
+    return pc.utf8_trim(texts, HORIZONTAL_SPACE + "\n")
+
+
+def _needs_unicode_pass(texts: pa.Array, config: NormalizeConfig) -> np.ndarray:
+    """Documents the per-document ftfy/NFC pass could change (all others are skipped)."""
+    if not (config.fix_unicode or config.nfc):
+        return np.zeros(len(texts), dtype=bool)
+    needs = pc.invert(pc.string_is_ascii(texts))
+    if config.fix_unicode:
+        needs = pc.or_(needs, pc.match_substring_regex(texts, _FTFY_SENSITIVE_ASCII))
+    return _to_numpy(needs)
+
+
+def _to_numpy(mask: pa.Array) -> np.ndarray:
+    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+class NormalizeStage(Stage):
+    """Kept: every document with non-empty normalised text; `modified` rows say what changed."""
+
+    name = "normalize"
+
+    def __init__(self, config: NormalizeConfig | None, spec):
+        super().__init__(config or NormalizeConfig(), spec)
+        self._ftfy = _ftfy_config(self.config)
+
+    def _fix_unicode(self, text: str) -> str:
+        if self.config.fix_unicode:
+            return fix_text_by_line(text, self._ftfy)  # NFC inside when config.nfc
+        return unicodedata.normalize("NFC", text)
+
+    def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+        config = self.config
+        before = pa.array(docs["text"].to_numpy(dtype=object), type=pa.large_string())
+        slow = _needs_unicode_pass(before, config)
+        # On the ASCII documents skipped here, fix_text would only have fixed line breaks.
+        fixed = _line_breaks(before) if config.fix_unicode else before
+        if slow.any():
+            repaired = pa.array(
+                [self._fix_unicode(t) for t in before.filter(pa.array(slow)).to_pylist()],
+                type=pa.large_string(),
+            )
+            fixed = pc.replace_with_mask(fixed, pa.array(slow), repaired)
+        after = clean_whitespace_arrow(fixed) if config.whitespace else fixed
+
+        before_eol, fixed_eol = _line_breaks(before), _line_breaks(fixed)
+        unicode_fixed = _to_numpy(pc.not_equal(fixed_eol, before_eol))
+        whitespace = _to_numpy(pc.or_(pc.not_equal(after, fixed_eol),
+                                      pc.not_equal(before_eol, before)))
+        changed = _to_numpy(pc.not_equal(after, before))
+        chars_before = pc.utf8_length(before).to_numpy()
+        chars_after = pc.utf8_length(after).to_numpy()
+        empty = chars_after == 0
+
+        ledgers = []
+        if empty.any():
+            gone = docs.loc[empty]
+            ledgers.append(ledger_rows(gone, self.name, REMOVED, "empty_text",
+                                       [{"chars_before": int(c)} for c in chars_before[empty]]))
+        modified = changed & ~empty
+        if modified.any():
+            names = np.array(["", "whitespace", "unicode_fixed", "unicode_fixed+whitespace"])
+            reasons = names[unicode_fixed[modified] * 2 + whitespace[modified]]
+            details = [{"chars_before": int(b), "chars_after": int(a)}
+                       for b, a in zip(chars_before[modified], chars_after[modified], strict=True)]
+            ledgers.append(ledger_rows(docs.loc[modified], self.name, MODIFIED,
+                                       list(reasons), details))
+        kept = docs.loc[~empty].copy()
+        kept["text"] = after.filter(pa.array(~empty)).to_pandas().to_numpy()
+        ledger = (pd.concat(ledgers, ignore_index=True) if ledgers
+                  else empty_ledger())
+        return StageOutput(kept=kept, ledger=ledger)

@@ -1,0 +1,198 @@
+"""The `quality` stage: score every document with the fastText classifier, sample on it.
+
+`prepare` makes sure a model exists: the spec's `model` path, or one trained from the
+positive and negative sources into OUT/quality/ (reused on rerun when its training
+parameters match). The training sample is a bottom-k by seeded id hash per class, so
+it is the same whatever the partitioning. `process` scores a partition in one batched
+call, adds `quality_score` and applies the keep rule; exempt sources are scored only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from curation.config import StrictModel
+from curation.documents import REMOVED, empty_ledger, ledger_rows
+from curation.quality.model import (
+    load_model,
+    positive_probability,
+    preprocess,
+    train_quality_model,
+)
+from curation.quality.sampling import keep_decisions, uniform_draws
+from curation.stage_context import ClusterStageContext
+from curation.stages.base import Stage, StageOutput
+
+MODEL_POINTER = "model.json"
+
+
+class QualityConfig(StrictModel):
+    """`threshold` given: keep when score >= threshold; else GPT-3's Pareto rule with
+    `alpha`. Setting both is an error, so the rule in force is never ambiguous."""
+
+    positive: list[str] = Field(min_length=1)
+    negative: list[str] = Field(min_length=1)
+    exempt: list[str] = []
+    alpha: float = Field(9.0, gt=0)
+    threshold: float | None = Field(None, ge=0, le=1)
+    model: str | None = None
+    epoch: int = Field(10, ge=1)
+    lr: float = Field(0.1, gt=0)
+    word_ngrams: int = Field(2, ge=1)
+    dim: int = Field(32, ge=1)
+    bucket: int = Field(500_000, ge=1)
+    min_count: int = Field(1, ge=1)
+    max_docs_per_class: int = Field(50_000, ge=2)
+    holdout: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> QualityConfig:
+        if self.threshold is not None and "alpha" in self.model_fields_set:
+            raise ValueError("quality: give `alpha` (Pareto sampling) or `threshold`, not both")
+        both = set(self.positive) & set(self.negative)
+        if both:
+            raise ValueError(f"quality: sources both positive and negative: {sorted(both)}")
+        return self
+
+    @property
+    def rule(self) -> str:
+        if self.threshold is not None:
+            return f"threshold({self.threshold:g})"
+        return f"pareto(alpha={self.alpha:g})"
+
+    def training_params(self, seed: int) -> dict:
+        keys = ("positive", "negative", "epoch", "lr", "word_ngrams", "dim", "bucket",
+                "min_count", "max_docs_per_class", "holdout")
+        return {"seed": seed, **{k: getattr(self, k) for k in keys}}
+
+
+def _params_hash(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+
+def _class_hashes(docs: pd.DataFrame, positive: list[str], negative: list[str], seed: int):
+    """(label, hash) per document of a positive (1) or negative (0) source; -1 otherwise."""
+    label = np.where(docs["source"].isin(positive), 1,
+                     np.where(docs["source"].isin(negative), 0, -1))
+    return label, uniform_draws(docs["id"].tolist(), seed, salt="quality-train")
+
+
+def smallest_class_hashes(docs, part, positive, negative, seed, k):
+    """Pass 1 of the training sample: the k smallest id hashes of each class here."""
+    label, h = _class_hashes(docs, positive, negative, seed)
+    return [np.sort(h[label == cls])[:k] for cls in (0, 1)]
+
+
+def sample_class_texts(docs, part, positive, negative, seed, cutoffs):
+    """Pass 2: (hash, id, text) of the documents at or under each class's cutoff."""
+    label, h = _class_hashes(docs, positive, negative, seed)
+    out = []
+    for cls in (0, 1):
+        take = np.flatnonzero((label == cls) & (h <= cutoffs[cls]))
+        out.append(list(zip(h[take], docs["id"].iloc[take], docs["text"].iloc[take],
+                            strict=True)))
+    return out
+
+
+def gather_training_texts(ctx, config: QualityConfig, seed: int) -> tuple[list[str], list[str]]:
+    """A bounded, partitioning-independent sample of positive and negative texts."""
+    k = config.max_docs_per_class
+    args = (list(config.positive), list(config.negative), seed)
+    firsts = ctx.map(smallest_class_hashes, *args, k, columns=["id", "source"],
+                     desc="quality: sample training ids")
+    cutoffs = []
+    for cls in (0, 1):
+        merged = np.sort(np.concatenate([f[cls] for f in firsts] or [np.zeros(0)]))
+        cutoffs.append(float(merged[min(k, len(merged)) - 1]) if len(merged) else -1.0)
+    seconds = ctx.map(sample_class_texts, *args, cutoffs, columns=["id", "source", "text"],
+                      desc="quality: gather training texts")
+    classes = []
+    for cls in (0, 1):
+        rows = sorted(row for s in seconds for row in s[cls])[:k]
+        classes.append([text for _, _, text in rows])
+    return classes[1], classes[0]
+
+
+def ensure_quality_model(ctx, config: QualityConfig, seed: int, force: bool = False) -> dict:
+    """Train into OUT/quality/ unless a model with the same training parameters is there."""
+    quality_dir = Path(ctx.out) / "quality"
+    params = config.training_params(seed)
+    metrics_path = quality_dir / "metrics.json"
+    if not force and (quality_dir / "model.bin").exists() and metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("params_hash") == _params_hash(params):
+            return metrics
+    positive, negative = gather_training_texts(ctx, config, seed)
+    metrics = train_quality_model(
+        positive, negative, quality_dir, seed,
+        epoch=config.epoch, lr=config.lr, word_ngrams=config.word_ngrams, dim=config.dim,
+        bucket=config.bucket, min_count=config.min_count, holdout=config.holdout,
+        extra_metrics={"params": params, "params_hash": _params_hash(params)},
+    )
+    print(f"quality classifier (held out): precision {metrics['precision']:.3f}, "
+          f"recall {metrics['recall']:.3f}, AUC {metrics['auc']:.3f}, counts {metrics['counts']}")
+    return metrics
+
+
+def train_quality(config: QualityConfig, spec, partitions, out, client, force=False) -> dict:
+    """`curate train-quality`: train and save OUT/quality/model.bin from document partitions."""
+    out = Path(out)
+    ctx = ClusterStageContext(spec, out, out / "quality", partitions, client)
+    return ensure_quality_model(ctx, config, spec.seed, force=force)
+
+
+class QualityStage(Stage):
+    name = "quality"
+
+    def _given_model(self) -> Path | None:
+        if self.config.model is None:
+            return None
+        path = Path(self.config.model)
+        if not path.is_absolute():
+            path = Path(getattr(self.spec, "base_dir", ".")) / path
+        if not path.is_file():
+            raise FileNotFoundError(f"quality.model: no fastText model at {path}")
+        return path
+
+    def params(self) -> dict:
+        given = self._given_model()
+        digest = hashlib.sha256(given.read_bytes()).hexdigest() if given else None
+        return {**super().params(), "seed": self.spec.seed, "model_sha256": digest}
+
+    def prepare(self, ctx) -> None:
+        model = self._given_model()
+        if model is None:
+            ensure_quality_model(ctx, self.config, self.spec.seed)
+            model = Path(ctx.out) / "quality" / "model.bin"
+        workdir = Path(ctx.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / MODEL_POINTER).write_text(json.dumps({"path": str(Path(model).resolve())}))
+
+    def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+        pointer = Path(workdir) / MODEL_POINTER
+        if not pointer.exists():
+            raise FileNotFoundError(f"{pointer}: quality.prepare has not run")
+        model = load_model(json.loads(pointer.read_text())["path"])
+        docs = docs.reset_index(drop=True)
+        scores = positive_probability(model, preprocess(docs["text"]))
+        ids = docs["id"].astype(str).tolist()
+        keep, draws = keep_decisions(scores, ids, self.spec.seed, self.config.alpha,
+                                     self.config.threshold)
+        keep |= docs["source"].isin(self.config.exempt).to_numpy()
+        docs = docs.assign(quality_score=scores)
+        removed = np.flatnonzero(~keep)
+        if len(removed) == 0:
+            return StageOutput(docs, empty_ledger())
+        details = [
+            {"score": round(float(scores[i]), 6), "rule": self.config.rule,
+             **({"draw": round(float(draws[i]), 6)} if draws is not None else {})}
+            for i in removed
+        ]
+        ledger = ledger_rows(docs.iloc[removed], self.name, REMOVED, "low_quality", details)
+        return StageOutput(docs[keep].reset_index(drop=True), ledger)

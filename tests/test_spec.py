@@ -1,0 +1,125 @@
+"""The spec: every problem reported at once with its YAML path; shipped specs validate."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from curation.cli import main as curate
+from curation.spec import SpecError, load_spec, parse_spec
+from tests.conftest import ROOT, write_jsonl
+
+
+def minimal(**overrides) -> dict:
+    spec = {"name": "t", "sources": [{"name": "a", "paths": ["a/*.jsonl"]}]}
+    spec.update(overrides)
+    return spec
+
+
+def problems_of(data, **kw) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, check_files=False, **kw)
+    return info.value.problems
+
+
+def test_shipped_specs_validate():
+    mtnlg = load_spec(ROOT / "corpus_specs" / "mtnlg_530b.yaml", check_files=False)
+    weights = {s.name: s.weight for s in mtnlg.sources}
+    assert len(weights) == 15
+    assert weights["openwebtext2"] == 0.19336 and weights["nih-exporter"] == 0.00208
+    assert sum(weights.values()) == pytest.approx(1.0, abs=1e-4)
+    demo = load_spec(ROOT / "corpus_specs" / "demo.yaml", check_files=False)
+    assert demo.stages.exact_dedup is not None
+
+
+def test_every_problem_listed_at_once_with_its_path():
+    data = minimal(sources=[
+        {"name": "a", "paths": ["x"], "weight": 0.5},
+        {"name": "b", "paths": ["y"], "weight": 0.5},
+        {"name": "c", "paths": ["z"], "weight": -1, "colour": "red"},
+    ], stages={"language": {"min_score": 0.8, "bogus": 1}})
+    problems = problems_of(data)
+    assert any(p.startswith("sources[2].weight:") and "greater than 0" in p for p in problems)
+    assert any(p.startswith("sources[2].colour: unknown key") and "allowed:" in p
+               and "weight" in p for p in problems)
+    assert any(p.startswith("stages.language.bogus: unknown key") for p in problems)
+    assert len(problems) == 3
+
+
+def test_missing_required_and_wrong_types():
+    problems = problems_of({"sources": [{"name": "a", "paths": "not-a-list"}], "seed": "x"})
+    assert any(p.startswith("name:") for p in problems)
+    assert any(p.startswith("seed:") for p in problems)
+    assert any(p.startswith("sources[0].paths:") for p in problems)
+
+
+def test_cross_field_rules():
+    data = minimal(sources=[
+        {"name": "a", "paths": ["x"], "weight": 1.0},
+        {"name": "a", "paths": ["y"]},
+    ], stages={"quality": {"positive": ["a"], "negative": ["nope"]}})
+    problems = problems_of(data)
+    assert "sources[1].name: duplicate source name 'a'" in problems
+    assert any(p.startswith("stages.quality.negative[0]: no source named 'nope'")
+               for p in problems)
+    assert any(p.startswith("sources[1]: no `weight` or `epochs`") for p in problems)
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".."])
+def test_source_names_cannot_escape_the_output_directory(name):
+    problems = problems_of(minimal(sources=[{"name": name, "paths": ["x"]}]))
+    assert any(p.startswith("sources[0]:") and "letters, digits" in p for p in problems)
+
+
+def test_weight_and_epochs_are_exclusive():
+    problems = problems_of(minimal(sources=[{"name": "a", "paths": ["x"], "weight": 1,
+                                              "epochs": 2}]))
+    assert any("not both" in p for p in problems)
+
+
+def test_missing_files_are_reported_per_source(tmp_path):
+    write_jsonl(tmp_path / "a" / "one.jsonl", [{"text": "hello"}])
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(minimal(sources=[
+        {"name": "a", "paths": ["a/*.jsonl"]},
+        {"name": "b", "paths": ["b/*.jsonl"]},
+    ])))
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path / "spec.yaml")
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith("sources[1].paths:")
+    assert "b/*.jsonl" in info.value.problems[0]
+    assert load_spec(tmp_path / "spec.yaml", check_files=False).source("b").name == "b"
+
+
+def test_bad_yaml_names_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: t\nsources: [\n  {name: a\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(path) in str(info.value) and "line" in info.value.problems[0]
+
+
+def test_yaml_is_read_with_the_safe_loader(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\nsources: []\n")
+    with pytest.raises(SpecError):
+        load_spec(path)
+
+
+def test_spec_hash_is_stable_and_sensitive():
+    a = parse_spec(minimal(), check_files=False)
+    b = parse_spec(minimal(), check_files=False)
+    c = parse_spec(minimal(seed=99), check_files=False)
+    assert a.hash() == b.hash() != c.hash()
+
+
+def test_cli_validate(tmp_path, capsys):
+    assert curate(["validate", str(ROOT / "corpus_specs" / "mtnlg_530b.yaml"),
+                   "--no-files"]) == 0
+    assert "15 sources" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(minimal(sources=[{"name": "a", "paths": ["x"],
+                                                    "weight": 0}])))
+    assert curate(["validate", str(bad), "--no-files"]) == 2
+    err = capsys.readouterr().err
+    assert "sources[0].weight:" in err

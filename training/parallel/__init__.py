@@ -1,0 +1,2 @@
+"""Megatron-style parallelism: the process grid, tensor-parallel layers, gradient buckets and
+the distributed optimizer."""
