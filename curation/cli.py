@@ -67,10 +67,45 @@ def _cmd_export_megatron(args) -> int:
 def _cmd_report(args) -> int:
     from curation.report import summary_text, write_report
 
-    path = write_report(Path(args.out))
+    path = write_report(Path(args.out), train_tokens=args.train_tokens)
     print(summary_text(Path(args.out)))
-    print(f"\nreport: {path}")
+    print(f"\nreport: {path} and {path.with_suffix('.html')} (plots in {path.parent / 'report'})")
     return 0
+
+
+def _cmd_inspect(args) -> int:
+    from curation.inspect import InspectError, inspect_doc, inspect_samples, inspect_shard
+    from training.data import ShardError
+
+    try:
+        if args.what == "shard":
+            text = inspect_shard(Path(args.path))
+        elif args.what == "samples":
+            text = inspect_samples(Path(args.out), n=args.n, seq_len=args.seq_len,
+                                   split=args.split)
+        else:
+            text = inspect_doc(Path(args.out), args.id)
+    except (InspectError, ShardError) as exc:
+        print(f"curate inspect {args.what}: error: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+def _add_inspect_parser(sub) -> None:
+    p = sub.add_parser("inspect", help="look inside a run: a shard, blended samples, a document")
+    what = p.add_subparsers(dest="what", required=True)
+    q = what.add_parser("shard", help="summary of a token shard (.arrow) or its manifest.json")
+    q.add_argument("path")
+    q = what.add_parser("samples", help="decoded samples of the blended training stream")
+    q.add_argument("out")
+    q.add_argument("--n", type=int, default=3, help="number of samples (default 3)")
+    q.add_argument("--seq-len", type=int, default=128, help="tokens per sample (default 128)")
+    q.add_argument("--split", default="train", choices=["train", "valid", "test"])
+    q = what.add_parser("doc", help="a document's fate: its ledger rows and curated copy")
+    q.add_argument("out")
+    q.add_argument("id")
+    p.set_defaults(func=_cmd_inspect)
 
 
 def _cmd_demo_corpus(args) -> int:
@@ -118,9 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prefix", help="output prefix: writes PREFIX.bin and PREFIX.idx")
     p.set_defaults(func=_cmd_export_megatron)
 
-    p = sub.add_parser("report", help="rebuild OUT/report.md from a run's manifests")
+    p = sub.add_parser("report", help="rebuild OUT/report.md, report.html and plots from a run")
     p.add_argument("out")
+    p.add_argument("--train-tokens", type=int,
+                   help="tokens the trainer will see, for the blend table's epochs "
+                        "(default: one pass over a corpus-sized blend)")
     p.set_defaults(func=_cmd_report)
+
+    _add_inspect_parser(sub)
 
     p = sub.add_parser("demo-corpus", help="write the embedded demo corpus to DIR")
     p.add_argument("dir")

@@ -1,20 +1,54 @@
-"""`curate report OUT`: the run's accounting, rebuilt from what is on disk."""
+"""`curate report OUT`: the run's accounting and plots, rebuilt from what is on disk.
+
+The report is a list of sections, each a list of blocks (text, tables, images, bullet
+lists); report.md and the self-contained report.html are two renderings of the same
+blocks, and the PNGs live under OUT/report/. A section whose stage did not run is left out.
+"""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from curation import report_data as data
+from curation import report_plots as plots
 from curation.atomic import write_text_atomic
-from curation.summary import format_table, markdown_table, summary_rows
+from curation.summary import HEADER, format_table, summary_rows
+
+PLOTS_DIR = "report"
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Image:
+    path: Path  # relative to OUT
+    caption: str
+
+
+@dataclass
+class Items:
+    """A bullet list; each item is (code, text): a monospace id and its plain text."""
+
+    items: list[tuple[str, str]]
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list = field(default_factory=list)
 
 
 def stage_totals(out: Path) -> list[tuple[str, dict]]:
     """(stage, totals) for every finished stage folder under OUT/stages, in order."""
-    totals = []
-    for manifest_path in sorted((Path(out) / "stages").glob("*/_manifest.json")):
-        manifest = json.loads(manifest_path.read_text())
-        totals.append((manifest["stage"], manifest["totals"]))
+    totals = [(run.name, run.manifest["totals"]) for run in data.stage_runs(Path(out))]
     if not totals:
         raise FileNotFoundError(f"{out}: no finished stages under {Path(out) / 'stages'} "
                                 "(is this a `curate run` output directory?)")
@@ -25,16 +59,213 @@ def summary_text(out: Path) -> str:
     return format_table(summary_rows(stage_totals(out)))
 
 
-def write_report(out: Path) -> Path:
-    """Write OUT/report.md; return its path."""
-    out = Path(out)
-    rows = summary_rows(stage_totals(out))
-    text = "\n".join([
-        f"# Curation report: {out.resolve().name}", "",
-        "Documents and text bytes in and out of every stage, per source. Every removed or "
-        "modified document has a row in `ledger/` with its stage and reason.", "",
-        markdown_table(rows), "",
+def _n(value) -> str:
+    return f"{int(value):,}"
+
+
+def _funnel_section(out: Path, funnel: pd.DataFrame, tokens: dict) -> Section:
+    stages = list(dict.fromkeys(funnel["stage"]))
+    sources = sorted(funnel["source"].unique())
+    blocks: list = [
+        "What is left of every source after each stage: `input` is what the read step saw "
+        "(malformed records included); the last columns are the token shards.",
+        Image(plots.plot_funnel(funnel, tokens, out / PLOTS_DIR / "funnel.png")
+              .relative_to(out), "documents, bytes and tokens after each stage"),
+    ]
+    for column_in, column_out, what in (("docs_in", "kept", "Documents"),
+                                        ("bytes_in", "bytes_out", "Text bytes")):
+        rows = []
+        for source in [*sources, "(all)"]:
+            chosen = funnel if source == "(all)" else funnel[funnel["source"] == source]
+            per_stage = chosen.groupby("stage", sort=False)[[column_in, column_out]].sum()
+            first = per_stage[column_in].iloc[0]
+            row = [source, _n(first)] + [_n(per_stage[column_out].get(s, 0)) for s in stages]
+            if tokens:
+                names = sources if source == "(all)" else [source]
+                key = "documents" if column_in == "docs_in" else "tokens"
+                row.append(_n(sum(tokens.get(n, {}).get(key, 0) for n in names)))
+            rows.append(row)
+        last = ["tokenized docs" if column_in == "docs_in" else "tokens"] if tokens else []
+        blocks += [f"**{what}** after each stage:",
+                   Table(["source", "input", *stages, *last], rows)]
+    blocks += ["**Stage accounting** (documents in = kept + removed; modified documents "
+               "are kept with changed text):", Table(HEADER, summary_rows(stage_totals(out)))]
+    return Section("Funnel", blocks)
+
+
+def _reasons_section(out: Path, ledger: pd.DataFrame) -> Section | None:
+    counts = data.reason_counts(ledger)
+    if counts.empty:
+        return None
+    examples = data.reason_examples(out, ledger)
+    blocks: list = ["Every ledger row counted by stage, action and reason. `removed` documents "
+                    "are gone; `modified` ones were kept with their text changed."]
+    if (counts["action"] == "removed").any():
+        blocks.append(Image(plots.plot_reasons(counts, out / PLOTS_DIR / "reasons.png")
+                            .relative_to(out), "removed documents per reason"))
+    blocks.append(Table(["stage", "action", "reason", "documents"],
+                        [[r.stage, r.action, r.reason, _n(r.documents)]
+                         for r in counts.itertuples()]))
+    blocks.append("**Examples** (id, then the text the stage received, or the ledger detail "
+                  "for unreadable records):")
+    for r in counts.itertuples():
+        blocks.append(f"*{r.stage} / {r.reason}*")
+        blocks.append(Items(examples.get((r.stage, r.reason), [])))
+    return Section("Removal reasons", blocks)
+
+
+def _language_section(out: Path, ledger: pd.DataFrame) -> Section | None:
+    table = data.languages(out, ledger)
+    if table is None:
+        return None
+    return Section("Languages", [
+        "Detected language of the curated documents, and of the documents the language "
+        "stage removed (not an allowed language, or too uncertain).",
+        Image(plots.plot_languages(table, out / PLOTS_DIR / "languages.png").relative_to(out),
+              "documents per detected language"),
+        Table(["lang", "curated", "removed by language"],
+              [[r.lang, _n(r.curated), _n(r.removed)] for r in table.itertuples()]),
     ])
+
+
+def _quality_section(out: Path, ledger: pd.DataFrame) -> Section | None:
+    quality = data.quality_scores(out, ledger)
+    if quality is None:
+        return None
+    if quality.rule == "threshold":
+        rule = f"keep a document when its score ≥ {quality.threshold:g}"
+    else:
+        rule = (f"GPT-3's Pareto sampling: keep when pareto(α={quality.alpha:g}) > 1 − score, "
+                f"i.e. with probability (2 − score)^−{quality.alpha:g}")
+    scores = quality.scores
+    rows = []
+    for source, group in scores.groupby("source", sort=True):
+        rows.append([source, _n(len(group)), _n(group["kept"].sum()), _n((~group["kept"]).sum()),
+                     "yes" if group["exempt"].all() else "no", f"{group['score'].mean():.3f}"])
+    blocks: list = [
+        f"Keep rule: {rule}. Exempt sources are scored but never removed.",
+        Image(plots.plot_quality(quality, out / PLOTS_DIR / "quality.png").relative_to(out),
+              "quality-score histogram with the keep rule"),
+        Table(["source", "scored", "kept", "removed", "exempt", "mean score"], rows),
+    ]
+    metrics = data.read_json(out / "quality" / "metrics.json")
+    if metrics:
+        counts = metrics.get("counts", {})
+        blocks += ["**Classifier** (held-out documents of the positive and negative sources):",
+                   Table(["metric", "value"],
+                         [[k, f"{metrics[k]:.3f}"] for k in ("precision", "recall", "accuracy",
+                                                             "auc") if k in metrics]
+                         + [[k.replace("_", " "), _n(v)] for k, v in sorted(counts.items())])]
+    return Section("Quality", blocks)
+
+
+def _dedup_section(out: Path, ledger: pd.DataFrame) -> Section | None:
+    sizes = data.cluster_sizes(ledger)
+    if sizes is None:
+        return None
+    removed = int((sizes - 1).sum())
+    return Section("Near-duplicate clusters", [
+        "Connected components of MinHash-LSH candidate pairs that lost documents: one keeper "
+        "per cluster (the highest source priority), the rest removed.",
+        Image(plots.plot_cluster_sizes(sizes, out / PLOTS_DIR / "clusters.png")
+              .relative_to(out), "cluster-size distribution"),
+        Table(["clusters", "documents removed", "largest cluster", "mean size"],
+              [[_n(len(sizes)), _n(removed), _n(sizes.max()), f"{sizes.mean():.2f}"]]),
+    ])
+
+
+def _contamination_section(out: Path) -> Section | None:
+    summary = data.read_json(out / "decontamination.json")
+    if summary is None:
+        return None
+    tasks = summary.get("tasks", {})
+    runs = {run.name: run for run in data.stage_runs(out)}
+    params = runs["decontaminate"].manifest["params"] if "decontaminate" in runs else {}
+    ngram = params.get("config", params).get("ngram", "n")
+    blocks: list = [f"Documents sharing a {ngram}-gram with a downstream task's text: the "
+                    "matching span is cut out; a document cut into too many pieces is dropped."]
+    if tasks:
+        blocks.append(Image(plots.plot_contamination(tasks, out / PLOTS_DIR /
+                                                     "contamination.png").relative_to(out),
+                            "contaminated documents per task"))
+    blocks.append(Table(
+        ["task", "documents hit", "cut", "dropped", "characters removed", "top n-gram"],
+        [[name, _n(t["documents_hit"]), _n(t["documents_modified"]),
+          _n(t["documents_dropped"]), _n(t["characters_removed"]),
+          t["top_ngrams"][0]["ngram"] if t["top_ngrams"] else ""]
+         for name, t in sorted(tasks.items())] or [["(none)", "0", "0", "0", "0", ""]]))
+    return Section("Contamination", blocks)
+
+
+def _blend_section(out: Path, train_tokens: int | None) -> Section | None:
+    blend = data.blend_table(out, train_tokens)
+    if blend is None:
+        return None
+    seen = int(blend["train_tokens"].iloc[0])
+    rows = [[r.source, _n(r.tokens), f"{100 * r.weight:.2f}%",
+             "n/a" if np.isnan(r.epochs) else f"{r.epochs:.2f}"] for r in blend.itertuples()]
+    rows.append(["total", _n(blend["tokens"].sum()), f"{100 * blend['weight'].sum():.2f}%", ""])
+    return Section("Blend", [
+        f"The training blend in the form of the MT-NLG paper's Table 2, for {seen:,} training "
+        "tokens (`curate report --train-tokens N` to change): epochs = weight × training "
+        "tokens / source tokens.",
+        Table(["source", "tokens", "weight", "epochs"], rows),
+        Image(plots.plot_blend(blend, out / PLOTS_DIR / "blend.png").relative_to(out),
+              "corpus share vs blend weight"),
+    ])
+
+
+def build_sections(out: Path, train_tokens: int | None = None) -> list[Section]:
+    """Every section whose inputs exist, in the order of the flow; draws the PNGs."""
+    out = Path(out)
+    funnel = data.funnel(out)
+    ledger = data.read_ledger(out)
+    sections = [_funnel_section(out, funnel, data.token_totals(out)),
+                _reasons_section(out, ledger), _language_section(out, ledger),
+                _quality_section(out, ledger), _dedup_section(out, ledger),
+                _contamination_section(out), _blend_section(out, train_tokens)]
+    return [s for s in sections if s is not None]
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(_md_cell(c) for c in cells) + " |"
+
+
+def render_markdown(title: str, intro: str, sections: list[Section]) -> str:
+    lines = [f"# {title}", "", intro, ""]
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        for block in section.blocks:
+            if isinstance(block, str):
+                lines += [block, ""]
+            elif isinstance(block, Table):
+                lines += [_md_row(block.header), "|" + "---|" * len(block.header)]
+                lines += [_md_row(row) for row in block.rows] + [""]
+            elif isinstance(block, Image):
+                lines += [f"![{block.caption}]({block.path.as_posix()})", ""]
+            elif isinstance(block, Items):
+                lines += [f"- `{code}`: {_md_cell(text)}" for code, text in block.items]
+                lines += [""]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, train_tokens: int | None = None) -> Path:
+    """Write OUT/report.md, OUT/report.html and the PNGs under OUT/report/; return the .md."""
+    from curation.report_html import render_html
+
+    out = Path(out)
+    stage_totals(out)  # a clear error before anything is written
+    sections = build_sections(out, train_tokens)
+    spec = data.frozen_spec(out)
+    title = f"Curation report: {spec.get('name') or out.resolve().name}"
+    intro = (f"Output folder `{out.resolve()}`. Every removed or modified document has a row "
+             "in `ledger/` with its stage and reason; rebuild this page with "
+             f"`curate report {out}`.")
     path = out / "report.md"
-    write_text_atomic(path, text)
+    write_text_atomic(path, render_markdown(title, intro, sections))
+    write_text_atomic(out / "report.html", render_html(title, intro, sections, out))
     return path

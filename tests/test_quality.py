@@ -15,7 +15,7 @@ from curation.documents import LEDGER_COLUMNS
 from curation.quality.model import train_quality_model
 from curation.quality.sampling import keep_decisions, pareto_draws
 from curation.stage_context import ClusterStageContext
-from curation.stages.quality import QualityConfig, QualityStage
+from curation.stages.quality import QualityConfig, QualityStage, gather_training_texts
 
 SMALL_MODEL = {"dim": 16, "bucket": 50_000, "epoch": 25}
 
@@ -185,3 +185,20 @@ def test_stage_threshold_rule_with_given_model(tmp_path, client):
     assert all(json.loads(d)["score"] < 0.5 for d in ledger["detail"])
     with pytest.raises(FileNotFoundError, match="no fastText model"):
         QualityStage(config.model_copy(update={"model": "missing.bin"}), spec).params()
+
+
+def test_training_sample_is_balanced_unless_asked_otherwise(tmp_path, client):
+    docs = corpus()
+    docs = docs[~((docs["source"] == "pydocs") & (docs.index % 3 != 0))]  # ~80 vs 240
+    spec = SimpleNamespace(name="t", seed=1234, base_dir=tmp_path, sources=[])
+    ctx = ClusterStageContext(spec, tmp_path, tmp_path / "w",
+                              partitions(tmp_path, docs, 2, "bal"), client)
+    n_pos = int((docs["source"] == "pydocs").sum())
+    for balance, expected_neg in ((True, n_pos), (False, 240)):
+        config = QualityConfig(positive=["pydocs"], negative=["web"], balance=balance,
+                               **SMALL_MODEL)
+        positive, negative = gather_training_texts(ctx, config, 1234)
+        assert (len(positive), len(negative)) == (n_pos, expected_neg)
+    # the balanced sample is the unbalanced one cut to size, so it does not depend on order
+    assert set(negative[:n_pos]) == set(gather_training_texts(
+        ctx, QualityConfig(positive=["pydocs"], negative=["web"], **SMALL_MODEL), 1234)[1])

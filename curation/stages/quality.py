@@ -49,6 +49,9 @@ class QualityConfig(StrictModel):
     bucket: int = Field(500_000, ge=1)
     min_count: int = Field(1, ge=1)
     max_docs_per_class: int = Field(50_000, ge=2)
+    # Train on as many negatives as positives: an imbalanced sample shifts every score
+    # towards the larger class, and a threshold or Pareto rule then means something else.
+    balance: bool = True
     holdout: float = Field(0.1, gt=0, lt=1)
 
     @model_validator(mode="after")
@@ -68,7 +71,7 @@ class QualityConfig(StrictModel):
 
     def training_params(self, seed: int) -> dict:
         keys = ("positive", "negative", "epoch", "lr", "word_ngrams", "dim", "bucket",
-                "min_count", "max_docs_per_class", "holdout")
+                "min_count", "max_docs_per_class", "holdout", "balance")
         return {"seed": seed, **{k: getattr(self, k) for k in keys}}
 
 
@@ -116,6 +119,9 @@ def gather_training_texts(ctx, config: QualityConfig, seed: int) -> tuple[list[s
     for cls in (0, 1):
         rows = sorted(row for s in seconds for row in s[cls])[:k]
         classes.append([text for _, _, text in rows])
+    if config.balance:
+        n = min(len(c) for c in classes)
+        classes = [c[:n] for c in classes]  # still the smallest hashes: partition-independent
     return classes[1], classes[0]
 
 
