@@ -31,15 +31,24 @@ def _labels_in_memory(edges: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"doc": nodes, "label": smallest[component]})
 
 
+def _settled(collection):
+    """Persist and wait, so the next round never builds on (or releases) unfinished work."""
+    from distributed import wait
+
+    persisted = collection.persist()
+    wait(persisted)
+    return persisted
+
+
 def _labels_by_propagation(edges, max_rounds: int):
     import dask.dataframe as dd
 
-    both = dd.concat([
+    both = _settled(dd.concat([
         edges[["lo", "hi"]].rename(columns={"lo": "src", "hi": "dst"}),
         edges[["hi", "lo"]].rename(columns={"hi": "src", "lo": "dst"}),
-    ]).persist()
+    ]))
     nodes = both[["src"]].drop_duplicates().rename(columns={"src": "doc"})
-    labels = nodes.assign(label=nodes["doc"]).persist()
+    labels = _settled(nodes.assign(label=nodes["doc"]))
     for _ in range(max_rounds):
         from_neighbours = (
             both.merge(labels, left_on="src", right_on="doc")[["dst", "label"]]
@@ -48,14 +57,14 @@ def _labels_by_propagation(edges, max_rounds: int):
         )
         step = labels.merge(from_neighbours, on="doc", how="left")
         step = step.assign(hooked=step[["label", "neighbour"]].min(axis=1).astype("int64"))
-        hooked = step[["doc", "label", "hooked"]].persist()
+        hooked = _settled(step[["doc", "label", "hooked"]])
         # Pointer jumping on the fresh labels: adopt the label of one's label, which
         # doubles how far a label travels per round (rounds ~ log of the diameter).
         of_hooked = hooked[["doc", "hooked"]].rename(columns={"doc": "hooked", "hooked": "jump"})
         step = hooked.merge(of_hooked, on="hooked", how="left")
-        step = step.assign(new=step[["hooked", "jump"]].min(axis=1).astype("int64"))
+        step = _settled(step.assign(new=step[["hooked", "jump"]].min(axis=1).astype("int64")))
         changed = int((step["new"] != step["label"]).sum().compute())
-        labels = step[["doc", "new"]].rename(columns={"new": "label"}).persist()
+        labels = step[["doc", "new"]].rename(columns={"new": "label"})  # of a persisted frame
         if changed == 0:
             return labels
     raise RuntimeError(f"fuzzy_dedup: connected components did not settle in {max_rounds} rounds")

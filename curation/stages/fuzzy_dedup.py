@@ -160,24 +160,28 @@ class FuzzyDedupStage(Stage):
     name = "fuzzy_dedup"
 
     def prepare(self, ctx: StageContext) -> None:
-        import dask.dataframe as dd
-
         if (ctx.workdir / DONE_MARKER).exists():
             return
         cfg, seed = self.config, int(self.spec.seed)
         bands, rows = cfg.bands_rows()
         signature_dir = ctx.workdir / f"signatures-{self._signature_key(seed, bands, rows)}"
         paths = [str(signature_dir / f"part-{k:05d}.parquet") for k in range(len(ctx.partitions))]
-        ctx.map(_write_band_hashes_at, paths, cfg.ngram_size, cfg.shingle, cfg.num_perm, seed,
-                bands, rows, columns=["id", "text"], desc="fuzzy_dedup: minhash")
-        nparts = max(1, len(paths))
-        if not paths:
-            write_json_atomic(ctx.workdir / DONE_MARKER, {"edges": 0})
-            return
-        buckets = dd.read_parquet(paths).shuffle(on="bucket", npartitions=nparts)
+        if paths:
+            ctx.map(_write_band_hashes_at, paths, cfg.ngram_size, cfg.shingle, cfg.num_perm,
+                    seed, bands, rows, columns=["id", "text"], desc="fuzzy_dedup: minhash")
+            self._decide(ctx, paths)
+        write_json_atomic(ctx.workdir / DONE_MARKER, {"bands": bands, "rows": rows})
+
+    def _decide(self, ctx: StageContext, signature_paths: list[str]) -> None:
+        """Buckets -> candidate edges -> verified edges -> components -> keepers, on Dask."""
+        import dask.dataframe as dd
+
+        cfg, nparts = self.config, len(signature_paths)
+        buckets = dd.read_parquet(signature_paths).shuffle(on="bucket", npartitions=nparts)
         edge_meta = pd.DataFrame({"lo": pd.Series(dtype="int64"), "hi": pd.Series(dtype="int64")})
         candidates = buckets.map_partitions(bucket_anchor_edges, meta=edge_meta)
         candidates = candidates.drop_duplicates(split_out=nparts).persist()
+        # Each partition recomputes the shingle sets of its own documents that have an edge.
         nodes = dd.concat([candidates["lo"], candidates["hi"]]).rename("doc").to_frame()
         nodes = nodes.drop_duplicates(split_out=nparts)
         nodes = nodes.assign(part=nodes["doc"] // (1 << ROW_BITS))
@@ -211,7 +215,6 @@ class FuzzyDedupStage(Stage):
             choose_keepers, priorities, meta=meta)
         decisions.to_parquet(str(ctx.workdir / "decisions"), partition_on=["part"],
                              write_index=False, overwrite=True)
-        write_json_atomic(ctx.workdir / DONE_MARKER, {"bands": bands, "rows": rows})
 
     def _signature_key(self, seed: int, bands: int, rows: int) -> str:
         cfg = self.config
