@@ -24,6 +24,32 @@ def dask_cluster_client():
     cluster.close()
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, dask_cluster_client) -> Path:
+    """The demo spec run once per test session on a 10% demo corpus: curated data, ledger,
+    report and token shards that the report, inspect and trainer tests read."""
+    import yaml
+
+    from curation.demo_corpus import build_demo_corpus
+    from curation.pipeline import run_pipeline
+    from curation.report import write_report
+    from curation.spec import load_spec
+
+    root = tmp_path_factory.mktemp("demo_run")
+    build_demo_corpus(root / "demo_data", scale=0.1)
+    (root / "corpus_specs").mkdir()
+    spec = yaml.safe_load((ROOT / "corpus_specs" / "demo.yaml").read_text())
+    # At 10% the classifier has ~25 documents per class; with the demo's training settings
+    # it scores everything 0.5 and removes nothing. Longer, faster training gives the quality
+    # sections removals while planted copies and contamination survive for theirs.
+    spec["stages"]["quality"].update(epoch=50, lr=1.0)
+    (root / "corpus_specs" / "demo.yaml").write_text(yaml.safe_dump(spec))
+    out = root / "out"
+    run_pipeline(load_spec(root / "corpus_specs" / "demo.yaml"), out, dask_cluster_client)
+    write_report(out)
+    return out
+
+
 def write_jsonl(path: Path, records: list) -> Path:
     """Write records (dicts, or raw str lines for malformed input) as JSONL."""
     path.parent.mkdir(parents=True, exist_ok=True)

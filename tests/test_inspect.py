@@ -12,14 +12,13 @@ import pytest
 
 from curation.cli import main
 from curation.inspect import InspectError, inspect_doc, inspect_samples, inspect_shard
-from tests.test_report import demo_output
 
 EOD = "<|endoftext|>"
 
 
 @pytest.fixture(scope="module")
-def run_out(tmp_path_factory, dask_cluster_client) -> Path:
-    return demo_output(tmp_path_factory, dask_cluster_client)
+def run_out(demo_run) -> Path:
+    return demo_run
 
 
 def curated(out: Path) -> pd.DataFrame:

@@ -17,44 +17,19 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from curation.demo_corpus import build_demo_corpus
 from curation.pipeline import run_pipeline
 from curation.quality.sampling import keep_decisions
 from curation.report import stage_totals, write_report
 from curation.report_data import blend_table, pareto_keep_probability
-from curation.spec import load_spec, parse_spec
-from tests.conftest import ROOT, write_jsonl
+from curation.spec import parse_spec
+from tests.conftest import write_jsonl
 
 CHROMIUM = "/usr/bin/chromium"
 
 
-def demo_output(tmp_path_factory, client) -> Path:
-    """The demo spec run once per test session on a 10% demo corpus, shared with
-    test_inspect.py through the session's base temp folder (a marker file says it is done:
-    pytest may import this module twice, under two names, so an in-memory cache is not enough).
-    """
-    root = tmp_path_factory.getbasetemp() / "demo_run"
-    out = root / "out"
-    if (root / "done").exists():
-        return out
-    shutil.rmtree(root, ignore_errors=True)
-    build_demo_corpus(root / "demo_data", scale=0.1)
-    (root / "corpus_specs").mkdir(parents=True)
-    spec = yaml.safe_load((ROOT / "corpus_specs" / "demo.yaml").read_text())
-    # At 10% the classifier has ~25 documents per class; with the demo's training settings
-    # it scores everything 0.5 and removes nothing. Longer, faster training gives the quality
-    # sections removals while planted copies and contamination survive for theirs.
-    spec["stages"]["quality"].update(epoch=50, lr=1.0)
-    (root / "corpus_specs" / "demo.yaml").write_text(yaml.safe_dump(spec))
-    run_pipeline(load_spec(root / "corpus_specs" / "demo.yaml"), out, client)
-    write_report(out)
-    (root / "done").write_text("")
-    return out
-
-
 @pytest.fixture(scope="module")
-def run_out(tmp_path_factory, dask_cluster_client) -> Path:
-    return demo_output(tmp_path_factory, dask_cluster_client)
+def run_out(demo_run) -> Path:
+    return demo_run
 
 
 def md_table(md: str, title: str) -> pd.DataFrame:

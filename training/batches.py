@@ -1,0 +1,96 @@
+"""Where the trainer's batches come from: a small protocol between the loop and any data.
+
+The loop asks for this DP rank's slice of the global batch that starts at `consumed_samples`;
+a source answers with token rows of seq_len + 1 (inputs are [:-1], targets [1:]). Because the
+answer depends only on (consumed_samples, size, rank), any layout and any resume point see the
+same samples, which the equivalence tests and exact resume rely on.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from training.config import TrainingConfig
+
+
+class BatchSource(Protocol):
+    vocab_size: int
+
+    def local_batch(self, consumed_samples: int, global_batch: int, dp_rank: int,
+                    dp_size: int) -> torch.Tensor:
+        """LongTensor [global_batch / dp_size, seq_len + 1]: rank `dp_rank`'s contiguous part
+        of the global batch of samples consumed_samples .. consumed_samples + global_batch."""
+        ...
+
+
+def local_indices(consumed_samples: int, global_batch: int, dp_rank: int, dp_size: int):
+    """Sample indices of one DP rank, contiguous like Megatron's pretraining sampler."""
+    per_rank = global_batch // dp_size
+    return consumed_samples + dp_rank * per_rank + np.arange(per_rank, dtype=np.uint64)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A counter-based hash: the same random numbers for a sample index on every rank."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+class SyntheticBatchSource:
+    """Seeded, learnable token rows: sample i is an arithmetic sequence modulo the vocabulary
+    with a start and a stride drawn from (seed, split, i). A model must learn the rule from
+    context, so the loss falls, which makes a training run a meaningful check."""
+
+    def __init__(self, vocab_size: int, seq_len: int, seed: int, split: int = 0):
+        self.vocab_size, self.seq_len = vocab_size, seq_len
+        self.salt = np.uint64((seed * 1_000_003 + split * 7919) % 2**63)
+
+    def local_batch(self, consumed_samples, global_batch, dp_rank, dp_size):
+        index = local_indices(consumed_samples, global_batch, dp_rank, dp_size)
+        with np.errstate(over="ignore"):
+            key = _splitmix64(index * np.uint64(2) + self.salt)
+            start = key % np.uint64(self.vocab_size)
+            stride = np.uint64(1) + _splitmix64(key) % np.uint64(7)
+        positions = np.arange(self.seq_len + 1, dtype=np.uint64)
+        tokens = (start[:, None] + stride[:, None] * positions) % np.uint64(self.vocab_size)
+        return torch.from_numpy(tokens.astype(np.int64))
+
+
+class DatasetBatchSource:
+    """Adapts an indexable dataset (dataset[i] -> int64 array of seq_len + 1 tokens, with
+    `vocab_size`), such as training.data's BlendedDataset."""
+
+    def __init__(self, dataset):
+        self.dataset, self.vocab_size = dataset, dataset.vocab_size
+
+    def local_batch(self, consumed_samples, global_batch, dp_rank, dp_size):
+        index = local_indices(consumed_samples, global_batch, dp_rank, dp_size) % len(self.dataset)
+        return torch.from_numpy(np.stack([self.dataset[int(i)] for i in index]).astype(np.int64))
+
+
+def build_batch_sources(cfg: TrainingConfig, rank: int = 0) -> tuple[BatchSource, BatchSource]:
+    """(train, validation) sources for a config: synthetic, or the blended curated corpus.
+
+    With curated data, global rank 0 builds the blend's indices (cached on disk under a hash
+    of their inputs) and the other ranks wait for them and load them.
+    """
+    seq_len = cfg.model.seq_len
+    if cfg.data.is_synthetic:
+        return (SyntheticBatchSource(cfg.model.vocab_size, seq_len, cfg.train.seed, split=0),
+                SyntheticBatchSource(cfg.model.vocab_size, seq_len, cfg.train.seed, split=1))
+    from training.data import build_blended_dataset  # the loader of the data issue
+
+    # Validation reads the same first eval_iters global batches each time, so the curve of
+    # validation loss compares like with like.
+    samples = {"train": cfg.train.steps * cfg.batch.global_batch,
+               "valid": cfg.train.eval_iters * cfg.batch.global_batch}
+    # The tokenizer's vocabulary (from the token manifests) sizes the model; model.vocab_size
+    # is the vocabulary of synthetic data only.
+    datasets = build_blended_dataset(cfg.data.curated, seq_len, cfg.train.seed, samples,
+                                     rank=rank)
+    return DatasetBatchSource(datasets["train"]), DatasetBatchSource(datasets["valid"])

@@ -1,0 +1,55 @@
+"""`pretrain CONFIG [--nproc N] [--tp N --pp N --dp N] [--set key=value ...]`.
+
+Under torchrun the process is one rank of the launcher's world. Run bare, it starts `--nproc`
+processes (default TP x PP x DP) itself through torch's elastic launcher; a world of one runs
+in this process. The config is validated, and the layout checked against the world size,
+before any process starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from training.config import ConfigError, load_config
+from training.launch import launch, under_launcher
+from training.loop import check_supported, run_worker
+from training.parallel.grid import GridLayout, LayoutError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pretrain", description="Pretrain a GPT.")
+    parser.add_argument("config", help="a shipped config name (tiny, gpt_125m, ...) or a path")
+    parser.add_argument("--nproc", type=int, help="processes to start (default tp * pp * dp)")
+    parser.add_argument("--tp", type=int, help="shortcut for --set parallel.tp=N")
+    parser.add_argument("--pp", type=int, help="shortcut for --set parallel.pp=N")
+    parser.add_argument("--dp", type=int, help="shortcut for --set parallel.dp=N")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config key (repeatable)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides)
+    for axis in ("tp", "pp", "dp"):
+        if getattr(args, axis) is not None:
+            overrides.append(f"parallel.{axis}={getattr(args, axis)}")
+    try:
+        cfg = load_config(args.config, overrides)
+        layout = GridLayout(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.dp)
+        if not under_launcher():
+            layout.check_world(args.nproc or layout.world_size)
+        check_supported(cfg)
+    except (ConfigError, LayoutError, NotImplementedError) as err:
+        print(f"pretrain: {err}", file=sys.stderr)
+        return 2
+    if under_launcher() or layout.world_size == 1:
+        run_worker(cfg.dump())
+    else:
+        launch(layout.world_size, run_worker, cfg.dump())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The training config: the YAML of DESIGN.md as strict pydantic models.
+
+Unknown keys and impossible combinations are errors that name the YAML path, raised before any
+process starts, so a typo in a 530B config fails in a second rather than after the launch.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from curation.config import StrictModel
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message lists every problem with its YAML path."""
+
+
+class ModelConfig(StrictModel):
+    layers: int = Field(gt=0)
+    hidden: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    seq_len: int = Field(gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    ffn_hidden: int | None = Field(None, gt=0, description="default 4 * hidden")
+    vocab_size: int | None = Field(
+        None, gt=0, description="synthetic data's vocabulary; curated data brings its own")
+    pad_vocab_to: int = Field(128, gt=0, description="vocab rounded up to a multiple of this")
+    init_std: float = Field(0.02, gt=0.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ModelConfig:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+    @property
+    def ffn(self) -> int:
+        return self.ffn_hidden or 4 * self.hidden
+
+
+def padded_vocab_size(vocab_size: int, pad_to: int) -> int:
+    """Megatron pads the vocabulary so it splits evenly; the padding is independent of TP so a
+    model is the same function at every TP (the padded rows are never targets)."""
+    return math.ceil(vocab_size / pad_to) * pad_to
+
+
+class ParallelConfig(StrictModel):
+    tp: int = Field(1, gt=0)
+    pp: int = Field(1, gt=0)
+    dp: int = Field(1, gt=0)
+    virtual_stages: int = Field(1, gt=0)
+    schedule: Literal["gpipe", "1f1b", "interleaved"] = "1f1b"
+    sequence_parallel: bool = False
+    recompute: Literal["none", "full", "selective"] = "none"
+    zero1: bool = True
+    bucket_mb: float = Field(25.0, gt=0.0, description="gradient reduction bucket size")
+
+    @property
+    def world_size(self) -> int:
+        return self.tp * self.pp * self.dp
+
+
+class BatchConfig(StrictModel):
+    micro: int = Field(gt=0)
+    global_batch: int = Field(alias="global", gt=0)
+    rampup: tuple[int, int, int] | None = Field(
+        None, description="[start, increment, samples] as Megatron's --rampup-batch-size"
+    )
+
+
+class OptimConfig(StrictModel):
+    lr: float = Field(gt=0.0)
+    min_lr: float = Field(0.0, ge=0.0)
+    warmup: int = Field(0, ge=0, description="steps of linear warmup")
+    decay_steps: int | None = Field(None, gt=0, description="end of cosine decay; default steps")
+    weight_decay: float = Field(0.0, ge=0.0)
+    clip: float = Field(1.0, ge=0.0, description="global gradient norm; 0 disables")
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    eps: float = Field(1e-8, gt=0.0)
+    peak_tflops: float | None = Field(None, gt=0.0, description="per-device peak, for MFU")
+
+
+class TrainConfig(StrictModel):
+    steps: int = Field(gt=0)
+    eval_every: int = Field(0, ge=0, description="0 disables validation")
+    eval_iters: int = Field(2, gt=0, description="global batches per validation")
+    save_every: int = Field(0, ge=0, description="0 disables checkpoints")
+    log_every: int = Field(1, gt=0)
+    dir: str = "runs/default"
+    seed: int = 1234
+
+
+class DataConfig(StrictModel):
+    curated: str | None = Field(None, description="a `curate run` OUT directory")
+    synthetic: bool = False
+    seq_len: int | None = Field(None, gt=0, description="if given, must equal model.seq_len")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.synthetic and self.curated:
+            raise ValueError("choose one of data.curated and data.synthetic, not both")
+        return self
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.synthetic or self.curated is None
+
+
+class TrainingConfig(StrictModel):
+    model: ModelConfig
+    parallel: ParallelConfig = ParallelConfig()
+    batch: BatchConfig
+    optim: OptimConfig
+    train: TrainConfig
+    data: DataConfig = DataConfig()
+    device: Literal["cpu", "cuda"] = "cpu"
+    dtype: Literal["fp32", "bf16"] = "fp32"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingConfig:
+        problems = []
+        m, p, b = self.model, self.parallel, self.batch
+        if m.heads % p.tp:
+            problems.append(f"model.heads ({m.heads}) must be divisible by parallel.tp ({p.tp})")
+        if m.ffn % p.tp:
+            problems.append(f"model.ffn_hidden ({m.ffn}) must be divisible by parallel.tp ({p.tp})")
+        if m.vocab_size and padded_vocab_size(m.vocab_size, m.pad_vocab_to) % p.tp:
+            problems.append(
+                f"padded vocabulary ({padded_vocab_size(m.vocab_size, m.pad_vocab_to)}) must be "
+                f"divisible by parallel.tp ({p.tp}); raise model.pad_vocab_to"
+            )
+        per_step = b.micro * p.dp
+        if b.global_batch % per_step:
+            problems.append(
+                f"batch.global ({b.global_batch}) must be a multiple of batch.micro * parallel.dp "
+                f"({b.micro} * {p.dp})"
+            )
+        if b.rampup:
+            start, increment, _ = b.rampup
+            if start % per_step or increment % per_step:
+                problems.append(f"batch.rampup start and increment must be multiples of {per_step}")
+            if start > b.global_batch or (b.global_batch - start) % max(increment, 1):
+                problems.append("batch.rampup must reach batch.global in whole increments")
+        if self.data.is_synthetic and m.vocab_size is None:
+            problems.append("model.vocab_size is required when data is synthetic")
+        if self.data.seq_len and self.data.seq_len != m.seq_len:
+            problems.append(f"data.seq_len ({self.data.seq_len}) != model.seq_len ({m.seq_len})")
+        if self.optim.min_lr > self.optim.lr:
+            problems.append("optim.min_lr must not exceed optim.lr")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def dump(self) -> dict:
+        return self.model_dump(by_alias=True)
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or the name of a shipped config (`tiny`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"no config file {str(name_or_path)!r} and no shipped config of that name "
+                      f"(shipped: {names})")
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply `a.b.c=value` in place; the value is parsed as YAML (`2`, `true`, `[1, 2]`)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected key.path=value")
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            section = ".".join(parents[: i + 1])
+            raise ConfigError(f"--set {assignment!r}: {section} is not a section")
+        node = child
+    node[leaf] = yaml.safe_load(value)
+
+
+def parse_config(raw: dict, source: str = "<config>") -> TrainingConfig:
+    try:
+        return TrainingConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            message = e["msg"].removeprefix("Value error, ")
+            if e["type"] != "value_error":  # a cross-field check already names its values
+                message += f" (got {e.get('input')!r})"
+            lines.append(f"  {where}: {message}")
+        raise ConfigError(f"invalid training config {source}:\n" + "\n".join(lines)) from None
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] = ()) -> TrainingConfig:
+    path = resolve_config_path(name_or_path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a training config must be a YAML mapping")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return parse_config(raw, str(path))

@@ -1,0 +1,167 @@
+"""The training loop: a global batch per step as micro-batches with gradient accumulation,
+bucketed DP gradient reduction overlapping the last backward, clipping by the global norm,
+AdamW (sharded over DP with ZeRO-1), Megatron's LR schedule and batch ramp-up, validation
+every `eval_every` steps, and one metrics record per step."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+import torch.distributed as dist
+
+from training.batches import BatchSource, build_batch_sources
+from training.config import TrainingConfig, padded_vocab_size
+from training.metrics import MetricsWriter, step_record
+from training.model import GPT, counts_in_global_norm
+from training.optim import global_batch_size, learning_rate
+from training.parallel import comm
+from training.parallel.comm import COMM_CLOCK, SOLO
+from training.parallel.data import GradBuckets
+from training.parallel.grid import build_grid, destroy_grid
+from training.parallel.zero import DistributedOptimizer
+
+
+def setup_process() -> None:
+    """Per-process CPU settings: denormals flushed (fp32 on CPU is ~2x slower without), and the
+    cores shared fairly between the ranks of this machine."""
+    torch.set_flush_denormal(True)
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_ranks))
+
+
+def check_supported(cfg: TrainingConfig) -> None:
+    """Features of the config that this trainer does not run yet fail before any work."""
+    p = cfg.parallel
+    missing = [name for name, wanted in [
+        ("parallel.pp > 1", p.pp > 1), ("parallel.virtual_stages > 1", p.virtual_stages > 1),
+        ("parallel.sequence_parallel", p.sequence_parallel),
+        ("parallel.recompute", p.recompute != "none")] if wanted]
+    if missing:
+        raise NotImplementedError(
+            f"{', '.join(missing)}: pipeline parallelism, sequence parallelism and activation "
+            "recomputation are not implemented yet (issue 7)")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda, but torch sees no CUDA device")
+
+
+class Trainer:
+    def __init__(self, cfg: TrainingConfig, sources: tuple[BatchSource, BatchSource] | None = None):
+        check_supported(cfg)
+        self.cfg = cfg
+        p = cfg.parallel
+        self.grid = grid = build_grid(p.tp, p.pp, p.dp, cfg.device)
+        # Same dropout masks on TP ranks (they hold replicated activations); seeds per stage.
+        torch.manual_seed(cfg.train.seed + 100 * grid.pp_rank)
+        self.train_source, self.valid_source = sources or build_batch_sources(cfg, grid.rank)
+        self.vocab_size = padded_vocab_size(self.train_source.vocab_size, cfg.model.pad_vocab_to)
+        if self.vocab_size % p.tp:
+            raise ValueError(f"padded vocabulary {self.vocab_size} is not divisible by "
+                             f"parallel.tp={p.tp}; raise model.pad_vocab_to")
+        self.model = GPT(cfg.model, self.vocab_size, grid, cfg.train.seed).to(grid.device)
+        params = list(dict.fromkeys(self.model.parameters()))
+        self.buckets = GradBuckets(params, grid.group("dp"), dp_rank=grid.dp_rank,
+                                   bucket_mb=p.bucket_mb, shard=p.zero1)
+        world = dist.group.WORLD if dist.get_world_size() > 1 else SOLO
+        self.optimizer = DistributedOptimizer(
+            self.buckets, cfg.optim, norm_group=world if self.buckets.sharded else
+            grid.group("model"), counts_in_norm=lambda prm: counts_in_global_norm(prm, grid))
+        self.autocast = (torch.autocast(grid.device.type, dtype=torch.bfloat16)
+                         if cfg.dtype == "bf16" else nullcontext())
+        self.consumed_samples = 0
+        self.step = 0
+        self.writer: MetricsWriter | None = None
+
+    def _mean_over_dp(self, value: torch.Tensor) -> float:
+        return comm.all_reduce(value.detach().float().clone(), self.grid.group("dp")).item() \
+            / self.cfg.parallel.dp
+
+    def _micro_batches(self, source: BatchSource, consumed: int, global_batch: int):
+        batch = source.local_batch(consumed, global_batch, self.grid.dp_rank,
+                                   self.cfg.parallel.dp).to(self.grid.device)
+        return batch.split(self.cfg.batch.micro)
+
+    def train_step(self) -> tuple[float, float, int]:
+        """One optimizer step on one global batch; returns (loss, grad norm, batch size)."""
+        global_batch = global_batch_size(self.consumed_samples, self.cfg.batch)
+        micro_batches = self._micro_batches(self.train_source, self.consumed_samples, global_batch)
+        self.buckets.zero_grad()
+        loss_sum = torch.zeros((), device=self.grid.device)
+        for i, micro in enumerate(micro_batches):
+            if i == len(micro_batches) - 1:
+                self.buckets.start_grad_sync()
+            with self.autocast:
+                loss = self.model(micro[:, :-1], micro[:, 1:])
+            (loss / len(micro_batches)).backward()
+            loss_sum += loss.detach()
+        self.buckets.finish_grad_sync()
+        self.step += 1
+        self.lr = learning_rate(self.step, self.cfg.optim, self.cfg.train.steps)
+        grad_norm = self.optimizer.step(self.lr)
+        self.consumed_samples += global_batch
+        return self._mean_over_dp(loss_sum / len(micro_batches)), grad_norm, global_batch
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over the first `eval_iters` global batches of the validation data."""
+        self.model.eval()
+        total, count = torch.zeros((), device=self.grid.device), 0
+        size = self.cfg.batch.global_batch
+        for k in range(self.cfg.train.eval_iters):
+            for micro in self._micro_batches(self.valid_source, k * size, size):
+                with self.autocast:
+                    total += self.model(micro[:, :-1], micro[:, 1:]).float()
+                count += 1
+        self.model.train()
+        return self._mean_over_dp(total / count)
+
+    def run(self, until: int | None = None,
+            on_save: Callable[[Trainer], None] | None = None) -> list[dict]:
+        """Train up to step `until` (default `train.steps`) and return the step records.
+        `on_save(trainer)` is called every `save_every` steps (checkpoints, issue 8)."""
+        cfg, records = self.cfg, []
+        if self.writer is None:
+            self.writer = MetricsWriter(cfg.train.dir, enabled=self.grid.rank == 0)
+        sync = torch.cuda.synchronize if self.grid.device.type == "cuda" else (lambda: None)
+        while self.step < (until or cfg.train.steps):
+            sync()
+            COMM_CLOCK.reset()
+            start = time.perf_counter()
+            loss, grad_norm, global_batch = self.train_step()
+            sync()
+            record = step_record(
+                step=self.step, loss=loss, lr=self.lr, grad_norm=grad_norm,
+                consumed_samples=self.consumed_samples, global_batch=global_batch,
+                seconds=time.perf_counter() - start, model=cfg.model,
+                vocab_size=self.vocab_size, world_size=dist.get_world_size(),
+                peak_tflops=cfg.optim.peak_tflops, comm_seconds=COMM_CLOCK.reset())
+            if cfg.train.eval_every and self.step % cfg.train.eval_every == 0:
+                record["val_loss"] = self.evaluate()
+                record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
+            records.append(record)
+            if self.step % cfg.train.log_every == 0 or "val_loss" in record:
+                self.writer.write(record)
+            if on_save and cfg.train.save_every and self.step % cfg.train.save_every == 0:
+                on_save(self)
+        return records
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def run_worker(cfg_dict: dict) -> list[dict]:
+    """Entry point of one launched process: train and return this rank's step records."""
+    setup_process()
+    cfg = TrainingConfig.model_validate(cfg_dict)
+    trainer = Trainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+        destroy_grid()

@@ -1,0 +1,155 @@
+"""The TP x PP x DP process grid and its named communication groups.
+
+Rank order (Megatron's): TP innermost, then DP, then PP, so a TP group is a block of adjacent
+ranks (one node, NVLink) and a PP group strides across the whole world:
+
+    rank = pp_rank * (dp * tp) + dp_rank * tp + tp_rank
+
+Groups are created once, on every rank in the same order (torch requires it), and every other
+module asks for them by name: `tp`, `dp`, `pp`, `model` (TP x PP: one model replica) and
+`embedding` (first and last pipeline stage, which share the tied word embedding).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from training.parallel.comm import SOLO
+
+GROUP_NAMES = ("tp", "dp", "pp", "model", "embedding")
+
+
+class LayoutError(ValueError):
+    """A TP x PP x DP layout that cannot run on this world."""
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Pure rank arithmetic of the grid; knows nothing of torch.distributed."""
+
+    tp: int
+    pp: int
+    dp: int
+
+    @property
+    def world_size(self) -> int:
+        return self.tp * self.pp * self.dp
+
+    def check_world(self, world_size: int) -> None:
+        if self.world_size != world_size:
+            raise LayoutError(
+                f"parallel layout tp={self.tp} x pp={self.pp} x dp={self.dp} = {self.world_size} "
+                f"ranks, but the world has {world_size} processes"
+            )
+
+    def coords(self, rank: int) -> tuple[int, int, int]:
+        """(pp_rank, dp_rank, tp_rank) of a global rank."""
+        pp_rank, rest = divmod(rank, self.dp * self.tp)
+        dp_rank, tp_rank = divmod(rest, self.tp)
+        return pp_rank, dp_rank, tp_rank
+
+    def rank(self, pp_rank: int, dp_rank: int, tp_rank: int) -> int:
+        return pp_rank * self.dp * self.tp + dp_rank * self.tp + tp_rank
+
+    def groups(self, name: str) -> list[list[int]]:
+        """Every group of that kind, as sorted rank lists partitioning (or covering) the world."""
+        cells = itertools.product(range(self.pp), range(self.dp), range(self.tp))
+        key = {
+            "tp": lambda p, d, t: (p, d),
+            "dp": lambda p, d, t: (p, t),
+            "pp": lambda p, d, t: (d, t),
+            "model": lambda p, d, t: (d,),
+        }
+        if name == "embedding":
+            ends = sorted({0, self.pp - 1})
+            return [[self.rank(p, d, t) for p in ends]
+                    for d in range(self.dp) for t in range(self.tp)]
+        if name not in key:
+            raise KeyError(f"unknown group {name!r}; groups are {GROUP_NAMES}")
+        found: dict[tuple, list[int]] = {}
+        for p, d, t in cells:
+            found.setdefault(key[name](p, d, t), []).append(self.rank(p, d, t))
+        return [sorted(ranks) for ranks in found.values()]
+
+
+@dataclass
+class ProcessGrid:
+    """This rank's place in the grid and its groups (`SOLO` for a group of one rank)."""
+
+    layout: GridLayout
+    rank: int
+    device: torch.device
+    _groups: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def pp_rank(self) -> int:
+        return self.layout.coords(self.rank)[0]
+
+    @property
+    def dp_rank(self) -> int:
+        return self.layout.coords(self.rank)[1]
+
+    @property
+    def tp_rank(self) -> int:
+        return self.layout.coords(self.rank)[2]
+
+    @property
+    def is_first_stage(self) -> bool:
+        return self.pp_rank == 0
+
+    @property
+    def is_last_stage(self) -> bool:
+        return self.pp_rank == self.layout.pp - 1
+
+    def group(self, name: str):
+        if name not in GROUP_NAMES:
+            raise KeyError(f"unknown group {name!r}; groups are {GROUP_NAMES}")
+        return self._groups.get(name, SOLO)
+
+    def size(self, name: str) -> int:
+        return {"tp": self.layout.tp, "dp": self.layout.dp, "pp": self.layout.pp,
+                "model": self.layout.tp * self.layout.pp,
+                "embedding": min(self.layout.pp, 2)}[name]
+
+
+def _start_process_group(backend: str) -> None:
+    """Join the launcher's world (torchrun / elastic env vars), or make a world of one."""
+    if dist.is_initialized():
+        return
+    if "RANK" in os.environ and "MASTER_ADDR" in os.environ:
+        dist.init_process_group(backend)
+    else:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+
+
+def build_grid(tp: int, pp: int, dp: int, device: str = "cpu") -> ProcessGrid:
+    """Create the process group (gloo on CPU, NCCL on CUDA) and every named group once."""
+    layout = GridLayout(tp, pp, dp)
+    world = int(os.environ.get("WORLD_SIZE", "1")) if not dist.is_initialized() \
+        else dist.get_world_size()
+    layout.check_world(world)
+    if device == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        torch_device = torch.device("cuda", local_rank)
+    else:
+        torch_device = torch.device("cpu")
+    _start_process_group("nccl" if device == "cuda" else "gloo")
+    grid = ProcessGrid(layout, dist.get_rank(), torch_device)
+    for name in GROUP_NAMES:
+        for ranks in layout.groups(name):
+            # new_group is collective over the world: every rank creates every group.
+            handle = dist.new_group(ranks) if world > 1 and len(ranks) > 1 else None
+            if grid.rank in ranks and len(ranks) > 1:
+                grid._groups[name] = handle
+    return grid
+
+
+def destroy_grid() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,170 @@
+"""Megatron-LM tensor parallelism: the two conjugate communication functions, the column- and
+row-parallel linears, the vocabulary-parallel embedding and the vocabulary-parallel
+cross-entropy. Each piece of communication sits next to the math it serves.
+
+Weights are initialised identically for every TP: each rank draws the *full* weight from a
+generator seeded by (seed, global parameter name) and keeps its slice, so a model is the same
+function at TP=1 and TP=8. Every parameter carries `tp_dim` (the dimension split over TP, or
+None when replicated), which gathering, norm counting and checkpoints (issue 8) read.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from training.parallel import comm
+
+
+def seeded_normal(shape: tuple[int, ...], std: float, seed: int, name: str) -> torch.Tensor:
+    """The full-size initial weight of parameter `name`: the same on every rank and layout."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+    return torch.randn(shape, generator=generator) * std
+
+
+def shard(full: torch.Tensor, dim: int, rank: int, parts: int) -> torch.Tensor:
+    return full.chunk(parts, dim=dim)[rank].contiguous()
+
+
+def tp_parameter(data: torch.Tensor, tp_dim: int | None) -> nn.Parameter:
+    param = nn.Parameter(data)
+    param.tp_dim = tp_dim
+    return param
+
+
+class _CopyToTensorParallel(torch.autograd.Function):
+    """Megatron's `f`: identity forward; the backward sums input gradients over TP, because
+    each rank's partial weight only sees its share of the gradient."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return comm.all_reduce(grad.contiguous(), ctx.group), None
+
+
+class _ReduceFromTensorParallel(torch.autograd.Function):
+    """Megatron's `g`: the forward sums the partial outputs over TP; identity backward."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        return comm.all_reduce(x.contiguous(), group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def copy_to_tensor_parallel(x: torch.Tensor, group) -> torch.Tensor:
+    return x if comm.group_size(group) == 1 else _CopyToTensorParallel.apply(x, group)
+
+
+def reduce_from_tensor_parallel(x: torch.Tensor, group) -> torch.Tensor:
+    return x if comm.group_size(group) == 1 else _ReduceFromTensorParallel.apply(x, group)
+
+
+class ColumnParallelLinear(nn.Module):
+    """y = x A^T + b with A split by output rows: each rank computes its slice of y."""
+
+    def __init__(self, in_features, out_features, *, grid, name, seed, std):
+        super().__init__()
+        tp, rank = grid.layout.tp, grid.tp_rank
+        self.group = grid.group("tp")
+        full = seeded_normal((out_features, in_features), std, seed, name + ".weight")
+        self.weight = tp_parameter(shard(full, 0, rank, tp), tp_dim=0)
+        self.bias = tp_parameter(torch.zeros(out_features // tp), tp_dim=0)
+
+    def forward(self, x):
+        return F.linear(copy_to_tensor_parallel(x, self.group), self.weight, self.bias)
+
+
+class RowParallelLinear(nn.Module):
+    """y = x A^T + b with A split by input columns: the input arrives already split (from a
+    column-parallel layer), partial outputs are summed over TP, the bias is added once."""
+
+    def __init__(self, in_features, out_features, *, grid, name, seed, std):
+        super().__init__()
+        tp, rank = grid.layout.tp, grid.tp_rank
+        self.group = grid.group("tp")
+        full = seeded_normal((out_features, in_features), std, seed, name + ".weight")
+        self.weight = tp_parameter(shard(full, 1, rank, tp), tp_dim=1)
+        self.bias = tp_parameter(torch.zeros(out_features), tp_dim=None)
+
+    def forward(self, x):
+        if comm.group_size(self.group) == 1:
+            return F.linear(x, self.weight, self.bias)
+        return reduce_from_tensor_parallel(F.linear(x, self.weight), self.group) + self.bias
+
+
+class VocabParallelEmbedding(nn.Module):
+    """Each rank holds a contiguous range of vocabulary rows; a token outside the range looks
+    up zeros there, and the sum over TP gives every rank the full embedding."""
+
+    def __init__(self, vocab_size, hidden, *, grid, name, seed, std):
+        super().__init__()
+        tp, rank = grid.layout.tp, grid.tp_rank
+        self.group = grid.group("tp")
+        self.rows = vocab_size // tp
+        self.first_row = rank * self.rows
+        full = seeded_normal((vocab_size, hidden), std, seed, name + ".weight")
+        self.weight = tp_parameter(shard(full, 0, rank, tp), tp_dim=0)
+
+    def forward(self, tokens):
+        if comm.group_size(self.group) == 1:
+            return F.embedding(tokens, self.weight)
+        local = tokens - self.first_row
+        outside = (local < 0) | (local >= self.rows)
+        vectors = F.embedding(local.masked_fill(outside, 0), self.weight)
+        vectors = vectors.masked_fill(outside.unsqueeze(-1), 0.0)
+        return reduce_from_tensor_parallel(vectors, self.group)
+
+
+class _VocabParallelCrossEntropy(torch.autograd.Function):
+    """Per-token cross-entropy from logits split over the vocabulary. Only three [tokens]-sized
+    reductions cross ranks (max, sum of exponentials, target logit); the [tokens, vocab] logits
+    never do. The backward is softmax - one_hot on the local slice, with no communication."""
+
+    @staticmethod
+    def forward(ctx, logits, target, group, first_row):
+        ctx.logits_dtype = logits.dtype
+        logits = logits.float()
+        max_logit = comm.all_reduce(logits.max(dim=-1).values, group, op=dist.ReduceOp.MAX)
+        shifted = logits - max_logit.unsqueeze(-1)
+        rows = logits.shape[-1]
+        local = target - first_row
+        outside = (local < 0) | (local >= rows)
+        local = local.masked_fill(outside, 0)
+        target_logit = shifted.gather(-1, local.unsqueeze(-1)).squeeze(-1)
+        target_logit = target_logit.masked_fill(outside, 0.0)
+        exp = shifted.exp_()
+        sum_exp = exp.sum(dim=-1)
+        reduced = torch.stack([target_logit, sum_exp])
+        comm.all_reduce(reduced, group)
+        target_logit, sum_exp = reduced[0], reduced[1]
+        exp.div_(sum_exp.unsqueeze(-1))
+        ctx.save_for_backward(exp, local, outside)
+        return sum_exp.log() - target_logit
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        softmax, local, outside = ctx.saved_tensors
+        grad = softmax
+        inside = (~outside).to(grad.dtype)
+        grad.scatter_add_(-1, local.unsqueeze(-1), -inside.unsqueeze(-1))
+        grad.mul_(grad_loss.unsqueeze(-1))
+        return grad.to(ctx.logits_dtype), None, None, None
+
+
+def vocab_parallel_cross_entropy(logits, target, group, first_row: int = 0) -> torch.Tensor:
+    """Per-token loss [..] from this rank's logits [.., vocab / tp] starting at `first_row`."""
+    if comm.group_size(group) == 1:  # the whole vocabulary is here: torch's fused kernel
+        loss = F.cross_entropy(logits.float().flatten(0, -2), target.flatten(), reduction="none")
+        return loss.view_as(target)
+    return _VocabParallelCrossEntropy.apply(logits, target, group, first_row)
