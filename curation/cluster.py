@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
     n = workers or default_workers()
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address=dashboard,
-                           silence_logs=40)
+                           silence_logs=logging.CRITICAL)
     client = Client(cluster)
     if not quiet:
         print(f"dask: local cluster, {n} workers; dashboard {client.dashboard_link}",

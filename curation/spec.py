@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from curation.config import StrictModel
+from curation.config import StrictModel, check_safe_name
 from curation.stages.decontaminate import DecontaminateConfig
 from curation.stages.exact_dedup import ExactDedupConfig
 from curation.stages.fuzzy_dedup import FuzzyDedupConfig
@@ -24,8 +23,6 @@ from curation.stages.language import LanguageConfig
 from curation.stages.normalize import NormalizeConfig
 from curation.stages.quality import QualityConfig
 from curation.tokenize import TokenizerConfig
-
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class SpecError(Exception):
@@ -49,13 +46,10 @@ class SourceSpec(StrictModel):
     weight: float | None = Field(default=None, gt=0)
     epochs: float | None = Field(default=None, gt=0)
 
+    _safe_name = field_validator("name")(check_safe_name)
+
     @model_validator(mode="after")
     def _check(self) -> SourceSpec:
-        if not SAFE_NAME.match(self.name) or self.name in (".", ".."):
-            raise ValueError(
-                f"name {self.name!r} must be letters, digits, '_', '.', '-' "
-                "(it names folders under OUT)"
-            )
         if self.weight is not None and self.epochs is not None:
             raise ValueError("give `weight` or `epochs`, not both")
         return self
@@ -185,6 +179,8 @@ def _cross_checks(spec: Spec) -> list[str]:
 
 
 def _file_checks(spec: Spec) -> list[str]:
+    """Every file the spec names exists: inputs, task files, a given model or tokenizer."""
+    from curation.decontam.tasks import task_files
     from curation.io import InputError, expand_paths
 
     problems = []
@@ -193,6 +189,17 @@ def _file_checks(spec: Spec) -> list[str]:
             expand_paths(source.paths, spec.base_dir)
         except InputError as exc:
             problems.append(f"sources[{i}].paths: {exc}")
+    if spec.stages.decontaminate is not None:
+        for j, task in enumerate(spec.stages.decontaminate.tasks):
+            try:
+                task_files(task.paths, spec.base_dir, task.name)
+            except FileNotFoundError as exc:
+                problems.append(f"stages.decontaminate.tasks[{j}].paths: {exc}")
+    named = [("stages.quality.model", spec.stages.quality and spec.stages.quality.model),
+             ("tokenizer.path", spec.tokenizer and spec.tokenizer.path)]
+    for where, path in named:
+        if path and not (spec.base_dir / path).is_file():
+            problems.append(f"{where}: no file at {spec.base_dir / path}")
     return problems
 
 

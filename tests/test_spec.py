@@ -68,7 +68,7 @@ def test_cross_field_rules():
 @pytest.mark.parametrize("name", ["../escape", "a/b", ".."])
 def test_source_names_cannot_escape_the_output_directory(name):
     problems = problems_of(minimal(sources=[{"name": name, "paths": ["x"]}]))
-    assert any(p.startswith("sources[0]:") and "letters, digits" in p for p in problems)
+    assert any(p.startswith("sources[0].name:") and "letters, digits" in p for p in problems)
 
 
 def test_weight_and_epochs_are_exclusive():

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from curation.config import StrictModel
+from curation.config import StrictModel, check_safe_name
 from curation.decontam.cut import Cut, Match, cut_text
 from curation.decontam.ngrams import (
     MAX_TASKS,
@@ -43,6 +43,7 @@ COUNTS_DONE = "ngram_counts.json"
 
 class TaskSpec(StrictModel):
     name: str
+    _safe_name = field_validator("name")(check_safe_name)
     paths: list[str] = Field(min_length=1)
     fields: list[str] = Field(min_length=1)
 
