@@ -16,26 +16,19 @@ page cache, shared between ranks on a node and dropped under memory pressure.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from curation.shards import file_sha256
+
 MANIFEST_NAME = "manifest.json"
 
 
 class ShardError(ValueError):
     """A token shard or manifest that does not match the contract; the message names the file."""
-
-
-def _sha256(path: Path, chunk: int = 8 * 2**20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(source_dir: Path) -> dict:
@@ -79,7 +72,7 @@ class SourceShards:
             raise ShardError(f"{path}: shard listed in the manifest is missing")
         if "bytes" in shard and path.stat().st_size != shard["bytes"]:
             raise ShardError(f"{path}: size {path.stat().st_size} != manifest {shard['bytes']}")
-        if verify_sha and _sha256(path) != shard["sha256"]:
+        if verify_sha and file_sha256(path) != shard["sha256"]:
             raise ShardError(f"{path}: sha256 does not match the manifest (corrupt or replaced)")
         try:
             reader = pa.ipc.open_file(pa.memory_map(str(path)))
