@@ -119,6 +119,12 @@ def _cmd_demo_corpus(args) -> int:
     return 0
 
 
+def _add_cluster_args(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="local cluster size (default: CPU count)")
+    where.add_argument("--scheduler", help="a running Dask scheduler, e.g. tcp://host:8786")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,9 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a corpus spec through the curation DAG")
     p.add_argument("spec")
     p.add_argument("--out", help="output directory (default: out/<spec name>)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="local cluster size (default: CPU count)")
-    where.add_argument("--scheduler", help="a running Dask scheduler, e.g. tcp://host:8786")
+    _add_cluster_args(p)
     p.add_argument("--force", action="store_true", help="redo every stage")
     p.set_defaults(func=_cmd_run)
 
@@ -141,9 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train the quality classifier of a spec (stages before it run first)")
     p.add_argument("spec")
     p.add_argument("--out", help="output directory (default: out/<spec name>)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="local cluster size (default: CPU count)")
-    where.add_argument("--scheduler", help="a running Dask scheduler, e.g. tcp://host:8786")
+    _add_cluster_args(p)
     p.add_argument("--force", action="store_true", help="retrain even if a model exists")
     p.set_defaults(func=_cmd_train_quality)
 
