@@ -1,4 +1,5 @@
-"""Fault recovery of `curate run`: a killed Dask worker, and a killed run that is rerun.
+"""Fault recovery of `curate run` (a killed Dask worker, a killed run that is rerun) and of
+`pretrain` under torchrun (a killed rank).
 
 Scenario 1 (`worker`): a `dask scheduler` and two `dask worker --no-nanny` processes on
 loopback; one worker is SIGKILLed while a stage is half done (some partition stats
@@ -9,8 +10,13 @@ workers) is SIGKILLed mid-stage, then run again on the same OUT.
 Each is compared with an undisturbed run of the same spec: curated documents and ledger
 as sorted tables, token shards and the tokenizer by sha256. The tests in
 tests/test_faults_curation.py use the same helpers.
+Scenario 3 (`rank`): `torchrun --standalone --nproc-per-node 2 --max-restarts 1` trains the
+tiny config at DP 2; rank 1's worker is SIGKILLed mid-run; torchrun restarts the group, which
+resumes from the latest checkpoint. Compared with an undisturbed torchrun job: the final
+logged loss of every step (tests/test_faults_training.py checks the same).
 
     .venv/bin/python bench/faults.py [--scale 0.1] [--partition-rows 8] [--workdir DIR]
+                                     [--scenarios 1,2,3]
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,6 +295,84 @@ def rerun_scenario(spec: Path, workdir: Path, point: KillPoint = PER_PARTITION) 
             "killed_at_s": killed_at, "rerun_s": rerun, "log": workdir / "curate_rerun.log"}
 
 
+TRAIN_STEPS, TRAIN_SAVE_EVERY, TRAIN_KILL_AFTER = 120, 20, 50
+
+
+def start_torchrun(run_dir: Path, log: Path) -> subprocess.Popen:
+    return _popen([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2",
+                   "--max-restarts", "1", "-m", "training.cli", "tiny", "--dp", "2",
+                   "--set", f"train.steps={TRAIN_STEPS}",
+                   "--set", f"train.save_every={TRAIN_SAVE_EVERY}",
+                   "--set", "train.eval_every=0", "--set", f"train.dir={run_dir}"], log, cwd=ROOT)
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL torchrun and its workers (which it starts in sessions of their own)."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    kill_group(proc)
+    for child in family:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def final_losses(run_dir: Path) -> dict[int, float]:
+    """Loss per step; steps run again after a restart count by their last record."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+
+
+def _logged_step(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return max((json.loads(line)["step"] for line in lines if line.endswith("}")), default=0)
+
+
+def _first_attempt_worker(proc: subprocess.Popen, rank: int) -> psutil.Process | None:
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            env = child.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if env.get("RANK") == str(rank) and env.get("TORCHELASTIC_RESTART_COUNT") == "0":
+            return child
+    return None
+
+
+def rank_scenario(workdir: Path, kill: bool, timeout: float = 600) -> dict:
+    """One torchrun job; with `kill`, rank 1 is SIGKILLed once TRAIN_KILL_AFTER steps are
+    logged. Times: the kill, the restarted group's resume line, the end."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_dir, log = workdir / "run", workdir / "torchrun.log"
+    started = time.perf_counter()
+    proc = start_torchrun(run_dir, log)
+    killed_at = resumed_at = None
+    try:
+        if kill:
+            _wait_for(lambda: _logged_step(run_dir) >= TRAIN_KILL_AFTER or proc.poll() is not None,
+                      timeout, f"step {TRAIN_KILL_AFTER}", poll=0.02)
+            victim = _first_attempt_worker(proc, rank=1)
+            if victim is None:
+                raise RuntimeError(f"no rank-1 worker to kill (exit {proc.poll()}); see {log}")
+            victim.send_signal(signal.SIGKILL)
+            killed_at = time.perf_counter() - started
+            _wait_for(lambda: "resumed from" in log.read_text(errors="replace")
+                      or proc.poll() is not None, timeout, "the restarted group to resume")
+            resumed_at = time.perf_counter() - started
+        rc = proc.wait(timeout=timeout)
+    finally:
+        kill_tree(proc)
+    if rc != 0:
+        raise RuntimeError(f"torchrun exited {rc}:\n{log.read_text(errors='replace')[-3000:]}")
+    resumed = [line for line in log.read_text().splitlines() if line.startswith("resumed from")]
+    return {"run_dir": run_dir, "seconds": time.perf_counter() - started,
+            "killed_at_s": killed_at, "resumed_at_s": resumed_at, "resumed": resumed}
+
+
 def _same(reference: RunOutput, out: Path) -> str:
     problems = differences(reference, snapshot(out))
     return "yes" if not problems else "**NO**: " + "; ".join(problems)
@@ -298,8 +383,46 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=0.1)
     parser.add_argument("--partition-rows", type=int, default=8)
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--scenarios", default="1,2,3", help="comma-separated subset of 1,2,3")
     args = parser.parse_args()
+    scenarios = set(args.scenarios.split(","))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="faults-"))
+    rows = training_rows(workdir) if "3" in scenarios else []
+    if scenarios & {"1", "2"}:
+        rows = curation_rows(workdir, args, scenarios) + rows
+    print("\n| scenario | killed at (s) | recovery (s) | total (s) | total vs undisturbed "
+          "| identical |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for name, killed, recovery, total, ratio, same in rows:
+        print(f"| {name} | {killed} | {recovery:.1f} | {total:.1f} | {ratio:.2f}x | {same} |")
+    print("\nrecovery: scenarios 1 and 3, from the kill to the end of the same run; scenario 2, "
+          "the rerun.\ntotal: start of the first run to the end of the result (scenario 1 vs the "
+          "undisturbed\ncluster run, 2 vs the undisturbed LocalCluster run, 3 vs the undisturbed "
+          "torchrun job).")
+    return 0
+
+
+def training_rows(workdir: Path) -> list[tuple]:
+    reference = rank_scenario(workdir / "train_reference", kill=False)
+    rows = [("undisturbed torchrun job (tiny, DP 2)", "-", reference["seconds"],
+             reference["seconds"], 1.0, "reference")]
+    three = rank_scenario(workdir / "train_rank_kill", kill=True)
+    expected, got = final_losses(reference["run_dir"]), final_losses(three["run_dir"])
+    differing = [step for step in expected if got.get(step) != expected[step]]
+    same = "yes" if not differing and got.keys() == expected.keys() else (
+        f"**NO**: {len(differing)} steps differ, first {differing[:3]}")
+    print(f"scenario 3: killed at {three['killed_at_s']:.1f} s, restarted group "
+          f"{three['resumed'][-1] if three['resumed'] else 'never resumed'} "
+          f"{three['resumed_at_s'] - three['killed_at_s']:.1f} s after the kill", flush=True)
+    rows.append((f"3: rank 1 of 2 SIGKILLed after step {TRAIN_KILL_AFTER} (checkpoints every "
+                 f"{TRAIN_SAVE_EVERY}), torchrun --max-restarts 1",
+                 f"{three['killed_at_s']:.1f}", three["seconds"] - three["killed_at_s"],
+                 three["seconds"], three["seconds"] / reference["seconds"], same))
+    print(rows[-1], flush=True)
+    return rows
+
+
+def curation_rows(workdir: Path, args, scenarios: set[str]) -> list[tuple]:
     spec = write_fault_corpus(workdir, args.scale, args.partition_rows)
     print(f"workdir {workdir}; demo corpus scale {args.scale}, "
           f"partition_rows {args.partition_rows}", flush=True)
@@ -313,14 +436,14 @@ def main() -> int:
              ref_cluster_s, 1.0, _same(reference, workdir / "ref_cluster_out")),
             ("undisturbed, LocalCluster of 2 workers", "-", ref_local_s, ref_local_s, 1.0,
              "reference")]
-    for name in ("heuristics", "exact_dedup"):
+    for name in ("heuristics", "exact_dedup") if "1" in scenarios else ():
         one = worker_scenario(spec, workdir / f"worker_{name}", KILL_POINTS[name])
         rows.append((f"1: one of 2 workers SIGKILLed in {one['point'].label}",
                      f"{one['killed_at_s']:.1f}", one["seconds"] - one["killed_at_s"],
                      one["seconds"], one["seconds"] / ref_cluster_s,
                      _same(reference, one["out"])))
         print(rows[-1], flush=True)
-    for name, point in KILL_POINTS.items():
+    for name, point in KILL_POINTS.items() if "2" in scenarios else ():
         two = rerun_scenario(spec, workdir / f"run_{name}", point)
         rows.append((f"2: `curate run` SIGKILLed in {point.label}, then rerun",
                      f"{two['killed_at_s']:.1f}", two["rerun_s"],
@@ -328,15 +451,7 @@ def main() -> int:
                      (two["killed_at_s"] + two["rerun_s"]) / ref_local_s,
                      _same(reference, two["out"])))
         print(rows[-1], flush=True)
-    print("\n| scenario | killed at (s) | recovery (s) | total (s) | total vs undisturbed "
-          "| identical |")
-    print("| --- | ---: | ---: | ---: | ---: | --- |")
-    for name, killed, recovery, total, ratio, same in rows:
-        print(f"| {name} | {killed} | {recovery:.1f} | {total:.1f} | {ratio:.2f}x | {same} |")
-    print("\nrecovery: scenario 1, from the kill to the end of the same run; scenario 2, the "
-          "rerun.\ntotal: start of the first run to the end of the result (scenario 1 vs the "
-          "undisturbed\ncluster run, scenario 2 vs the undisturbed LocalCluster run).")
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -74,9 +74,10 @@ def test_cli_rejects_bad_layout_before_starting(capsys):
     assert "model: hidden (64) must be divisible by heads (3)" in capsys.readouterr().err
 
 
-def test_cli_refuses_features_of_later_issues(capsys):
-    assert main(["tiny", "--pp", "2", "--set", "parallel.recompute=full"]) == 2
-    assert "parallel.pp > 1, parallel.recompute: pipeline" in capsys.readouterr().err
+def test_cli_refuses_a_pipeline_the_schedule_cannot_run(capsys):
+    assert main(["tiny", "--pp", "2", "--set", "parallel.schedule=interleaved",
+                 "--set", "parallel.virtual_stages=3"]) == 2
+    assert "divisible by parallel.pp * parallel.virtual_stages" in capsys.readouterr().err
 
 
 def test_cli_trains_tiny_in_process(tmp_path):

@@ -1,4 +1,5 @@
-"""`pretrain CONFIG [--nproc N] [--tp N --pp N --dp N] [--set key=value ...]`.
+"""`pretrain CONFIG [--nproc N] [--tp N --pp N --dp N] [--set key=value ...]` and
+`pretrain export-hf CHECKPOINT OUT [--tokenizer PATH]`.
 
 Under torchrun the process is one rank of the launcher's world. Run bare, it starts `--nproc`
 processes (default TP x PP x DP) itself through torch's elastic launcher; a world of one runs
@@ -29,7 +30,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def export_main(argv: list[str]) -> int:
+    from training.checkpoint_format import CheckpointError
+    from training.export_hf import export_hf
+
+    parser = argparse.ArgumentParser(
+        prog="pretrain export-hf", description="Export a checkpoint as a Hugging Face GPT-2.")
+    parser.add_argument("checkpoint", help="a step folder, or a run / checkpoints folder "
+                        "(its `latest` checkpoint)")
+    parser.add_argument("out", help="folder to write config.json, model.safetensors, tokenizer")
+    parser.add_argument("--tokenizer", help="tokenizer.json (default: the run's data.curated)")
+    args = parser.parse_args(argv)
+    try:
+        files = export_hf(args.checkpoint, args.out, args.tokenizer)
+    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"pretrain export-hf: {err}", file=sys.stderr)
+        return 2
+    if not any(f.name == "tokenizer.json" for f in files):
+        print("pretrain export-hf: synthetic-data run, no tokenizer files written",
+              file=sys.stderr)
+    print(f"wrote {', '.join(f.name for f in files)} to {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export-hf"]:
+        return export_main(argv[1:])
     args = parse_args(argv)
     overrides = list(args.overrides)
     for axis in ("tp", "pp", "dp"):
@@ -41,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if not under_launcher():
             layout.check_world(args.nproc or layout.world_size)
         check_supported(cfg)
-    except (ConfigError, LayoutError, NotImplementedError) as err:
+    except (ConfigError, LayoutError, RuntimeError) as err:
         print(f"pretrain: {err}", file=sys.stderr)
         return 2
     if under_launcher() or layout.world_size == 1:

@@ -93,7 +93,11 @@ class TrainConfig(StrictModel):
     eval_every: int = Field(0, ge=0, description="0 disables validation")
     eval_iters: int = Field(2, gt=0, description="global batches per validation")
     save_every: int = Field(0, ge=0, description="0 disables checkpoints")
+    keep_last: int = Field(3, gt=0, description="newest checkpoints kept in dir/checkpoints")
     log_every: int = Field(1, gt=0)
+    max_skipped_steps: int = Field(
+        10, gt=0, description="steps in a row with a NaN/Inf loss or grad norm (each skipped) "
+        "before training stops with a checkpoint")
     dir: str = "runs/default"
     seed: int = 1234
 
@@ -149,6 +153,10 @@ class TrainingConfig(StrictModel):
                 problems.append(f"batch.rampup start and increment must be multiples of {per_step}")
             if start > b.global_batch or (b.global_batch - start) % max(increment, 1):
                 problems.append("batch.rampup must reach batch.global in whole increments")
+        problems += pipeline_problems(m, p, b)
+        if p.sequence_parallel and m.seq_len % p.tp:
+            problems.append(f"parallel.sequence_parallel shards model.seq_len ({m.seq_len}) over "
+                            f"parallel.tp ({p.tp}): it must be divisible")
         if self.data.is_synthetic and m.vocab_size is None:
             problems.append("model.vocab_size is required when data is synthetic")
         if self.data.seq_len and self.data.seq_len != m.seq_len:
@@ -161,6 +169,38 @@ class TrainingConfig(StrictModel):
 
     def dump(self) -> dict:
         return self.model_dump(by_alias=True)
+
+
+def pipeline_problems(m: ModelConfig, p: ParallelConfig, b: BatchConfig) -> list[str]:
+    """What a pipeline schedule cannot run: found here, before any process starts."""
+    problems, stages = [], p.pp * p.virtual_stages
+    if p.virtual_stages > 1 and p.schedule != "interleaved":
+        problems.append(f"parallel.virtual_stages ({p.virtual_stages}) > 1 needs "
+                        f"parallel.schedule: interleaved (got {p.schedule})")
+    if p.schedule == "interleaved" and p.pp > 1:
+        if p.virtual_stages < 2:
+            problems.append("parallel.schedule interleaved needs parallel.virtual_stages >= 2")
+        if m.layers % stages:
+            problems.append(f"model.layers ({m.layers}) must be divisible by parallel.pp * "
+                            f"parallel.virtual_stages ({p.pp} * {p.virtual_stages}) for the "
+                            "interleaved schedule")
+        per_micro = b.micro * p.dp
+        sizes = {b.global_batch} | ({b.rampup[0] + k * b.rampup[1] for k in range(
+            (b.global_batch - b.rampup[0]) // max(b.rampup[1], 1) + 1)} if b.rampup else set())
+        for size in sorted(sizes):
+            if size % per_micro == 0 and (size // per_micro) % p.pp:
+                problems.append(
+                    f"the interleaved schedule needs the micro-batches per step (batch size "
+                    f"{size} / (batch.micro * parallel.dp) = {size // per_micro}) to be a "
+                    f"multiple of parallel.pp ({p.pp})")
+                break
+    elif p.schedule == "interleaved" and p.virtual_stages > 1:
+        problems.append("parallel.schedule interleaved needs parallel.pp >= 2 (virtual stages "
+                        "of one rank would hold both copies of the tied embedding)")
+    if m.layers < stages:
+        problems.append(f"model.layers ({m.layers}) is fewer than the pipeline stages "
+                        f"(parallel.pp * parallel.virtual_stages = {stages})")
+    return problems
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:

@@ -1,7 +1,8 @@
-"""The training loop: a global batch per step as micro-batches with gradient accumulation,
-bucketed DP gradient reduction overlapping the last backward, clipping by the global norm,
-AdamW (sharded over DP with ZeRO-1), Megatron's LR schedule and batch ramp-up, validation
-every `eval_every` steps, and one metrics record per step."""
+"""The training loop: a global batch per step as micro-batches with gradient accumulation (or
+through a pipeline schedule when pp > 1), bucketed DP gradient reduction overlapping the last
+backward, clipping by the global norm, AdamW (sharded over DP with ZeRO-1), Megatron's LR
+schedule and batch ramp-up, validation every `eval_every` steps, and one metrics record per
+step."""
 
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ import torch
 import torch.distributed as dist
 
 from training.batches import BatchSource, build_batch_sources
+from training.checkpoint import resume_latest, save_checkpoint
 from training.config import TrainingConfig, padded_vocab_size
 from training.metrics import MetricsWriter, step_record
-from training.model import GPT, counts_in_global_norm
+from training.model import GPT, counts_in_global_norm, split_layers
 from training.optim import global_batch_size, learning_rate
 from training.parallel import comm
 from training.parallel.comm import COMM_CLOCK, SOLO
 from training.parallel.data import GradBuckets
 from training.parallel.grid import build_grid, destroy_grid
-from training.parallel.zero import DistributedOptimizer
+from training.parallel.pipeline import PipelineRuntime
+from training.parallel.zero import DistributedOptimizer, NonFiniteStepsError
 
 
 def setup_process() -> None:
@@ -35,16 +38,7 @@ def setup_process() -> None:
 
 
 def check_supported(cfg: TrainingConfig) -> None:
-    """Features of the config that this trainer does not run yet fail before any work."""
-    p = cfg.parallel
-    missing = [name for name, wanted in [
-        ("parallel.pp > 1", p.pp > 1), ("parallel.virtual_stages > 1", p.virtual_stages > 1),
-        ("parallel.sequence_parallel", p.sequence_parallel),
-        ("parallel.recompute", p.recompute != "none")] if wanted]
-    if missing:
-        raise NotImplementedError(
-            f"{', '.join(missing)}: pipeline parallelism, sequence parallelism and activation "
-            "recomputation are not implemented yet (issue 7)")
+    """What the config cannot check on its own (the machine) fails before any work."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device: cuda, but torch sees no CUDA device")
 
@@ -62,7 +56,7 @@ class Trainer:
         if self.vocab_size % p.tp:
             raise ValueError(f"padded vocabulary {self.vocab_size} is not divisible by "
                              f"parallel.tp={p.tp}; raise model.pad_vocab_to")
-        self.model = GPT(cfg.model, self.vocab_size, grid, cfg.train.seed).to(grid.device)
+        self.model = self._build_model()
         params = list(dict.fromkeys(self.model.parameters()))
         self.buckets = GradBuckets(params, grid.group("dp"), dp_rank=grid.dp_rank,
                                    bucket_mb=p.bucket_mb, shard=p.zero1)
@@ -72,9 +66,63 @@ class Trainer:
             grid.group("model"), counts_in_norm=lambda prm: counts_in_global_norm(prm, grid))
         self.autocast = (torch.autocast(grid.device.type, dtype=torch.bfloat16)
                          if cfg.dtype == "bf16" else nullcontext())
+        self.pipeline = self._build_pipeline()
+        self.grad_reductions = self._model_parallel_grad_reductions()
         self.consumed_samples = 0
         self.step = 0
+        self.skipped_steps, self.skips_in_a_row = 0, 0  # steps with a NaN/Inf loss or norm
         self.writer: MetricsWriter | None = None
+        # Continue from the newest complete checkpoint in train.dir/checkpoints, if any.
+        self.resumed_from = resume_latest(self)
+
+    def _build_model(self) -> GPT:
+        """This rank's model chunks: chunk c on pipeline rank r is virtual stage c * pp + r."""
+        cfg, p, grid = self.cfg, self.cfg.parallel, self.grid
+        stages = split_layers(cfg.model.layers, p.pp * p.virtual_stages)
+        if grid.rank == 0 and len(stages) > 1:
+            even = len({len(r) for r in stages}) == 1
+            print(f"pipeline: {len(stages)} stages over {p.pp} ranks, "
+                  f"{'even' if even else 'UNEVEN'} split of {cfg.model.layers} layers: "
+                  + ", ".join(f"stage {s} (rank {s % p.pp}) blocks {r.start}-{r.stop - 1}"
+                              for s, r in enumerate(stages)), flush=True)
+        chunks = [stages[c * p.pp + grid.pp_rank] for c in range(p.virtual_stages)]
+        return GPT(cfg.model, self.vocab_size, grid, cfg.train.seed, chunks,
+                   sequence_parallel=p.sequence_parallel, recompute=p.recompute).to(grid.device)
+
+    def _build_pipeline(self) -> PipelineRuntime | None:
+        p, m = self.cfg.parallel, self.cfg.model
+        if p.pp == 1:
+            return None
+        seq = m.seq_len // p.tp if p.sequence_parallel else m.seq_len
+        return PipelineRuntime(self.model, self.grid, p.schedule, p.virtual_stages,
+                               (self.cfg.batch.micro, seq, m.hidden), self.autocast)
+
+    def _model_parallel_grad_reductions(self) -> list[tuple[list, object]]:
+        """Gradients summed over a model-parallel group before the DP reduction: the tied word
+        embedding's two copies (first and last stage), and with sequence parallelism the
+        TP-replicated weights that each saw one sequence shard."""
+        reductions = []
+        tied = [module.weight for module in (getattr(self.model.embedding, "word", None),
+                                             getattr(self.model, "output_word", None))
+                if module is not None]
+        if tied and comm.group_size(self.grid.group("embedding")) > 1:
+            reductions.append((tied, self.grid.group("embedding")))
+        sharded = [prm for prm in self.model.parameters() if prm.sequence_parallel]
+        if sharded:
+            reductions.append((sharded, self.grid.group("tp")))
+        return reductions
+
+    def _finish_grads(self) -> None:
+        """After the last backward: model-parallel sums, then the DP reduction (started during
+        the last backward when there are no model-parallel sums to wait for)."""
+        for params, group in self.grad_reductions:
+            flat = comm.all_reduce(torch.cat([prm.grad.reshape(-1) for prm in params]), group)
+            for prm, reduced in zip(params, flat.split([prm.numel() for prm in params]),
+                                    strict=True):
+                prm.grad.copy_(reduced.view_as(prm.grad))
+        if self.grad_reductions:
+            self.buckets.start_grad_sync()
+        self.buckets.finish_grad_sync()
 
     def _mean_over_dp(self, value: torch.Tensor) -> float:
         return comm.all_reduce(value.detach().float().clone(), self.grid.group("dp")).item() \
@@ -90,20 +138,26 @@ class Trainer:
         global_batch = global_batch_size(self.consumed_samples, self.cfg.batch)
         micro_batches = self._micro_batches(self.train_source, self.consumed_samples, global_batch)
         self.buckets.zero_grad()
-        loss_sum = torch.zeros((), device=self.grid.device)
-        for i, micro in enumerate(micro_batches):
-            if i == len(micro_batches) - 1:
-                self.buckets.start_grad_sync()
-            with self.autocast:
-                loss = self.model(micro[:, :-1], micro[:, 1:])
-            (loss / len(micro_batches)).backward()
-            loss_sum += loss.detach()
-        self.buckets.finish_grad_sync()
+        overlap_dp = None if self.grad_reductions else self.buckets.start_grad_sync
+        if self.pipeline is not None:
+            loss_sum = self.pipeline.run(micro_batches, before_last_backward=overlap_dp)
+            comm.all_reduce(loss_sum, self.grid.group("pp"))  # the loss is on the last stage
+        else:
+            loss_sum = torch.zeros((), device=self.grid.device)
+            for i, micro in enumerate(micro_batches):
+                if i == len(micro_batches) - 1 and overlap_dp is not None:
+                    overlap_dp()
+                with self.autocast:
+                    loss = self.model(micro[:, :-1], micro[:, 1:])
+                (loss / len(micro_batches)).backward()
+                loss_sum += loss.detach()
+        self._finish_grads()
         self.step += 1
         self.lr = learning_rate(self.step, self.cfg.optim, self.cfg.train.steps)
-        grad_norm = self.optimizer.step(self.lr)
+        loss = self._mean_over_dp(loss_sum / len(micro_batches))
+        grad_norm = self.optimizer.step(self.lr, loss)  # skipped if either is NaN/Inf
         self.consumed_samples += global_batch
-        return self._mean_over_dp(loss_sum / len(micro_batches)), grad_norm, global_batch
+        return loss, grad_norm, global_batch
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -112,17 +166,23 @@ class Trainer:
         total, count = torch.zeros((), device=self.grid.device), 0
         size = self.cfg.batch.global_batch
         for k in range(self.cfg.train.eval_iters):
-            for micro in self._micro_batches(self.valid_source, k * size, size):
+            micro_batches = self._micro_batches(self.valid_source, k * size, size)
+            count += len(micro_batches)
+            if self.pipeline is not None:
+                total += self.pipeline.run(micro_batches, train=False)
+                continue
+            for micro in micro_batches:
                 with self.autocast:
                     total += self.model(micro[:, :-1], micro[:, 1:]).float()
-                count += 1
+        comm.all_reduce(total, self.grid.group("pp"))
         self.model.train()
         return self._mean_over_dp(total / count)
 
     def run(self, until: int | None = None,
             on_save: Callable[[Trainer], None] | None = None) -> list[dict]:
         """Train up to step `until` (default `train.steps`) and return the step records.
-        `on_save(trainer)` is called every `save_every` steps (checkpoints, issue 8)."""
+        `on_save(trainer)` (e.g. `save_checkpoint`) is called every `save_every` steps and
+        after the last step of the call, unless that step was just saved."""
         cfg, records = self.cfg, []
         if self.writer is None:
             self.writer = MetricsWriter(cfg.train.dir, enabled=self.grid.rank == 0)
@@ -139,15 +199,42 @@ class Trainer:
                 seconds=time.perf_counter() - start, model=cfg.model,
                 vocab_size=self.vocab_size, world_size=dist.get_world_size(),
                 peak_tflops=cfg.optim.peak_tflops, comm_seconds=COMM_CLOCK.reset())
+            record["skipped"] = self._count_skip()
             if cfg.train.eval_every and self.step % cfg.train.eval_every == 0:
                 record["val_loss"] = self.evaluate()
                 record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
             records.append(record)
             if self.step % cfg.train.log_every == 0 or "val_loss" in record:
                 self.writer.write(record)
-            if on_save and cfg.train.save_every and self.step % cfg.train.save_every == 0:
+            saved = bool(cfg.train.save_every) and self.step % cfg.train.save_every == 0
+            if on_save and saved:
                 on_save(self)
+            if self.skips_in_a_row >= cfg.train.max_skipped_steps:
+                self._stop_diverged(None if saved else on_save)
+        if on_save and cfg.train.save_every and records and self.step % cfg.train.save_every:
+            on_save(self)
         return records
+
+    def _count_skip(self) -> bool:
+        """Count the step just taken if the optimizer skipped it (and say so on rank 0)."""
+        skipped = self.optimizer.last_step_skipped
+        self.skips_in_a_row = self.skips_in_a_row + 1 if skipped else 0
+        self.skipped_steps += skipped
+        if skipped and self.grid.rank == 0:
+            print(f"step {self.step}: loss or grad norm is NaN/Inf, update skipped "
+                  f"({self.skips_in_a_row} in a row, {self.skipped_steps} in all)", flush=True)
+        return skipped
+
+    def _stop_diverged(self, on_save: Callable[[Trainer], None] | None) -> None:
+        """train.max_skipped_steps in a row: save (the weights are the last finite ones, the
+        step count moves past the bad batches) and stop with the reason."""
+        if on_save:
+            on_save(self)
+        raise NonFiniteStepsError(
+            f"stopped at step {self.step}: {self.skips_in_a_row} steps in a row had a NaN/Inf "
+            f"loss or gradient norm, each skipped (train.max_skipped_steps="
+            f"{self.cfg.train.max_skipped_steps}); the state at step {self.step} is saved if "
+            "checkpointing is on. Lower optim.lr or check the data near these steps.")
 
     def close(self) -> None:
         if self.writer is not None:
@@ -161,7 +248,7 @@ def run_worker(cfg_dict: dict) -> list[dict]:
     cfg = TrainingConfig.model_validate(cfg_dict)
     trainer = Trainer(cfg)
     try:
-        return trainer.run()
+        return trainer.run(on_save=save_checkpoint)
     finally:
         trainer.close()
         destroy_grid()

@@ -6,6 +6,13 @@ Pre-LayerNorm blocks, GELU MLP, learned positions, causal attention through
 row-parallel; the output layer multiplies by this rank's vocabulary slice of the word
 embedding and the vocabulary-parallel cross-entropy takes it from there.
 
+A pipeline rank builds one `GPT` over its model chunks (one layer range per virtual stage) and
+runs `forward(..., chunk=c)`. With sequence parallelism the residual stream between the linears
+is [batch, seq / tp, hidden]; every TP-replicated parameter then sees only its shard's gradient
+and is marked `sequence_parallel` for a TP all-reduce after the backward. `recompute` trades
+compute for activation memory: `full` reruns each block in the backward, `selective` only the
+attention core (QK^T, softmax, AV).
+
 Parameter names are global (`blocks.17.mlp.fc.weight` on whichever stage owns block 17) and
 seed each weight's initialisation, so the model is the same for any TP or PP split.
 """
@@ -13,10 +20,12 @@ seed each weight's initialisation, so the model is the same for any TP or PP spl
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from training.config import ModelConfig
 from training.parallel import comm
@@ -26,7 +35,9 @@ from training.parallel.tensor import (
     RowParallelLinear,
     VocabParallelEmbedding,
     copy_to_tensor_parallel,
+    gather_from_sequence_parallel,
     seeded_normal,
+    sequence_shard,
     tp_parameter,
     vocab_parallel_cross_entropy,
 )
@@ -39,61 +50,84 @@ def layer_norm(hidden: int) -> nn.LayerNorm:
 
 
 class Embedding(nn.Module):
-    def __init__(self, cfg: ModelConfig, vocab_size: int, grid: ProcessGrid, seed: int):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, grid: ProcessGrid, seed: int,
+                 sequence_parallel: bool):
         super().__init__()
         self.word = VocabParallelEmbedding(vocab_size, cfg.hidden, grid=grid, name="embedding.word",
-                                           seed=seed, std=cfg.init_std)
+                                           seed=seed, std=cfg.init_std,
+                                           sequence_parallel=sequence_parallel)
         self.position = tp_parameter(
             seeded_normal((cfg.seq_len, cfg.hidden), cfg.init_std, seed, "embedding.position"),
             tp_dim=None)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.sequence_parallel, self.tp_rank = sequence_parallel, grid.tp_rank
 
     def forward(self, tokens):
-        return self.dropout(self.word(tokens) + self.position[: tokens.shape[1]])
+        position = self.position[: tokens.shape[1]].unsqueeze(0)
+        if self.sequence_parallel:
+            position = sequence_shard(position, self.word.group, self.tp_rank)
+        return self.dropout(self.word(tokens) + position)
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, grid: ProcessGrid, seed: int, name: str):
+    def __init__(self, cfg: ModelConfig, grid: ProcessGrid, seed: int, name: str,
+                 sequence_parallel: bool, recompute_core: bool):
         super().__init__()
         self.heads = cfg.heads // grid.layout.tp
         self.head_dim = cfg.hidden // cfg.heads
         self.dropout = cfg.dropout
+        self.recompute_core = recompute_core
         # QKV rows are laid out head-major ([head][q|k|v][head_dim]) so that a contiguous
         # column-parallel slice holds whole heads.
         self.qkv = ColumnParallelLinear(cfg.hidden, 3 * cfg.hidden, grid=grid, name=name + ".qkv",
-                                        seed=seed, std=cfg.init_std)
+                                        seed=seed, std=cfg.init_std,
+                                        sequence_parallel=sequence_parallel)
         self.proj = RowParallelLinear(cfg.hidden, cfg.hidden, grid=grid, name=name + ".proj",
-                                      seed=seed, std=cfg.init_std / math.sqrt(2 * cfg.layers))
+                                      seed=seed, std=cfg.init_std / math.sqrt(2 * cfg.layers),
+                                      sequence_parallel=sequence_parallel)
+
+    def core(self, q, k, v):
+        """QK^T, causal softmax, dropout, AV: the part selective recomputation reruns."""
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
 
     def forward(self, x):
-        batch, seq, _ = x.shape
-        qkv = self.qkv(x).view(batch, seq, self.heads, 3, self.head_dim)
-        q, k, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        qkv = self.qkv(x)  # with sequence parallelism x is a shard, qkv the whole sequence
+        batch, seq = qkv.shape[:2]
+        heads = qkv.view(batch, seq, self.heads, 3, self.head_dim)
+        q, k, v = heads.permute(3, 0, 2, 1, 4).unbind(0)
+        if self.recompute_core and torch.is_grad_enabled():
+            out = checkpoint(self.core, q, k, v, use_reentrant=False)
+        else:
+            out = self.core(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(batch, seq, self.heads * self.head_dim))
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig, grid: ProcessGrid, seed: int, name: str):
+    def __init__(self, cfg: ModelConfig, grid: ProcessGrid, seed: int, name: str,
+                 sequence_parallel: bool):
         super().__init__()
         self.fc = ColumnParallelLinear(cfg.hidden, cfg.ffn, grid=grid, name=name + ".fc",
-                                       seed=seed, std=cfg.init_std)
+                                       seed=seed, std=cfg.init_std,
+                                       sequence_parallel=sequence_parallel)
         self.proj = RowParallelLinear(cfg.ffn, cfg.hidden, grid=grid, name=name + ".proj",
-                                      seed=seed, std=cfg.init_std / math.sqrt(2 * cfg.layers))
+                                      seed=seed, std=cfg.init_std / math.sqrt(2 * cfg.layers),
+                                      sequence_parallel=sequence_parallel)
 
     def forward(self, x):
         return self.proj(F.gelu(self.fc(x), approximate="tanh"))
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, grid: ProcessGrid, seed: int, index: int):
+    def __init__(self, cfg: ModelConfig, grid: ProcessGrid, seed: int, index: int,
+                 sequence_parallel: bool, recompute: str):
         super().__init__()
         name = f"blocks.{index}"
         self.ln1 = layer_norm(cfg.hidden)
-        self.attn = Attention(cfg, grid, seed, name + ".attn")
+        self.attn = Attention(cfg, grid, seed, name + ".attn", sequence_parallel,
+                              recompute_core=recompute == "selective")
         self.ln2 = layer_norm(cfg.hidden)
-        self.mlp = MLP(cfg, grid, seed, name + ".mlp")
+        self.mlp = MLP(cfg, grid, seed, name + ".mlp", sequence_parallel)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x):
@@ -104,45 +138,94 @@ class Block(nn.Module):
 class OutputHead(nn.Module):
     """Final LayerNorm, logits against this rank's vocabulary slice, per-token loss."""
 
-    def __init__(self, cfg: ModelConfig, grid: ProcessGrid):
+    def __init__(self, cfg: ModelConfig, grid: ProcessGrid, sequence_parallel: bool):
         super().__init__()
         self.ln = layer_norm(cfg.hidden)
-        self.group = grid.group("tp")
+        self.group, self.sequence_parallel = grid.group("tp"), sequence_parallel
 
     def forward(self, x, word: VocabParallelEmbedding, targets):
-        logits = F.linear(copy_to_tensor_parallel(self.ln(x), self.group), word.weight)
+        enter = gather_from_sequence_parallel if self.sequence_parallel else \
+            copy_to_tensor_parallel
+        logits = F.linear(enter(self.ln(x), self.group), word.weight)
         return vocab_parallel_cross_entropy(logits, targets, self.group, word.first_row)
 
 
 class GPT(nn.Module):
-    """The blocks in `layers` (default: all), with the embedding when the slice starts at block
-    0 and the output head when it ends at the last block. Forward takes tokens (or the previous
-    stage's hidden states) and returns the mean loss (or hidden states for the next stage)."""
+    """The blocks of `chunks` (layer ranges, one per model chunk; default: all layers as one),
+    with the embedding when a chunk starts at block 0 and the output head when one ends at the
+    last block. `forward(x, targets, chunk)` takes tokens (or the previous stage's hidden
+    states) and returns the mean loss (or hidden states for the next stage)."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, grid: ProcessGrid, seed: int,
-                 layers: range | None = None):
+                 chunks: list[range] | None = None, *, sequence_parallel: bool = False,
+                 recompute: str = "none"):
         super().__init__()
-        layers = range(cfg.layers) if layers is None else layers
+        self.chunks = [range(cfg.layers)] if chunks is None else list(chunks)
         self.cfg, self.vocab_size = cfg, vocab_size
-        self.embedding = Embedding(cfg, vocab_size, grid, seed) if layers.start == 0 else None
-        self.blocks = nn.ModuleDict({str(i): Block(cfg, grid, seed, i) for i in layers})
-        self.head = OutputHead(cfg, grid) if layers.stop == cfg.layers else None
+        self.recompute_blocks = recompute == "full"
+        sequence_parallel = sequence_parallel and grid.layout.tp > 1
+        starts = {c.start for c in self.chunks}
+        ends = {c.stop for c in self.chunks}
+        self.embedding = (Embedding(cfg, vocab_size, grid, seed, sequence_parallel)
+                          if 0 in starts else None)
+        self.blocks = nn.ModuleDict({
+            str(i): Block(cfg, grid, seed, i, sequence_parallel, recompute)
+            for chunk in self.chunks for i in chunk})
+        self.head = OutputHead(cfg, grid, sequence_parallel) if cfg.layers in ends else None
         if self.head is not None and self.embedding is None:
             # Last stage without the embedding: its own copy of the tied weight, kept equal by
-            # summing gradients over the `embedding` group (pipeline issue).
+            # summing gradients over the `embedding` group.
             self.output_word = VocabParallelEmbedding(
                 vocab_size, cfg.hidden, grid=grid, name="embedding.word", seed=seed,
                 std=cfg.init_std)
             self.output_word.weight.duplicate_of = "embedding.word.weight"
+        for param in self.parameters():
+            # Replicated over TP but fed by one sequence shard: the TP sum is its gradient.
+            param.sequence_parallel = sequence_parallel and param.tp_dim is None
 
-    def forward(self, inputs, targets=None):
-        x = self.embedding(inputs) if self.embedding is not None else inputs
-        for block in self.blocks.values():
-            x = block(x)
-        if self.head is None:
+    def forward(self, inputs, targets=None, chunk: int = 0):
+        layers = self.chunks[chunk]
+        x = self.embedding(inputs) if layers.start == 0 else inputs
+        for i in layers:
+            block = self.blocks[str(i)]
+            if self.recompute_blocks and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        if layers.stop != self.cfg.layers:
             return x
         word = self.embedding.word if self.embedding is not None else self.output_word
         return self.head(x, word, targets).mean()
+
+
+def split_layers(layers: int, stages: int) -> list[range]:
+    """Contiguous layer ranges for `stages` pipeline stages. An uneven remainder goes to the
+    inner stages first: the first carries the embedding, the last the output layer and loss."""
+    base, extra = divmod(layers, stages)
+    preference = list(range(1, stages - 1)) + [0, stages - 1][: stages]
+    sizes = [base + (stage in preference[:extra]) for stage in range(stages)]
+    starts = [sum(sizes[:stage]) for stage in range(stages)]
+    return [range(start, start + size) for start, size in zip(starts, sizes, strict=True)]
+
+
+def saved_activation_bytes(run: Callable[[], torch.Tensor], model: nn.Module) -> int:
+    """Bytes autograd keeps from the forward `run()` for its backward (parameters excluded):
+    the activation memory a micro-batch holds until its backward, which recomputation exists
+    to lower. Each storage counts once, however many saved views share it. (A checkpointed
+    region's inputs count: torch saves them through the same hooks.)"""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = run()
+    loss.backward()
+    return sum(storages.values())
 
 
 def counts_in_global_norm(param: nn.Parameter, grid: ProcessGrid) -> bool:

@@ -2,6 +2,11 @@
 row-parallel linears, the vocabulary-parallel embedding and the vocabulary-parallel
 cross-entropy. Each piece of communication sits next to the math it serves.
 
+With sequence parallelism (Megatron, 2022) the activations between the linears are sharded
+along the sequence over TP: `f` / `g` become an all-gather before a column-parallel linear and
+a reduce-scatter after a row-parallel one (the same bytes as one all-reduce), so LayerNorm and
+dropout run on 1/tp of the tokens. Tensors are [batch, seq, hidden]; the shard is along dim 1.
+
 Weights are initialised identically for every TP: each rank draws the *full* weight from a
 generator seeded by (seed, global parameter name) and keeps its slice, so a model is the same
 function at TP=1 and TP=8. Every parameter carries `tp_dim` (the dimension split over TP, or
@@ -70,29 +75,96 @@ def reduce_from_tensor_parallel(x: torch.Tensor, group) -> torch.Tensor:
     return x if comm.group_size(group) == 1 else _ReduceFromTensorParallel.apply(x, group)
 
 
-class ColumnParallelLinear(nn.Module):
-    """y = x A^T + b with A split by output rows: each rank computes its slice of y."""
+def _gather_sequence(x: torch.Tensor, group) -> torch.Tensor:
+    """[b, s/tp, h] shards -> [b, s, h], rank order along the sequence."""
+    tp = comm.group_size(group)
+    local = x.transpose(0, 1).contiguous()  # the collective concatenates along dim 0
+    full = local.new_empty((local.shape[0] * tp, *local.shape[1:]))
+    comm.all_gather_into(full, local, group)
+    return full.transpose(0, 1).contiguous()
 
-    def __init__(self, in_features, out_features, *, grid, name, seed, std):
+
+def _reduce_scatter_sequence(x: torch.Tensor, group) -> torch.Tensor:
+    """[b, s, h] partial sums -> this rank's [b, s/tp, h] shard of their sum."""
+    tp = comm.group_size(group)
+    full = x.transpose(0, 1).contiguous()
+    local = full.new_empty((full.shape[0] // tp, *full.shape[1:]))
+    comm.wait(comm.reduce_scatter_async(local, full, group))
+    return local.transpose(0, 1).contiguous()
+
+
+class _GatherFromSequenceParallel(torch.autograd.Function):
+    """SP's `f`: all-gather the sequence shards for a column-parallel linear; the backward
+    reduce-scatters, summing each rank's partial input gradient and returning its shard."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _gather_sequence(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _reduce_scatter_sequence(grad, ctx.group), None
+
+
+class _ReduceScatterToSequenceParallel(torch.autograd.Function):
+    """SP's `g`: sum a row-parallel linear's partial outputs and keep this rank's sequence
+    shard; the backward all-gathers the shard gradients."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _reduce_scatter_sequence(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _gather_sequence(grad, ctx.group), None
+
+
+def gather_from_sequence_parallel(x: torch.Tensor, group) -> torch.Tensor:
+    return x if comm.group_size(group) == 1 else _GatherFromSequenceParallel.apply(x, group)
+
+
+def reduce_scatter_to_sequence_parallel(x: torch.Tensor, group) -> torch.Tensor:
+    if comm.group_size(group) == 1:
+        return x
+    return _ReduceScatterToSequenceParallel.apply(x, group)
+
+
+def sequence_shard(x: torch.Tensor, group, rank: int) -> torch.Tensor:
+    """This rank's slice along the sequence of a tensor every TP rank holds in full."""
+    return x.chunk(comm.group_size(group), dim=1)[rank]
+
+
+class ColumnParallelLinear(nn.Module):
+    """y = x A^T + b with A split by output rows: each rank computes its slice of y. With
+    `sequence_parallel` the input arrives as a sequence shard and is all-gathered first."""
+
+    def __init__(self, in_features, out_features, *, grid, name, seed, std,
+                 sequence_parallel=False):
         super().__init__()
         tp, rank = grid.layout.tp, grid.tp_rank
-        self.group = grid.group("tp")
+        self.group, self.sequence_parallel = grid.group("tp"), sequence_parallel
         full = seeded_normal((out_features, in_features), std, seed, name + ".weight")
         self.weight = tp_parameter(shard(full, 0, rank, tp), tp_dim=0)
         self.bias = tp_parameter(torch.zeros(out_features // tp), tp_dim=0)
 
     def forward(self, x):
+        if self.sequence_parallel:
+            return F.linear(gather_from_sequence_parallel(x, self.group), self.weight, self.bias)
         return F.linear(copy_to_tensor_parallel(x, self.group), self.weight, self.bias)
 
 
 class RowParallelLinear(nn.Module):
     """y = x A^T + b with A split by input columns: the input arrives already split (from a
-    column-parallel layer), partial outputs are summed over TP, the bias is added once."""
+    column-parallel layer), partial outputs are summed over TP, the bias is added once. With
+    `sequence_parallel` the sum is reduce-scattered: each rank keeps its sequence shard."""
 
-    def __init__(self, in_features, out_features, *, grid, name, seed, std):
+    def __init__(self, in_features, out_features, *, grid, name, seed, std,
+                 sequence_parallel=False):
         super().__init__()
         tp, rank = grid.layout.tp, grid.tp_rank
-        self.group = grid.group("tp")
+        self.group, self.sequence_parallel = grid.group("tp"), sequence_parallel
         full = seeded_normal((out_features, in_features), std, seed, name + ".weight")
         self.weight = tp_parameter(shard(full, 1, rank, tp), tp_dim=1)
         self.bias = tp_parameter(torch.zeros(out_features), tp_dim=None)
@@ -100,17 +172,21 @@ class RowParallelLinear(nn.Module):
     def forward(self, x):
         if comm.group_size(self.group) == 1:
             return F.linear(x, self.weight, self.bias)
+        if self.sequence_parallel:
+            partial = reduce_scatter_to_sequence_parallel(F.linear(x, self.weight), self.group)
+            return partial + self.bias
         return reduce_from_tensor_parallel(F.linear(x, self.weight), self.group) + self.bias
 
 
 class VocabParallelEmbedding(nn.Module):
     """Each rank holds a contiguous range of vocabulary rows; a token outside the range looks
-    up zeros there, and the sum over TP gives every rank the full embedding."""
+    up zeros there, and the sum over TP gives every rank the full embedding (with
+    `sequence_parallel`, its sequence shard of it: reduce-scatter instead of all-reduce)."""
 
-    def __init__(self, vocab_size, hidden, *, grid, name, seed, std):
+    def __init__(self, vocab_size, hidden, *, grid, name, seed, std, sequence_parallel=False):
         super().__init__()
         tp, rank = grid.layout.tp, grid.tp_rank
-        self.group = grid.group("tp")
+        self.group, self.sequence_parallel = grid.group("tp"), sequence_parallel
         self.rows = vocab_size // tp
         self.first_row = rank * self.rows
         full = seeded_normal((vocab_size, hidden), std, seed, name + ".weight")
@@ -123,6 +199,8 @@ class VocabParallelEmbedding(nn.Module):
         outside = (local < 0) | (local >= self.rows)
         vectors = F.embedding(local.masked_fill(outside, 0), self.weight)
         vectors = vectors.masked_fill(outside.unsqueeze(-1), 0.0)
+        if self.sequence_parallel:
+            return reduce_scatter_to_sequence_parallel(vectors, self.group)
         return reduce_from_tensor_parallel(vectors, self.group)
 
 

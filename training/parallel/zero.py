@@ -8,6 +8,10 @@ same class is plain data-parallel AdamW (all-reduced gradients, full state on ev
 
 Master weights are the flat fp32 parameter buffer itself: parameters stay fp32 and bf16 comes
 from autocast, so there is no second copy to keep in sync.
+
+A step whose global gradient norm or loss is NaN or Inf is skipped (no update, Adam's step
+count unchanged), as Megatron's fp16 loss scaler skips an overflowing iteration: the norm is
+all-reduced and the loss is the DP mean, so every rank takes the same decision.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from training.config import OptimConfig
 from training.optim import adamw_update, clip_coefficient, decays, flat_mask
 from training.parallel import comm
 from training.parallel.data import GradBuckets
+
+
+class NonFiniteStepsError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient norm: training stopped."""
 
 
 class DistributedOptimizer:
@@ -49,6 +57,7 @@ class DistributedOptimizer:
                                   decay[lo:hi], counted_here))
             cursor += hi - lo
         self.steps = 0
+        self.last_step_skipped = False
 
     def state_bytes(self) -> int:
         """Bytes of Adam state held by this rank."""
@@ -62,9 +71,14 @@ class DistributedOptimizer:
         comm.all_reduce(local, self.norm_group, op=dist.ReduceOp.SUM)
         return math.sqrt(local.item())
 
-    def step(self, lr: float) -> float:
-        """Clip, update the local shard, gather parameters; returns the pre-clip grad norm."""
+    def step(self, lr: float, loss: float = 0.0) -> float:
+        """Clip, update the local shard, gather parameters; returns the pre-clip grad norm.
+        `loss` must be the same on every rank (the DP mean). If it or the norm is not finite,
+        nothing is updated and `last_step_skipped` is set."""
         norm = self.grad_norm()
+        self.last_step_skipped = not (math.isfinite(norm) and math.isfinite(loss))
+        if self.last_step_skipped:
+            return norm
         scale = clip_coefficient(norm, self.cfg.clip)
         self.steps += 1
         for param, grad, exp_avg, exp_avg_sq, decay, _ in self.segments:
