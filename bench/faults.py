@@ -364,12 +364,14 @@ def rank_scenario(workdir: Path, kill: bool, timeout: float = 600) -> dict:
                       or proc.poll() is not None, timeout, "the restarted group to resume")
             resumed_at = time.perf_counter() - started
         rc = proc.wait(timeout=timeout)
+    except (TimeoutError, subprocess.TimeoutExpired) as err:
+        rc = f"none: {err}"
     finally:
         kill_tree(proc)
-    if rc != 0:
+    if rc != 0 and not kill:
         raise RuntimeError(f"torchrun exited {rc}:\n{log.read_text(errors='replace')[-3000:]}")
     resumed = [line for line in log.read_text().splitlines() if line.startswith("resumed from")]
-    return {"run_dir": run_dir, "seconds": time.perf_counter() - started,
+    return {"run_dir": run_dir, "seconds": time.perf_counter() - started, "rc": rc,
             "killed_at_s": killed_at, "resumed_at_s": resumed_at, "resumed": resumed}
 
 
@@ -406,14 +408,17 @@ def training_rows(workdir: Path) -> list[tuple]:
     reference = rank_scenario(workdir / "train_reference", kill=False)
     rows = [("undisturbed torchrun job (tiny, DP 2)", "-", reference["seconds"],
              reference["seconds"], 1.0, "reference")]
-    three = rank_scenario(workdir / "train_rank_kill", kill=True)
+    three = rank_scenario(workdir / "train_rank_kill", kill=True, timeout=120)
     expected, got = final_losses(reference["run_dir"]), final_losses(three["run_dir"])
     differing = [step for step in expected if got.get(step) != expected[step]]
     same = "yes" if not differing and got.keys() == expected.keys() else (
-        f"**NO**: {len(differing)} steps differ, first {differing[:3]}")
-    print(f"scenario 3: killed at {three['killed_at_s']:.1f} s, restarted group "
-          f"{three['resumed'][-1] if three['resumed'] else 'never resumed'} "
-          f"{three['resumed_at_s'] - three['killed_at_s']:.1f} s after the kill", flush=True)
+        f"**NO**: {len(differing)} steps differ or missing, first {differing[:3]}")
+    if three["rc"] != 0:
+        same = f"**NO**: the restarted job failed (exit {three['rc']}; see the torchrun.log)"
+    if three["resumed"]:
+        print(f"scenario 3: killed at {three['killed_at_s']:.1f} s; the restarted group "
+              f"{three['resumed'][-1]} {three['resumed_at_s'] - three['killed_at_s']:.1f} s "
+              "after the kill", flush=True)
     rows.append((f"3: rank 1 of 2 SIGKILLed after step {TRAIN_KILL_AFTER} (checkpoints every "
                  f"{TRAIN_SAVE_EVERY}), torchrun --max-restarts 1",
                  f"{three['killed_at_s']:.1f}", three["seconds"] - three["killed_at_s"],

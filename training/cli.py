@@ -16,6 +16,7 @@ from training.config import ConfigError, load_config
 from training.launch import launch, under_launcher
 from training.loop import check_supported, run_worker
 from training.parallel.grid import GridLayout, LayoutError
+from training.parallel.zero import NonFiniteStepsError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,10 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, LayoutError, RuntimeError) as err:
         print(f"pretrain: {err}", file=sys.stderr)
         return 2
-    if under_launcher() or layout.world_size == 1:
-        run_worker(cfg.dump())
-    else:
-        launch(layout.world_size, run_worker, cfg.dump())
+    try:
+        if under_launcher() or layout.world_size == 1:
+            run_worker(cfg.dump())
+        else:
+            launch(layout.world_size, run_worker, cfg.dump())
+    except NonFiniteStepsError as err:
+        print(f"pretrain: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

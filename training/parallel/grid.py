@@ -121,7 +121,16 @@ def _start_process_group(backend: str) -> None:
     """Join the launcher's world (torchrun / elastic env vars), or make a world of one."""
     if dist.is_initialized():
         return
-    if "RANK" in os.environ and "MASTER_ADDR" in os.environ:
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # torchrun keeps one store across restarts; without a per-attempt prefix a restarted
+        # rank can read a dead rank's address from the previous attempt and never connect.
+        client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                               is_master=False)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend, store=dist.PrefixStore(f"attempt-{attempt}", client),
+                                rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]))
+    elif "RANK" in os.environ and "MASTER_ADDR" in os.environ:
         dist.init_process_group(backend)
     else:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
