@@ -282,3 +282,22 @@ def test_junk_pages_show_what_their_rules_look_for(small):
     for page in pages("keyword_spam") + pages("seo"):
         words = page.lower().split()
         assert len(set(words)) / len(words) < 0.5
+
+
+def test_the_corpus_does_not_depend_on_what_else_is_imported(tmp_path):
+    """transformers patches logging.Logger at import; the docstrings must come from source."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from pathlib import Path\n"
+              "if sys.argv[2] == 'heavy':\n    import transformers, torch  # noqa: F401\n"
+              "from curation.demo_corpus import build_demo_corpus\n"
+              "build_demo_corpus(Path(sys.argv[1]), scale=0.05)\n")
+    digests = []
+    for mode in ("plain", "heavy"):
+        out = tmp_path / mode
+        subprocess.run([sys.executable, "-c", script, str(out), mode], check=True,
+                       cwd=tmp_path, capture_output=True)
+        digests.append({p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                        for p in sorted(out.rglob("*")) if p.is_file()})
+    assert digests[0] == digests[1]

@@ -7,11 +7,11 @@ Python's own files, iterated in sorted order, so the same Python version gives t
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import ast
+import importlib.util
 import random
 import re
-import warnings
+from pathlib import Path
 from pydoc_data.topics import topics as PYDOC_TOPICS
 
 # Topics held out of the pydocs source: the demo test set's contexts come from them, so the
@@ -49,30 +49,29 @@ def pydoc_topic_records() -> list[dict]:
 
 
 def _own_docstrings(module_name: str) -> list[str]:
-    """Docstrings of the module, its public classes and functions, and their methods.
+    """Docstrings of the module, its public classes and functions, and their public methods.
 
-    Only objects defined in the module itself (not re-exported) and only their own
-    docstrings, so the text does not depend on what else happens to be imported.
+    Read from the module's source with `ast`, not from the imported objects: other libraries
+    patch stdlib modules at import time (transformers adds `Logger.warning_advice`), and the
+    corpus must not depend on what else the process has imported.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            return []
-    pieces = [inspect.getdoc(module)] if isinstance(module.__doc__, str) else []
-    for name, obj in sorted(vars(module).items()):
-        if name.startswith("_") or getattr(obj, "__module__", None) != module_name:
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return []
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    pieces = [ast.get_docstring(tree)]
+    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    for node in sorted((n for n in tree.body if isinstance(n, definitions)),
+                       key=lambda n: n.name):
+        if node.name.startswith("_"):
             continue
-        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
-            continue
-        if isinstance(obj.__doc__, str):
-            pieces.append(inspect.getdoc(obj))
-        if inspect.isclass(obj):
-            for method_name, method in sorted(vars(obj).items()):
-                public = not method_name.startswith("_")
-                if public and inspect.isfunction(method) and isinstance(method.__doc__, str):
-                    pieces.append(inspect.getdoc(method))
+        pieces.append(ast.get_docstring(node))
+        if isinstance(node, ast.ClassDef):
+            methods = [m for m in node.body if isinstance(m, (ast.FunctionDef,
+                                                              ast.AsyncFunctionDef))]
+            for method in sorted(methods, key=lambda m: m.name):
+                if not method.name.startswith("_"):
+                    pieces.append(ast.get_docstring(method))
     return [piece for piece in pieces if piece and len(piece.split()) >= 3]
 
 
