@@ -37,6 +37,7 @@ def demo_run(tmp_path_factory, dask_cluster_client) -> Path:
 
     root = tmp_path_factory.mktemp("demo_run")
     build_demo_corpus(root / "demo_data", scale=0.1)
+    _plant_contamination_in_an_exempt_source(root / "demo_data")
     (root / "corpus_specs").mkdir()
     spec = yaml.safe_load((ROOT / "corpus_specs" / "demo.yaml").read_text())
     # At 10% the classifier has ~25 documents per class; with the demo's training settings
@@ -48,6 +49,24 @@ def demo_run(tmp_path_factory, dask_cluster_client) -> Path:
     run_pipeline(load_spec(root / "corpus_specs" / "demo.yaml"), out, dask_cluster_client)
     write_report(out)
     return out
+
+
+def _plant_contamination_in_an_exempt_source(demo_data: Path) -> None:
+    """At 10% the corpus has one or two contaminated web pages, and quality sampling may
+    remove them; one more in the exempt docstrings source keeps decontamination in view."""
+    import gzip
+
+    task = json.loads((demo_data / "tasks" / "demo_qa.jsonl").read_text().splitlines()[0])
+    passage = " ".join(task["context"].split()[:30])
+    from pydoc_data.topics import topics
+
+    from curation.demo.python_text import prose_paragraphs
+
+    prose = prose_paragraphs(topics["assignment"]) + prose_paragraphs(topics["while"])
+    record = {"text": "\n\n".join([*prose[:2], f"As the test set puts it, {passage}.",
+                                     *prose[2:4]]), "module": "planted"}
+    with gzip.open(demo_data / "docstrings" / "planted.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def write_jsonl(path: Path, records: list) -> Path:
