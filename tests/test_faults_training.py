@@ -274,24 +274,6 @@ def test_training_never_unpickles_a_file():
     assert found == []
 
 
-def test_bare_launch_rendezvous_is_on_loopback(monkeypatch):
-    """`pretrain --nproc N` starts its workers through `launch`: the rendezvous endpoint it
-    asks torch for is localhost."""
-    import training.launch as launch_module
-
-    seen = {}
-
-    def fake_elastic_launch(config, entrypoint):
-        seen["config"] = config
-        return lambda *args: {0: None}
-
-    monkeypatch.setattr(launch_module, "elastic_launch", fake_elastic_launch)
-    launch_module.launch(2, print)
-    host = seen["config"].rdzv_endpoint.rsplit(":", 1)[0]
-    assert host in ("localhost", "127.0.0.1", "::1")
-    assert seen["config"].rdzv_backend == "c10d"
-
-
 def listening_addresses(pid: int) -> list[str]:
     return [c.laddr.ip for c in psutil.Process(pid).net_connections(kind="inet")
             if c.status == psutil.CONN_LISTEN]
@@ -302,8 +284,26 @@ def report_agent_listeners() -> list[str]:
     return listening_addresses(os.getppid())
 
 
-@pytest.mark.xfail(strict=True, reason="torch's TCPStore (the c10d rendezvous store) binds to "
-                   "'::' whatever host it is given; needs a loopback listen fd in launch.py")
+def report_worker_sockets() -> tuple[str | None, list[str]]:
+    """Worker: after a collective, the interface gloo was pinned to and this rank's listeners."""
+    from training.parallel.grid import build_grid
+
+    build_grid(1, 1, 2)
+    torch.distributed.all_reduce(torch.ones(1))
+    return os.environ.get("GLOO_SOCKET_IFNAME"), listening_addresses(os.getpid())
+
+
 def test_bare_launch_listens_only_on_loopback():
+    """Both of the launcher's stores (rendezvous and bootstrap) are on 127.0.0.1 only."""
     addresses = launch(2, report_agent_listeners)[0]
     assert addresses and set(addresses) <= {"127.0.0.1", "::1"}, (addresses, sys.platform)
+
+
+def test_bare_launch_pins_gloo_to_the_loopback_interface():
+    """The workers' gloo sockets go on the loopback interface, not the one the hostname
+    resolves to (which is what gloo picks by default)."""
+    loopback = [name for name, addrs in psutil.net_if_addrs().items()
+                if any(a.address == "127.0.0.1" for a in addrs)]
+    for interface, addresses in launch(2, report_worker_sockets).values():
+        assert interface in loopback
+        assert addresses and set(addresses) <= {"127.0.0.1", "::1"}, addresses

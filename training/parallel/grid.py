@@ -12,10 +12,13 @@ module asks for them by name: `tp`, `dp`, `pp`, `model` (TP x PP: one model repl
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
+import socket
 from dataclasses import dataclass, field
 
+import psutil
 import torch
 import torch.distributed as dist
 
@@ -117,10 +120,38 @@ class ProcessGrid:
                 "embedding": min(self.layout.pp, 2)}[name]
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def _loopback_interface() -> str | None:
+    """The name of this machine's loopback interface ('lo' on Linux, 'lo0' on macOS)."""
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and _is_loopback(a.address) for a in addresses):
+            return name
+    return None
+
+
+def _pin_sockets_to_loopback() -> None:
+    """A loopback MASTER_ADDR means every rank runs on this machine, so gloo's and NCCL's
+    sockets go on the loopback interface too; by default they listen on whatever interface
+    the hostname resolves to. An interface the user chose is left alone."""
+    if not _is_loopback(os.environ.get("MASTER_ADDR", "")):
+        return
+    interface = _loopback_interface()
+    if interface is not None:
+        for variable in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+            os.environ.setdefault(variable, interface)
+
+
 def _start_process_group(backend: str) -> None:
     """Join the launcher's world (torchrun / elastic env vars), or make a world of one."""
     if dist.is_initialized():
         return
+    _pin_sockets_to_loopback()
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
         # torchrun keeps one store across restarts; without a per-attempt prefix a restarted
         # rank can read a dead rank's address from the previous attempt and never connect.
