@@ -11,7 +11,8 @@ runs `forward(..., chunk=c)`. With sequence parallelism the residual stream betw
 is [batch, seq / tp, hidden]; every TP-replicated parameter then sees only its shard's gradient
 and is marked `sequence_parallel` for a TP all-reduce after the backward. `recompute` trades
 compute for activation memory: `full` reruns each block in the backward, `selective` only the
-attention core (QK^T, softmax, AV).
+attention core (QK^T, softmax, AV). Dropout on a rank's own heads or sequence shard runs in
+the tensor-parallel RNG region (parallel/rng.py).
 
 Parameter names are global (`blocks.17.mlp.fc.weight` on whichever stage owns block 17) and
 seed each weight's initialisation, so the model is the same for any TP or PP split.
@@ -30,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 from training.config import ModelConfig
 from training.parallel import comm
 from training.parallel.grid import ProcessGrid
+from training.parallel.rng import dropout_region
 from training.parallel.tensor import (
     ColumnParallelLinear,
     RowParallelLinear,
@@ -61,12 +63,16 @@ class Embedding(nn.Module):
             tp_dim=None)
         self.dropout = nn.Dropout(cfg.dropout)
         self.sequence_parallel, self.tp_rank = sequence_parallel, grid.tp_rank
+        self.device = grid.device
 
     def forward(self, tokens):
         position = self.position[: tokens.shape[1]].unsqueeze(0)
         if self.sequence_parallel:
             position = sequence_shard(position, self.word.group, self.tp_rank)
-        return self.dropout(self.word(tokens) + position)
+        x = self.word(tokens) + position
+        sharded = self.sequence_parallel and self.training and self.dropout.p > 0
+        with dropout_region(sharded, self.tp_rank, self.device):
+            return self.dropout(x)
 
 
 class Attention(nn.Module):
@@ -77,6 +83,7 @@ class Attention(nn.Module):
         self.head_dim = cfg.hidden // cfg.heads
         self.dropout = cfg.dropout
         self.recompute_core = recompute_core
+        self.tp_rank, self.device = grid.tp_rank, grid.device
         # QKV rows are laid out head-major ([head][q|k|v][head_dim]) so that a contiguous
         # column-parallel slice holds whole heads.
         self.qkv = ColumnParallelLinear(cfg.hidden, 3 * cfg.hidden, grid=grid, name=name + ".qkv",
@@ -96,10 +103,13 @@ class Attention(nn.Module):
         batch, seq = qkv.shape[:2]
         heads = qkv.view(batch, seq, self.heads, 3, self.head_dim)
         q, k, v = heads.permute(3, 0, 2, 1, 4).unbind(0)
-        if self.recompute_core and torch.is_grad_enabled():
-            out = checkpoint(self.core, q, k, v, use_reentrant=False)
-        else:
-            out = self.core(q, k, v)
+        # This rank's heads: their dropout masks must not repeat another rank's. The region
+        # is entered outside the checkpoint, which then stashes and replays its stream.
+        with dropout_region(self.training and self.dropout > 0, self.tp_rank, self.device):
+            if self.recompute_core and torch.is_grad_enabled():
+                out = checkpoint(self.core, q, k, v, use_reentrant=False)
+            else:
+                out = self.core(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(batch, seq, self.heads * self.head_dim))
 
 
@@ -129,10 +139,18 @@ class Block(nn.Module):
         self.ln2 = layer_norm(cfg.hidden)
         self.mlp = MLP(cfg, grid, seed, name + ".mlp", sequence_parallel)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.sequence_parallel, self.tp_rank, self.device = (
+            sequence_parallel, grid.tp_rank, grid.device)
+
+    def residual_dropout(self, x):
+        """Replicated over TP: the shared stream. A sequence shard: this rank's own."""
+        sharded = self.sequence_parallel and self.training and self.dropout.p > 0
+        with dropout_region(sharded, self.tp_rank, self.device):
+            return self.dropout(x)
 
     def forward(self, x):
-        x = x + self.dropout(self.attn(self.ln1(x)))
-        return x + self.dropout(self.mlp(self.ln2(x)))
+        x = x + self.residual_dropout(self.attn(self.ln1(x)))
+        return x + self.residual_dropout(self.mlp(self.ln2(x)))
 
 
 class OutputHead(nn.Module):
