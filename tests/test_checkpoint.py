@@ -178,10 +178,30 @@ def test_partial_directories_are_reported_and_skipped(three_checkpoints):
     assert trainer.step == 8
 
 
-def test_other_model_config_is_a_clear_error(three_checkpoints):
+@pytest.mark.parametrize("key,value,message", [
+    ("hidden", 16, "model.hidden: 32 in the checkpoint, 16 in this config"),
+    # same tensor shapes, another function: only the config comparison can catch it
+    ("heads", 2, "model.heads: 4 in the checkpoint, 2 in this config"),
+    ("vocab_size", 58, r"vocabulary size \(unpadded\): 60 in the checkpoint, 58 in this config")])
+def test_other_model_config_is_a_clear_error(three_checkpoints, key, value, message):
     cfg, root, _ = three_checkpoints
-    cfg["model"]["hidden"] = 16  # every global shape differs
+    before = {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    cfg["model"][key] = value
     trainer_cfg = TrainingConfig.model_validate(cfg)
-    with pytest.raises(CheckpointError, match="has global shape .* needs"):
+    with pytest.raises(CheckpointError, match=f"step-00000006: saved by a model of another "
+                                              f"shape; {message}"):
         Trainer(trainer_cfg)
     destroy_grid()
+    assert {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} == before
+
+
+def test_changed_settings_are_named_on_resume(three_checkpoints, capsys):
+    cfg, root, _ = three_checkpoints
+    cfg["optim"]["lr"] = 2e-2
+    cfg["train"]["steps"] = 20  # routine: not reported
+    trainer = Trainer(TrainingConfig.model_validate(cfg))
+    trainer.close()
+    destroy_grid()
+    assert trainer.step == 6
+    line = next(x for x in capsys.readouterr().out.splitlines() if "changed settings" in x)
+    assert line.endswith("step-00000006: resuming with changed settings: optim.lr: 0.01 -> 0.02")

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 from torch import nn
 
+from training.checkpoint_compat import check_resume
 from training.checkpoint_format import (
     FORMAT,
     INDEX_NAME,
@@ -173,7 +174,9 @@ def _write_index(trainer: Trainer, tmp: Path) -> None:
         "step": trainer.step,
         "consumed_samples": trainer.consumed_samples,
         "optimizer_steps": trainer.optimizer.steps,
+        "skipped_steps": trainer.skipped_steps,
         "vocab_size": trainer.vocab_size,
+        "data_vocab_size": trainer.train_source.vocab_size,
         "layout": layout_of(trainer),
         "config": trainer.cfg.dump(),
         "files": {part["file"]: part["sha256"] for part in parts},
@@ -185,8 +188,14 @@ def _write_index(trainer: Trainer, tmp: Path) -> None:
 @torch.no_grad()
 def load_checkpoint(trainer: Trainer, ckpt: Path, index: dict | None = None) -> dict:
     """Load a checkpoint into a built trainer of any layout; returns the index. Raises
-    CheckpointError naming the file on missing tensors, shape mismatches or unreadable files."""
+    CheckpointError naming the file on another architecture, missing tensors, shape
+    mismatches or unreadable files; prints (rank 0) the settings that changed since the save."""
     index = index or read_index(ckpt)
+    data_vocab = trainer.train_source.vocab_size
+    changes = check_resume(ckpt, index["config"], index.get("data_vocab_size", data_vocab),
+                           trainer.cfg.dump(), data_vocab)
+    if changes and trainer.grid.rank == 0:
+        print(f"{ckpt}: resuming with changed settings: " + "; ".join(changes), flush=True)
     reader = ShardReader(ckpt, index)
     moments = {kind: torch.zeros_like(trainer.buckets.params) for kind in MOMENTS}
     for name, param in global_parameters(trainer):
@@ -204,6 +213,7 @@ def load_checkpoint(trainer: Trainer, ckpt: Path, index: dict | None = None) -> 
     _load_flat_moments(trainer, moments)
     trainer.optimizer.steps = index["optimizer_steps"]
     trainer.step, trainer.consumed_samples = index["step"], index["consumed_samples"]
+    trainer.skipped_steps = index.get("skipped_steps", 0)  # absent before it was recorded
     _restore_rng(trainer, reader, index)
     return index
 
