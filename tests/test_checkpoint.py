@@ -205,3 +205,30 @@ def test_changed_settings_are_named_on_resume(three_checkpoints, capsys):
     assert trainer.step == 6
     line = next(x for x in capsys.readouterr().out.splitlines() if "changed settings" in x)
     assert line.endswith("step-00000006: resuming with changed settings: optim.lr: 0.01 -> 0.02")
+
+
+def interleaved(run_dir, pp: int, virtual_stages: int, save_every=5) -> dict:
+    cfg = config(run_dir, pp=pp, save_every=save_every)
+    cfg["model"]["layers"] = 4
+    cfg["parallel"].update(virtual_stages=virtual_stages,
+                           schedule="interleaved" if virtual_stages > 1 else "1f1b")
+    return cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pp,virtual_stages", [(1, 1), (2, 1)])
+def test_reshard_from_virtual_stages(tmp_path, pp, virtual_stages):
+    """Saved by PP 2 with 2 virtual stages per rank (each rank holds blocks {r, r+2}), resumed
+    at PP 1 and at PP 2 without interleaving (each rank a contiguous half): the same run."""
+    saved = tmp_path / "saved"
+    plans = [(interleaved(saved, 2, 2), 5), (interleaved(saved, 2, 2, save_every=0), None)]
+    _, (_, expected, _) = launch(2, train_segments, plans)[0]
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(saved / "checkpoints" / "step-00000005",
+                    resumed / "checkpoints" / "step-00000005")
+    plan = [(interleaved(resumed, pp, virtual_stages, save_every=0), None)]
+    ((start, losses, _),) = run_ranks(pp, plan)
+    assert start == 5
+    torch.testing.assert_close(torch.tensor(losses, dtype=torch.float64),
+                               torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=0)
