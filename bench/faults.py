@@ -290,9 +290,11 @@ def rerun_scenario(spec: Path, workdir: Path, point: KillPoint = PER_PARTITION) 
         killed_at = time.perf_counter() - started
     finally:
         kill_group(proc)
+    finished = {path: path.stat().st_mtime_ns for path in out.glob(point.progress)}
     rerun = run_curate(spec, out, workdir / "curate_rerun.log")
     return {"out": out, "point": point, "progress_at_kill": progress,
-            "killed_at_s": killed_at, "rerun_s": rerun, "log": workdir / "curate_rerun.log"}
+            "finished_at_kill": finished, "killed_at_s": killed_at, "rerun_s": rerun,
+            "log": workdir / "curate_rerun.log"}
 
 
 TRAIN_STEPS, TRAIN_SAVE_EVERY, TRAIN_KILL_AFTER = 120, 20, 50

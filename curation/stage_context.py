@@ -33,14 +33,20 @@ class ClusterStageContext:
         self.client = client
 
     def map(
-        self, fn: Callable[..., Any], *args: Any, columns: list[str] | None = None, desc: str = ""
+        self, fn: Callable[..., Any], *args: Any, columns: list[str] | None = None,
+        desc: str = "", skip: Callable[[int], bool] | None = None,
     ) -> list[Any]:
-        """Run `fn(docs, part, *args)` on every input partition; results in partition order."""
-        if not self.partitions:
-            return []
+        """Run `fn(docs, part, *args)` on every input partition not skipped; results in
+        partition order, None for a skipped one."""
+        todo = [i for i in range(len(self.partitions)) if skip is None or not skip(i)]
         futures = [
-            self.client.submit(_run_on_partition, fn, str(path), i, columns, args, pure=False)
-            for i, path in enumerate(self.partitions)
+            self.client.submit(_run_on_partition, fn, str(self.partitions[i]), i, columns, args,
+                               pure=False)
+            for i in todo
         ]
-        track(futures, desc or getattr(fn, "__name__", "map"))
-        return self.client.gather(futures)
+        if futures:
+            track(futures, desc or getattr(fn, "__name__", "map"))
+        results = [None] * len(self.partitions)
+        for i, result in zip(todo, self.client.gather(futures), strict=True):
+            results[i] = result
+        return results

@@ -109,6 +109,9 @@ def test_a_killed_run_reruns_to_the_same_result_and_accounts_every_id(fault_corp
     if name != "tokenize":  # (the token parts are deleted once the shards are cut)
         finished = len(list(out.glob(point.progress)))
         assert result["progress_at_kill"] < finished, "not killed mid-stage"
+        # the partitions finished before the kill were kept, not redone
+        assert {path: path.stat().st_mtime_ns for path in result["finished_at_kill"]} == \
+            result["finished_at_kill"]
     got = snapshot(out)
     assert differences(got, undisturbed) == []
 

@@ -35,12 +35,15 @@ class StageContext(Protocol):
     client: Any  # dask.distributed.Client
 
     def map(
-        self, fn: Callable[..., Any], *args: Any, columns: list[str] | None = None, desc: str = ""
+        self, fn: Callable[..., Any], *args: Any, columns: list[str] | None = None,
+        desc: str = "", skip: Callable[[int], bool] | None = None,
     ) -> list[Any]:
         """Run `fn(docs, part, *args)` on every input partition on the cluster.
 
         `docs` is the partition as a DataFrame (only `columns` when given), `part` its
         index. Results come back in partition order. `fn` must be a module-level function.
+        Partitions for which `skip(part)` is true (work an interrupted run finished) are not
+        read or run; their result is None.
         """
         ...
 

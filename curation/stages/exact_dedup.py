@@ -39,6 +39,10 @@ def text_hashes(texts: pd.Series, ignore_case_and_space: bool) -> tuple[np.ndarr
     return halves[:, 0].copy(), halves[:, 1].copy()
 
 
+def keys_path(keys_dir: Path | str, part: int) -> Path:
+    return Path(keys_dir) / f"part-{part:05d}.parquet"
+
+
 def _hash_partition(docs: pd.DataFrame, part: int, priorities: dict[str, int],
                     ignore: bool, keys_dir: str) -> int:
     hi, lo = text_hashes(docs["text"], ignore)
@@ -47,7 +51,7 @@ def _hash_partition(docs: pd.DataFrame, part: int, priorities: dict[str, int],
         "priority": docs["source"].map(priorities).astype("int64").to_numpy(),
         "part": np.full(len(docs), part, dtype="int64"),
     })
-    atomic_write_parquet(keys, Path(keys_dir) / f"part-{part:05d}.parquet")
+    atomic_write_parquet(keys, keys_path(keys_dir, part))
     return len(keys)
 
 
@@ -72,9 +76,13 @@ class ExactDedupStage(Stage):
             return
         keys_dir = ctx.workdir / "keys"
         priorities = {s.name: s.priority for s in ctx.spec.sources}
-        total = sum(ctx.map(_hash_partition, priorities, self.config.ignore_case_and_space,
-                            str(keys_dir), columns=["id", "source", "text"],
-                            desc="exact_dedup: hash"))
+        # A keys file is written atomically: one that exists is a finished partition of an
+        # interrupted run, and is not hashed again.
+        counts = ctx.map(_hash_partition, priorities, self.config.ignore_case_and_space,
+                         str(keys_dir), columns=["id", "source", "text"], desc="exact_dedup: hash",
+                         skip=lambda part: keys_path(keys_dir, part).exists())
+        total = sum(pq.ParquetFile(keys_path(keys_dir, part)).metadata.num_rows if count is None
+                    else count for part, count in enumerate(counts))
         decisions_dir = ctx.workdir / "decisions"
         if total:
             keys = dd.read_parquet(str(keys_dir))
