@@ -7,16 +7,20 @@ import ast
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 import torch
 
+from bench.faults import (
+    TRAIN_KILL_AFTER,
+    TRAIN_SAVE_EVERY,
+    TRAIN_STEPS,
+    final_losses,
+    rank_scenario,
+)
 from training.checkpoint import save_checkpoint
 from training.checkpoint_format import ShardReader, read_index
 from training.config import TrainingConfig
@@ -142,98 +146,27 @@ def test_skip_is_the_same_decision_on_every_dp_rank(tmp_path):
 
 # --- a rank SIGKILLed under torchrun --max-restarts 1 -------------------------------------
 
-TORCHRUN_STEPS, SAVE_EVERY, KILL_AFTER = 120, 20, 50
-
-
-def torchrun_command(run_dir: Path) -> list[str]:
-    return [str(ROOT / ".venv" / "bin" / "torchrun"), "--standalone", "--nproc-per-node", "2",
-            "--max-restarts", "1", "-m", "training.cli", "tiny", "--dp", "2",
-            "--set", f"train.steps={TORCHRUN_STEPS}", "--set", f"train.save_every={SAVE_EVERY}",
-            "--set", "train.eval_every=0", "--set", f"train.dir={run_dir}"]
-
-
-def logged_steps(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return max((json.loads(line)["step"] for line in lines if line.endswith("}")), default=0)
-
-
-def final_losses(run_dir: Path) -> dict[int, float]:
-    """Loss per step; after a restart the steps since the checkpoint are logged again and the
-    last record of a step is the one that counts."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in records}
-
-
-def worker_of_rank(torchrun: psutil.Process, rank: int) -> psutil.Process | None:
-    for child in torchrun.children(recursive=True):
-        try:
-            env = child.environ()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if env.get("RANK") == str(rank) and env.get("TORCHELASTIC_RESTART_COUNT") == "0":
-            return child
-    return None
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL torchrun and its workers (torchrun starts them in sessions of their own)."""
-    if proc.poll() is not None:
-        return
-    family = psutil.Process(proc.pid).children(recursive=True)
-    os.killpg(proc.pid, signal.SIGKILL)
-    for child in family:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait()
-
-
-def run_torchrun(run_dir: Path, kill_rank: int | None = None, timeout: float = 180) -> dict:
-    """Run the job (its own process group, killed on timeout); optionally SIGKILL the worker
-    of `kill_rank` once KILL_AFTER steps are logged. Returns timings and the output."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(torchrun_command(run_dir), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    killed_at = None
-    try:
-        if kill_rank is not None:
-            while logged_steps(run_dir) < KILL_AFTER:
-                assert proc.poll() is None, "the job ended before the kill"
-                assert time.perf_counter() - start < timeout, "no progress before the kill"
-                time.sleep(0.02)
-            victim = worker_of_rank(psutil.Process(proc.pid), kill_rank)
-            assert victim is not None, f"no worker process of rank {kill_rank}"
-            victim.send_signal(signal.SIGKILL)
-            killed_at = time.perf_counter() - start
-        output, _ = proc.communicate(timeout=max(1.0, timeout - (time.perf_counter() - start)))
-    finally:
-        kill_tree(proc)
-    return {"rc": proc.returncode, "output": output, "killed_at": killed_at,
-            "total": time.perf_counter() - start}
-
-
 @pytest.mark.slow  # two torchrun jobs of 120 steps at DP 2: 25-40 s on 2 cores
 def test_rank_killed_under_torchrun_resumes_with_the_same_losses(tmp_path):
     """Rank 1's worker SIGKILLed after step 50 (checkpoints every 20). The restarted group
     needs its process-group store keys apart from the dead attempt's (torchrun shares one
-    store across restarts), else gloo may connect to the dead rank: see faults.md."""
-    reference = run_torchrun(tmp_path / "undisturbed")
-    assert reference["rc"] == 0, reference["output"][-3000:]
-    faulty = run_torchrun(tmp_path / "killed", kill_rank=1)
-    assert faulty["rc"] == 0, faulty["output"][-3000:]
+    store across restarts), else gloo may connect to the dead rank: see faults.md. The
+    scenario is bench/faults.py's."""
+    reference = rank_scenario(tmp_path / "undisturbed", kill=False)
+    faulty = rank_scenario(tmp_path / "killed", kill=True, timeout=180)
+    log = (tmp_path / "killed" / "torchrun.log").read_text(errors="replace")[-3000:]
+    assert faulty["rc"] == 0, log
     # The group restarted once and resumed from a checkpoint taken before the kill.
-    resumed = [line for line in faulty["output"].splitlines() if "resumed from" in line]
-    assert len(resumed) == 1, faulty["output"][-3000:]
-    resumed_step = int(resumed[0].split("(step ")[1].split(",")[0])
-    assert resumed_step % SAVE_EVERY == 0 and 0 < resumed_step <= KILL_AFTER + SAVE_EVERY
+    assert len(faulty["resumed"]) == 1, log
+    resumed_step = int(faulty["resumed"][0].split("(step ")[1].split(",")[0])
+    assert resumed_step % TRAIN_SAVE_EVERY == 0
+    assert 0 < resumed_step <= TRAIN_KILL_AFTER + TRAIN_SAVE_EVERY
     logged = [json.loads(line)["step"]
-              for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
-    assert len(logged) > TORCHRUN_STEPS  # steps after the checkpoint were run again
-    expected = final_losses(tmp_path / "undisturbed")
-    assert sorted(expected) == list(range(1, TORCHRUN_STEPS + 1))
-    assert final_losses(tmp_path / "killed") == expected
+              for line in (faulty["run_dir"] / "metrics.jsonl").read_text().splitlines()]
+    assert len(logged) > TRAIN_STEPS  # steps after the checkpoint were run again
+    expected = final_losses(reference["run_dir"])
+    assert sorted(expected) == list(range(1, TRAIN_STEPS + 1))
+    assert final_losses(faulty["run_dir"]) == expected
 
 
 # --- safety --------------------------------------------------------------------------------
