@@ -241,3 +241,12 @@ def test_bare_launch_pins_gloo_to_the_loopback_interface():
     for interface, addresses in launch(2, report_worker_sockets).values():
         assert interface in loopback
         assert addresses and set(addresses) <= {"127.0.0.1", "::1"}, addresses
+
+
+@pytest.mark.parametrize("host,loopback", [
+    ("127.0.0.1", True), ("127.0.1.1", True), ("::1", True), ("localhost", True),
+    ("192.0.2.7", False), ("2001:db8::1", False), ("", False), ("no-such-host.invalid", False)])
+def test_which_master_addresses_pin_sockets_to_loopback(host, loopback):
+    from training.parallel.grid import _is_loopback
+
+    assert _is_loopback(host) is loopback

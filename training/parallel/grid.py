@@ -121,9 +121,14 @@ class ProcessGrid:
 
 
 def _is_loopback(host: str) -> bool:
+    """An address (IPv4 or IPv6) or a name that resolves to a loopback address."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
     try:
         return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
+    except OSError:
         return False
 
 
