@@ -178,6 +178,25 @@ def test_scale_multiplies_document_counts(small, full):
         build_demo_corpus(Path("unused"), scale=0)
 
 
+def test_past_scale_1_only_the_web_grows(full, tmp_path):
+    """pydocs and docstrings hold all the stdlib offers at 1.0; at 3 the web triples and its
+    copies of those sources are capped at a share of them (there is only so much to copy)."""
+    _, full_summary = full
+    summary = build_demo_corpus(tmp_path, scale=3)
+    originals = 0
+    for source in ("pydocs", "docstrings"):
+        documents = summary["sources"][source]["documents"]
+        assert documents == full_summary["sources"][source]["documents"]
+        originals += documents
+    requested = kind_counts(3)
+    assert summary["planted"]["exact_copy_cross_source"] == min(
+        requested["exact_copy_cross_source"], originals // 4)
+    assert summary["planted"]["near_copy_cross_source"] == min(
+        requested["near_copy_cross_source"], originals // 3)
+    web = summary["sources"]["web"]["documents"]
+    assert web > 2.5 * full_summary["sources"]["web"]["documents"]
+
+
 def test_exact_copies_equal_their_originals(small):
     root, summary = small
     docs = _documents(root, summary)

@@ -107,7 +107,8 @@ def _cross_source_copies(
     if len(pages) < exact + near:
         raise ValueError(
             f"demo corpus too small for {exact} exact and {near} near copies of its "
-            f"{len(originals)} pydocs and docstrings documents; use a larger scale"
+            f"{len(originals)} pydocs and docstrings documents; use a larger scale (up to 1, "
+            "where those sources stop growing)"
         )
     return pages
 
@@ -139,8 +140,13 @@ def build_web_pages(
     for original in rng.sample(plain, counts["exact_copy_web"]):
         pages.append(_Page("exact_copy_web", original.text, original=original))
 
+    # The other sources stop growing at scale 1 (the stdlib has only so many topics and
+    # docstrings), so past it their copies are capped at a share of what there is to copy.
     pages += _cross_source_copies(
-        originals, counts["exact_copy_cross_source"], counts["near_copy_cross_source"], rng
+        originals,
+        min(counts["exact_copy_cross_source"], len(originals) // 4),
+        min(counts["near_copy_cross_source"], len(originals) // 3),
+        rng,
     )
 
     for _ in range(counts["boilerplate_lines"]):
