@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from curation.stages import normalize as normalize_module
 from curation.stages.normalize import (
     NormalizeConfig,
     NormalizeStage,
@@ -201,3 +202,25 @@ def test_fix_text_by_line_keeps_ftfy_html_state_across_lines():
     assert fix_text_by_line(texts[2], small) == ftfy.fix_text(texts[2], small)
     assert fix_text_by_line(texts[0], config).split("\n")[1:] == [
         "plain & ascii", "<p> markup", "later &amp; kept's"]
+
+
+def test_random_unicode_lines_match_ftfy():
+    """Random lines of accented, Cyrillic, CJK and emoji text mixed with mojibake fragments,
+    curly quotes, ligatures, wide forms, decomposed accents, separators and entities: the
+    lines fixed without ftfy must come out exactly as ftfy makes them."""
+    rng = random.Random(13)
+    alphabet = ["a", "e", " ", "\n", "caf\u00e9", "\u00fc", "\u00df", "\u00e7a", "\u00a9",
+                "\u0436\u0438\u0437\u043d\u044c", "\u6f22\u5b57", "\U0001f600", "\u2014",
+                "\u2026", "\u00a0", "\u00c3\u00a9", "\u00e2\u20ac\u2122", "\u00c3",
+                "\u00c2\u00a0", "\u20ac", "\u2122", "\u0153", "\u2019", "\u201c", "\ufb01",
+                "\uff21", "e\u0301", "\u2028", "\x85", "&", "&amp;", "<", "\r\n", "\u00e9\u00e8"]
+    weights = [12] * 15 + [1] * (len(alphabet) - 15)  # clean text first, damage sprinkled
+    texts = ["".join(rng.choices(alphabet, weights, k=rng.randint(1, 30))) for _ in range(4000)]
+    config = ftfy.TextFixerConfig(explain=False)
+    for text in texts:
+        assert fix_text_by_line(text, config) == ftfy.fix_text(text), repr(text)
+    lines = [line + "\n" for text in texts for line in text.split("\n")
+             if line and not line.isascii()]
+    quick = [normalize_module._quick_fix(line, config) for line in lines]
+    assert 0.1 * len(lines) < sum(q is not None for q in quick) < 0.9 * len(lines)
+    assert sum(q is not None and q != line for q, line in zip(quick, lines, strict=True)) > 100
