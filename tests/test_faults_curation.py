@@ -1,7 +1,7 @@
 """Curation under faults, with real processes: a SIGKILLed Dask worker, a SIGKILLed
 `curate run` that is run again, and the safety rules (safe YAML, names that cannot leave
-OUT, listeners on loopback). The machinery lives in bench/faults.py (the benchmark of
-the same scenarios)."""
+OUT, listeners on loopback). The machinery lives in bench/curation_faults.py (which
+bench/faults.py times)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from bench.faults import (
-    BIN,
+from bench.curation_faults import (
     KILL_POINTS,
     PER_PARTITION,
     differences,
-    kill_group,
     rerun_scenario,
     run_curate,
     snapshot,
@@ -30,6 +28,7 @@ from bench.faults import (
     worker_scenario,
     write_fault_corpus,
 )
+from bench.fault_processes import BIN, kill_group
 from curation.io import zstd_module
 from tests.conftest import write_jsonl
 

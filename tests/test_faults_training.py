@@ -14,7 +14,7 @@ import psutil
 import pytest
 import torch
 
-from bench.faults import (
+from bench.training_faults import (
     TRAIN_KILL_AFTER,
     TRAIN_SAVE_EVERY,
     TRAIN_STEPS,
@@ -151,7 +151,7 @@ def test_rank_killed_under_torchrun_resumes_with_the_same_losses(tmp_path):
     """Rank 1's worker SIGKILLed after step 50 (checkpoints every 20). The restarted group
     needs its process-group store keys apart from the dead attempt's (torchrun shares one
     store across restarts), else gloo may connect to the dead rank: see faults.md. The
-    scenario is bench/faults.py's."""
+    scenario is bench/training_faults.py's."""
     reference = rank_scenario(tmp_path / "undisturbed", kill=False)
     faulty = rank_scenario(tmp_path / "killed", kill=True, timeout=180)
     log = (tmp_path / "killed" / "torchrun.log").read_text(errors="replace")[-3000:]
