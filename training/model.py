@@ -31,7 +31,7 @@ from torch.utils.checkpoint import checkpoint
 from training.config import ModelConfig
 from training.parallel import comm
 from training.parallel.grid import ProcessGrid
-from training.parallel.rng import dropout_region
+from training.parallel.rng import RegionDropout, dropout_region
 from training.parallel.tensor import (
     ColumnParallelLinear,
     RowParallelLinear,
@@ -61,18 +61,14 @@ class Embedding(nn.Module):
         self.position = tp_parameter(
             seeded_normal((cfg.seq_len, cfg.hidden), cfg.init_std, seed, "embedding.position"),
             tp_dim=None)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
         self.sequence_parallel, self.tp_rank = sequence_parallel, grid.tp_rank
-        self.device = grid.device
 
     def forward(self, tokens):
         position = self.position[: tokens.shape[1]].unsqueeze(0)
         if self.sequence_parallel:
             position = sequence_shard(position, self.word.group, self.tp_rank)
-        x = self.word(tokens) + position
-        sharded = self.sequence_parallel and self.training and self.dropout.p > 0
-        with dropout_region(sharded, self.tp_rank, self.device):
-            return self.dropout(x)
+        return self.dropout(self.word(tokens) + position)
 
 
 class Attention(nn.Module):
@@ -138,19 +134,12 @@ class Block(nn.Module):
                               recompute_core=recompute == "selective")
         self.ln2 = layer_norm(cfg.hidden)
         self.mlp = MLP(cfg, grid, seed, name + ".mlp", sequence_parallel)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.sequence_parallel, self.tp_rank, self.device = (
-            sequence_parallel, grid.tp_rank, grid.device)
-
-    def residual_dropout(self, x):
-        """Replicated over TP: the shared stream. A sequence shard: this rank's own."""
-        sharded = self.sequence_parallel and self.training and self.dropout.p > 0
-        with dropout_region(sharded, self.tp_rank, self.device):
-            return self.dropout(x)
+        # the residual stream: replicated over TP, or with sequence parallelism a shard
+        self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
 
     def forward(self, x):
-        x = x + self.residual_dropout(self.attn(self.ln1(x)))
-        return x + self.residual_dropout(self.mlp(self.ln2(x)))
+        x = x + self.dropout(self.attn(self.ln1(x)))
+        return x + self.dropout(self.mlp(self.ln2(x)))
 
 
 class OutputHead(nn.Module):

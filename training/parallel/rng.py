@@ -18,6 +18,7 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 
 import torch
+from torch import nn
 
 TP_REGION_OFFSET = 2718
 
@@ -39,3 +40,17 @@ def dropout_region(active: bool, tp_rank: int, device: torch.device):
     """`tensor_parallel_region` when dropout will draw on rank-specific activations, else
     nothing (so dropout-free runs consume no randomness here)."""
     return tensor_parallel_region(tp_rank, device) if active else nullcontext()
+
+
+class RegionDropout(nn.Dropout):
+    """Dropout whose input is either the same on every TP rank (`sharded=False`: the shared
+    stream) or this rank's own piece of it (`sharded=True`: the TP region)."""
+
+    def __init__(self, p: float, sharded: bool, tp_rank: int, device: torch.device):
+        super().__init__(p)
+        self.sharded, self.tp_rank, self.device = sharded, tp_rank, device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        active = self.sharded and self.training and self.p > 0
+        with dropout_region(active, self.tp_rank, self.device):
+            return super().forward(x)
