@@ -7,6 +7,7 @@ import ast
 import json
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -250,3 +251,31 @@ def test_which_master_addresses_pin_sockets_to_loopback(host, loopback):
     from training.parallel.grid import _is_loopback
 
     assert _is_loopback(host) is loopback
+
+
+PROBE = """
+import json, os, sys
+import psutil, torch, torch.distributed as dist
+from training.parallel.grid import build_grid
+build_grid(1, 1, 2)
+dist.all_reduce(torch.ones(1))
+listening = [c.laddr.ip for c in psutil.Process().net_connections("inet")
+             if c.status == psutil.CONN_LISTEN]
+with open(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.json"), "w") as f:
+    json.dump({"ifname": os.environ.get("GLOO_SOCKET_IFNAME"), "listening": listening}, f)
+"""
+
+
+def test_torchrun_with_a_loopback_local_addr_pins_gloo_to_loopback(tmp_path):
+    """The README's recipe for a torchrun job that listens on loopback only."""
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "torchrun"), "--standalone", "--local-addr", "127.0.0.1",
+         "--nproc-per-node", "2", str(script), str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert report["ifname"] in psutil.net_if_addrs()
+        assert report["listening"] and set(report["listening"]) <= {"127.0.0.1", "::1"}
