@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from curation.stages import normalize as normalize_module
+from curation.stages import ftfy_lines
+from curation.stages.ftfy_lines import fix_text_by_line
 from curation.stages.normalize import (
     NormalizeConfig,
     NormalizeStage,
     clean_whitespace,
-    fix_text_by_line,
     normalize_text,
 )
 
@@ -221,6 +221,6 @@ def test_random_unicode_lines_match_ftfy():
         assert fix_text_by_line(text, config) == ftfy.fix_text(text), repr(text)
     lines = [line + "\n" for text in texts for line in text.split("\n")
              if line and not line.isascii()]
-    quick = [normalize_module._quick_fix(line, config) for line in lines]
+    quick = [ftfy_lines._quick_fix(line, config) for line in lines]
     assert 0.1 * len(lines) < sum(q is not None for q in quick) < 0.9 * len(lines)
     assert sum(q is not None and q != line for q, line in zip(quick, lines, strict=True)) > 100

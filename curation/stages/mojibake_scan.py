@@ -59,14 +59,15 @@ def _anchor_characters(pattern: re.Pattern) -> set[int] | None:
     return anchors
 
 
-def _char_class(codepoints: set[int]) -> re.Pattern:
+def char_class(codepoints: set[int]) -> re.Pattern:
+    """A regex matching any one of `codepoints`."""
     return re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(codepoints)) + "]")
 
 
 # The longest match: one containing the anchor at i lies inside [i - WIDTH + 1, i + WIDTH).
 WIDTH = sre_parse.parse(BADNESS_RE.pattern, BADNESS_RE.flags).getwidth()[1]
 _ANCHORS = _anchor_characters(BADNESS_RE) if WIDTH <= 64 else None
-ANCHOR_RE = _char_class(_ANCHORS) if _ANCHORS else None
+ANCHOR_RE = char_class(_ANCHORS) if _ANCHORS else None
 
 
 def looks_bad(text: str) -> bool:

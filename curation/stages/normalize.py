@@ -8,7 +8,7 @@ text faster. Most documents are plain ASCII, and on ASCII `fix_text` can only
 (a) and (b) therefore skip ftfy and NFC entirely — (c) is redone by the whitespace rules —
 and those rules run as vectorised Arrow regexes over the whole partition. In the other
 documents ftfy runs line by line, as fix_text does, and only on lines where it could do more
-than straighten quotes (`_quick_fix`).
+than straighten quotes (ftfy_lines.py).
 
 Whitespace rules, in order ("horizontal space" = tab, VT, FF and the Unicode space
 separators, NBSP included; newline is not one):
@@ -34,22 +34,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from ftfy import chardata
-from ftfy.fixes import uncurl_quotes
 
 from curation.config import StrictModel
 from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
 from curation.stages.base import Stage, StageOutput
-from curation.stages.mojibake_scan import looks_bad
+from curation.stages.ftfy_lines import FTFY_SENSITIVE_ASCII, fix_text_by_line
 
 HORIZONTAL_SPACE = (
     "\t\x0b\x0c \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
 )
 _TRAILING_SPACE = "[" + HORIZONTAL_SPACE + "]+\n"
 _MANY_NEWLINES = "\n{4,}"
-# ASCII that ftfy.fix_text would change beyond line breaks: the control characters it
-# removes (terminal escapes start with one) and anything shaped like an HTML entity.
-_FTFY_SENSITIVE_ASCII = r"[\x00-\x08\x0b\x0e-\x1f\x7f]|&#?[0-9A-Za-z]{1,24};"
 
 
 class NormalizeConfig(StrictModel):
@@ -69,73 +64,6 @@ def clean_whitespace(text: str) -> str:
 def _ftfy_config(config: NormalizeConfig) -> ftfy.TextFixerConfig:
     # With nfc on this is exactly fix_text's default; with it off, ftfy must not NFC either.
     return ftfy.TextFixerConfig(normalization="NFC" if config.nfc else None, explain=False)
-
-
-_FTFY_SENSITIVE_ASCII_RE = re.compile(_FTFY_SENSITIVE_ASCII)
-
-
-def _ftfy_trigger_class() -> str:
-    """Every character that one of fix_text's character-level fixers other than
-    `uncurl_quotes` acts on, from ftfy's own tables: entities ('&'), C1 controls, ligatures,
-    full/half-width forms, line and paragraph separators, surrogates, escapes and the
-    control characters it drops."""
-    codepoints = {ord("&"), ord("\r"), 0x1B, 0x2028, 0x2029}
-    codepoints |= set(range(0x80, 0xA0)) | set(range(0xD800, 0xE000))
-    for table in (chardata.LIGATURES, chardata.WIDTH_MAP, chardata.CONTROL_CHARS):
-        codepoints |= set(table)
-    return "[" + "".join(re.escape(chr(c)) for c in sorted(codepoints)) + "]"
-
-
-_FTFY_TRIGGER_RE = re.compile(_ftfy_trigger_class())
-
-
-def _quick_fix(segment: str, config: ftfy.TextFixerConfig) -> str | None:
-    """What `ftfy.fix_and_explain` makes of a segment whose only possible fix is straightening
-    quotes, or None when it could do more (then ftfy itself must run).
-
-    Its first pass changes nothing but the quotes when the segment has no character another
-    fixer acts on and ftfy's mojibake detector (`is_bad`, which gates its encoding repair;
-    `looks_bad` is the same test, faster) does not flag it; its second pass changes nothing
-    when the straightened text is not flagged either and is in the normal form."""
-    if _FTFY_TRIGGER_RE.search(segment) or looks_bad(segment):
-        return None
-    fixed = uncurl_quotes(segment) if config.uncurl_quotes else segment
-    if fixed != segment and looks_bad(fixed):
-        return None
-    if config.normalization is not None and not unicodedata.is_normalized(
-            config.normalization, fixed):
-        return None
-    return fixed
-
-
-def fix_text_by_line(text: str, config: ftfy.TextFixerConfig) -> str:
-    """`ftfy.fix_text(text, config)`, without running ftfy on lines it cannot change.
-
-    fix_text already fixes each line on its own (its "segments"); this walks the same
-    segments with the same HTML-detection state. A plain-ASCII line free of control
-    characters and entities gets only the line-break fix ftfy would give it; any other line
-    whose only possible fix is straightening quotes gets that (`_quick_fix`).
-    """
-    if len(text) > config.max_decode_length:
-        return ftfy.fix_text(text, config)  # fix_text would cut the segments differently
-    parts = text.split("\n")
-    last = len(parts) - 1
-    out = []
-    for i, line in enumerate(parts):
-        segment = line + "\n" if i < last else line
-        if not segment:
-            continue
-        if config.unescape_html == "auto" and "<" in segment:
-            config = config._replace(unescape_html=False)
-        if segment.isascii():
-            if not _FTFY_SENSITIVE_ASCII_RE.search(segment):
-                out.append(segment.replace("\r\n", "\n").replace("\r", "\n"))
-                continue
-        elif (fixed := _quick_fix(segment, config)) is not None:
-            out.append(fixed)
-            continue
-        out.append(ftfy.fix_and_explain(segment, config).text)
-    return "".join(out)
 
 
 def normalize_text(text: str, config: NormalizeConfig | None = None) -> str:
@@ -167,7 +95,7 @@ def _needs_unicode_pass(texts: pa.Array, config: NormalizeConfig) -> np.ndarray:
         return np.zeros(len(texts), dtype=bool)
     needs = pc.invert(pc.string_is_ascii(texts))
     if config.fix_unicode:
-        needs = pc.or_(needs, pc.match_substring_regex(texts, _FTFY_SENSITIVE_ASCII))
+        needs = pc.or_(needs, pc.match_substring_regex(texts, FTFY_SENSITIVE_ASCII))
     return _to_numpy(needs)
 
 
