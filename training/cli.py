@@ -16,7 +16,7 @@ from training.config import ConfigError, load_config
 from training.launch import launch, under_launcher
 from training.loop import check_supported, run_worker
 from training.parallel.grid import GridLayout, LayoutError
-from training.parallel.zero import NonFiniteStepsError
+from training.parallel.optimizer import NonFiniteStepsError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from training.config import OptimConfig
 from training.optim import adamw_update, clip_coefficient, decays, flat_mask
 from training.parallel import comm
-from training.parallel.data import GradBuckets
+from training.parallel.grad_buckets import GradBuckets
 
 
 class NonFiniteStepsError(RuntimeError):
