@@ -81,7 +81,7 @@ def test_bf16_runs_send_bf16_between_stages(tmp_path):
     cfg.update(dtype="bf16")
     cfg["train"].update(steps=1, eval_every=0)
     results = launch(2, wire_dtypes, cfg)
-    for seen, loss in results:
+    for seen, loss in results.values():
         assert seen and set(seen) == {"torch.bfloat16"}
         assert torch.isfinite(torch.tensor(loss))
 
@@ -130,7 +130,7 @@ def test_dp_reduction_overlaps_pipeline_and_sequence_parallel_backwards(referenc
                pipeline_config(tmp_path / "b", pp=2, dp=2, schedule="interleaved", v=2),
                pipeline_config(tmp_path / "c", tp=2, dp=2, sequence_parallel=True)]
     per_rank = launch(4, overlap_events, configs)
-    for config, results in enumerate(zip(*per_rank, strict=True)):
+    for config, results in enumerate(zip(*per_rank.values(), strict=True)):
         for rank, result in enumerate(results):
             events = result["events"]
             launched = [e[1] for e in events if e[0] == "launch"]
@@ -162,7 +162,7 @@ def test_activation_memory_follows_in_flight_micro_batches(tmp_path, schedule):
     cfg = pipeline_config(tmp_path, pp=4, schedule=schedule)
     results = launch(4, memory_trace, cfg)
     plan_peaks = peak_in_flight(build_schedule(schedule, 4, results[0]["m"]))
-    for result in results:
+    for result in results.values():
         memory, rank = result["memory"], result["rank"]
         sizes = {live // in_flight for in_flight, live, _ in memory if in_flight}
         assert len(sizes) == 1, (rank, memory)

@@ -105,6 +105,7 @@ class PipelineRuntime:
         self._outgoing: dict[tuple[Payload, int, int], torch.Tensor] = {}
         self._in_flight_sends: list[tuple[comm.Pending, torch.Tensor]] = []
         self._stash: dict[tuple[int, int], tuple] = {}
+        self._data = {rows.untyped_storage().data_ptr() for rows in micro_batches}
         loss_sum = torch.zeros((), device=self.grid.device)
         for index, step in enumerate(steps):
             action = step.compute
@@ -203,10 +204,11 @@ class PipelineRuntime:
     def memory_snapshot(self) -> tuple[int, int, int]:
         """(micro-batches in flight, live activation bytes, bytes of stage outputs): the bytes
         this rank holds for micro-batches between their forward and their backward, i.e. what
-        autograd saved for the backward (parameters excluded) and the stage inputs and
-        outputs, each storage once. Buffers of sends in flight (at most a batch's) are not
+        autograd saved for the backward (parameters and the token batch excluded) and the
+        stage inputs and outputs, each storage once. Buffers of sends in flight (at most a batch's) are not
         counted; outputs are, to show they were given up."""
         params = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
+        params |= self._data
         storages: dict[int, int] = {}
         outputs = 0
         for (_, chunk), (inputs, out, saved) in self._stash.items():
