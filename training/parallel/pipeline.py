@@ -205,8 +205,8 @@ class PipelineRuntime:
         """(micro-batches in flight, live activation bytes, bytes of stage outputs): the bytes
         this rank holds for micro-batches between their forward and their backward, i.e. what
         autograd saved for the backward (parameters and the token batch excluded) and the
-        stage inputs and outputs, each storage once. Buffers of sends in flight (at most a batch's) are not
-        counted; outputs are, to show they were given up."""
+        stage inputs and outputs, each storage once. Buffers of sends in flight (at most a
+        batch's) are not counted; outputs are, to show they were given up."""
         params = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
         params |= self._data
         storages: dict[int, int] = {}
