@@ -25,7 +25,7 @@ from training.loop import Trainer, setup_process
 from training.parallel import comm
 from training.parallel.grid import build_grid, destroy_grid
 from training.parallel.schedule_sim import peak_in_flight
-from training.parallel.schedules import Kind, build_schedule
+from training.parallel.schedules import Kind, Payload, build_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +125,8 @@ def reference(tmp_path_factory):
 def test_dp_reduction_overlaps_pipeline_and_sequence_parallel_backwards(reference, tmp_path):
     """(1,2,2) under 1F1B and interleaved 1F1B, and (2,1,2) with sequence parallelism: every
     rank launches its buckets (all but the deferred tied-embedding one) before the backward
-    ends; with interleaving chunk 1's buckets go before the last backward even starts."""
+    ends; with interleaving chunk 1's buckets go before the last backward even starts. A
+    pipeline compute waits only for the receive it consumes."""
     configs = [pipeline_config(tmp_path / "a", pp=2, dp=2),
                pipeline_config(tmp_path / "b", pp=2, dp=2, schedule="interleaved", v=2),
                pipeline_config(tmp_path / "c", tp=2, dp=2, sequence_parallel=True)]
@@ -136,6 +137,11 @@ def test_dp_reduction_overlaps_pipeline_and_sequence_parallel_backwards(referenc
             launched = [e[1] for e in events if e[0] == "launch"]
             assert sorted(launched) == [i for i in range(result["buckets"])
                                         if i not in result["deferred"]], (config, rank)
+            # A compute waits for the one receive it consumes, nothing else (no send).
+            consumer = {Payload.ACTIVATION: Kind.FORWARD, Payload.GRADIENT: Kind.BACKWARD}
+            for i, event in enumerate(events):
+                if event[0] == "wait":
+                    assert events[i - 1] == ("start", consumer[event[1]], *event[2:]), event
             if config == 1:
                 backwards = [i for i, e in enumerate(events)
                              if e[0] == "start" and e[1] is Kind.BACKWARD]

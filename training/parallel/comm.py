@@ -69,6 +69,12 @@ COMM_CLOCK = CommClock()
 SOLO = "solo"
 """Stands for a group of one rank (torch's `None` would mean the whole world)."""
 
+# torch 2.13 (the pinned version) names the flat-tensor collectives `*_single` and deprecates
+# `all_gather_into_tensor` / `reduce_scatter_tensor`; pyproject allows torch >= 2.4, which has
+# only the old names.
+_all_gather_flat = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_flat = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
 _GROUP_NAMES: dict[object, str] = {}
 _BACKEND_DEVICE = {"nccl": "cuda", "gloo": "cpu"}
 
@@ -141,7 +147,7 @@ def reduce_scatter_async(output: torch.Tensor, input_: torch.Tensor, group) -> P
     if group_size(group) == 1:
         output.copy_(input_)
         return None
-    work = dist.reduce_scatter_tensor(output, input_, group=group, async_op=True)
+    work = _reduce_scatter_flat(output, input_, group=group, async_op=True)
     return Pending(work, output.device)
 
 
@@ -154,7 +160,7 @@ def all_gather_into(output: torch.Tensor, input_: torch.Tensor, group) -> None:
             output.copy_(input_)
         return
     with COMM_CLOCK.timing(output.device):
-        dist.all_gather_into_tensor(output, input_, group=group)
+        _all_gather_flat(output, input_, group=group)
 
 
 def barrier(group=None) -> None:
