@@ -121,8 +121,12 @@ def _killed_by_signal(failure: ChildFailedError | None) -> str | None:
 
 
 def _quiet_torch_logs() -> None:
-    if not debug_enabled():
-        for name in TORCH_LOGGERS:
+    """torch's elastic agent logs each failure and shutdown with tracebacks; its loggers set
+    their own levels, so each one (all exist once the launcher is imported) is raised."""
+    if debug_enabled():
+        return
+    for name in [*TORCH_LOGGERS, *logging.root.manager.loggerDict]:
+        if name.startswith(TORCH_LOGGERS):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
