@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import yaml
 
 from training import cli
 from training.cli import main as pretrain
-from training.config import load_config
+from training.config import load_config, parse_config
 from training.optim import learning_rate
 from training.preflight import PreflightError, check_curated
 from training.rank_failures import root_cause
@@ -93,7 +94,6 @@ def test_a_wrong_data_curated_is_one_line_before_any_rank_starts(make, expected,
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("pretrain: ")
-    import re
     assert re.search(expected, err.strip()), err
     assert not (tmp_path / "run").exists()
 
@@ -204,11 +204,11 @@ def test_summary_nothing_to_do_and_a_stretched_schedule(tmp_path, capsys):
     assert pretrain([*common, "--set", "train.steps=4"]) == 0
     out = capsys.readouterr().out
     final = records(run)[-1]
-    assert f"trained steps 1-4 of 4 in " in out
+    assert "trained steps 1-4 of 4 in " in out
     assert f"final loss {final['loss']:.4f}, val_loss {final['val_loss']:.4f} (step 4)" in out
     assert f"  checkpoint   {run}/checkpoints/step-00000004" in out
     assert f"  metrics      {run}/metrics.jsonl" in out
-    assert f"  tensorboard  tensorboard --logdir {run}/tb" in out
+    assert re.search(rf"  tensorboard  \S*tensorboard --logdir {run}/tb", out)
 
     assert pretrain([*common, "--set", "train.steps=4"]) == 0
     out = capsys.readouterr().out
@@ -233,3 +233,10 @@ def test_the_layout_line_counts_every_dimension():
     assert layout_line(parallel(pp=2), 2) == "2 stages over 2 ranks"
     assert layout_line(parallel(tp=2, pp=2, dp=2, virtual_stages=2, schedule="interleaved"),
                        4) == "4 stages (2 per pipeline rank) × TP 2 × DP 2 over 8 ranks"
+
+
+def test_the_readme_config_block_is_tiny_yaml():
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```yaml", readme.index("The config: `training/configs/tiny.yaml`"))
+    block = readme[start + len("```yaml"): readme.index("```", start + 7)]
+    assert parse_config(yaml.safe_load(block)).dump() == load_config("tiny").dump()

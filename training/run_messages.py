@@ -5,6 +5,7 @@ what it did and where its checkpoint, metrics and TensorBoard logs are."""
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,8 +94,14 @@ def summary_lines(cfg: TrainingConfig, start_step: int, records: list[dict],
     checkpoint = str(published[0][1]) if published else "none (train.save_every: 0)"
     lines += [f"  checkpoint   {checkpoint}",
               f"  metrics      {run_dir / 'metrics.jsonl'}",
-              f"  tensorboard  tensorboard --logdir {run_dir / 'tb'}"]
+              f"  tensorboard  {tensorboard_command()} --logdir {run_dir / 'tb'}"]
     return lines
+
+
+def tensorboard_command() -> str:
+    """`tensorboard`, or the one installed beside this Python when it is not on PATH."""
+    beside = Path(sys.executable).parent / "tensorboard"
+    return "tensorboard" if shutil.which("tensorboard") or not beside.is_file() else str(beside)
 
 
 def remove_partial_checkpoints(run_dir: str | Path) -> None:
