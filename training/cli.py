@@ -79,7 +79,14 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:  # before or after the ranks (during them, `train` handles it)
+        print(f"pretrain: {INTERRUPTED}", file=sys.stderr)
+        return INTERRUPTED_EXIT
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] and argv[0] in SUBCOMMANDS:
         return SUBCOMMANDS[argv[0]][0](argv[1:])
     args = parse_args(argv)
