@@ -31,15 +31,21 @@ def layout_line(p: ParallelConfig, stages: int) -> str:
     return f"{text} over {p.world_size} ranks"
 
 
-def schedule_change(saved_config: dict, cfg: TrainingConfig, step: int) -> str | None:
+def next_step_lr(cfg: TrainingConfig, step: int, consumed_samples: int) -> float:
+    """The LR the loop gives step `step + 1` of a run resumed at `step`."""
+    return learning_rate(step + 1, cfg.optim, cfg.train.steps)
+
+
+def schedule_change(saved_config: dict, cfg: TrainingConfig, step: int,
+                    consumed_samples: int) -> str | None:
     """How the LR of the next step differs between the checkpoint's schedule and this run's
     (a longer train.steps stretches the cosine); None if it does not, or cannot be told."""
     try:
         saved = TrainingConfig.model_validate(saved_config)
     except ValidationError:
         return None
-    before = learning_rate(step + 1, saved.optim, saved.train.steps)
-    after = learning_rate(step + 1, cfg.optim, cfg.train.steps)
+    before = next_step_lr(saved, step, consumed_samples)
+    after = next_step_lr(cfg, step, consumed_samples)
     if abs(before - after) <= 1e-12 * max(abs(before), abs(after), 1e-30):
         return None
     old, new = saved.optim.model_dump(), cfg.optim.model_dump()
@@ -65,7 +71,8 @@ class RunReport:
                 saved = read_index(trainer.resumed_from)["config"]
             except (CheckpointError, KeyError):
                 saved = None
-            change = saved and schedule_change(saved, cfg, trainer.step)
+            change = saved and schedule_change(saved, cfg, trainer.step,
+                                                 trainer.consumed_samples)
             if change:
                 print(change, flush=True)
         if trainer.step >= cfg.train.steps:
