@@ -17,7 +17,6 @@ import torch.distributed as dist
 
 from training.batches import BatchSource, build_batch_sources
 from training.checkpoint import resume_latest, save_checkpoint
-from training.run_messages import RunReport, layout_line
 from training.config import TrainingConfig, padded_vocab_size
 from training.metrics import MetricsWriter, step_record
 from training.model import GPT, counts_in_global_norm, split_layers
@@ -28,6 +27,7 @@ from training.parallel.data import GradBuckets
 from training.parallel.grid import build_grid, destroy_grid
 from training.parallel.pipeline import PipelineRuntime
 from training.parallel.zero import DistributedOptimizer, NonFiniteStepsError
+from training.run_messages import RunReport, layout_line
 
 
 def setup_process() -> None:
