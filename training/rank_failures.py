@@ -20,6 +20,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -99,7 +100,8 @@ def root_cause(records: list[dict], failure: ChildFailedError | None) -> str | N
         return None
     if failure is not None:
         rank, process = failure.get_first_failure()
-        return f"rank {rank} exited with code {process.exitcode} and no message"
+        return (f"rank {rank} exited with code {process.exitcode} and no message "
+                "(--debug for torch's logs)")
     return "a rank failed without a message"
 
 
@@ -120,21 +122,31 @@ def _killed_by_signal(failure: ChildFailedError | None) -> str | None:
     return None
 
 
-def _quiet_torch_logs() -> None:
+@contextmanager
+def _quiet_torch_logs():
     """torch's elastic agent logs each failure and shutdown with tracebacks; its loggers set
-    their own levels, so each one (all exist once the launcher is imported) is raised."""
+    their own levels, so each one (all exist once the launcher is imported) is raised while
+    the ranks run, and put back after."""
     if debug_enabled():
+        yield
         return
-    for name in [*TORCH_LOGGERS, *logging.root.manager.loggerDict]:
-        if name.startswith(TORCH_LOGGERS):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+    loggers = [logging.getLogger(name) for name in
+               dict.fromkeys([*TORCH_LOGGERS, *logging.root.manager.loggerDict])
+               if name.startswith(TORCH_LOGGERS)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def launch_reporting(launch: Callable, nproc: int, entrypoint: Callable, *args):
     """`launch(nproc, entrypoint, *args)` with failures raised as RankFailure (the root
     cause's message) and signals as Interrupted."""
-    _quiet_torch_logs()
-    with tempfile.TemporaryDirectory(prefix="textmill-ranks-") as error_dir:
+    with _quiet_torch_logs(), tempfile.TemporaryDirectory(prefix="textmill-ranks-") as error_dir:
         try:
             return launch(nproc, guarded, error_dir, entrypoint, *args)
         except ChildFailedError as err:
