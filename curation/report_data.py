@@ -195,7 +195,8 @@ def quality_scores(out: Path, ledger: pd.DataFrame) -> QualityScores | None:
                             "score": removed.get("score", pd.Series(dtype=float)),
                             "kept": False})
     scores = pd.concat([kept, removed], ignore_index=True)
-    scores["exempt"] = scores["source"].isin(config.get("exempt") or [])
+    scores["exempt"] = scores["source"].isin(
+        runs["quality"].manifest["totals"].get("skipped_sources", []))
     threshold = config.get("threshold")
     return QualityScores(scores, "pareto" if threshold is None else "threshold",
                          threshold, float(config.get("alpha", 9.0)))

@@ -16,14 +16,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from curation.atomic import atomic_write_parquet, write_json_atomic
-from curation.config import StrictModel
 from curation.documents import REMOVED, ledger_rows
-from curation.stages.base import Stage, StageContext, StageOutput
+from curation.stages.base import ScopedConfig, Stage, StageContext, StageOutput
 
 DONE_MARKER = "decisions.done.json"
 
 
-class ExactDedupConfig(StrictModel):
+class ExactDedupConfig(ScopedConfig):
     # Compare texts after lower-casing and collapsing whitespace (off: byte-exact).
     ignore_case_and_space: bool = False
 
@@ -68,6 +67,7 @@ def pick_duplicates(keys: pd.DataFrame) -> pd.DataFrame:
 
 class ExactDedupStage(Stage):
     name = "exact_dedup"
+    config_class = ExactDedupConfig
 
     def prepare(self, ctx: StageContext) -> None:
         import dask.dataframe as dd
@@ -96,7 +96,7 @@ class ExactDedupStage(Stage):
                               overwrite=True)
         write_json_atomic(ctx.workdir / DONE_MARKER, {"documents": int(total)})
 
-    def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
         decisions = read_part_decisions(workdir / "decisions", part)
         if decisions.empty:
             return StageOutput(kept=docs, ledger=ledger_rows(docs.iloc[:0], self.name, REMOVED, ""))

@@ -9,8 +9,10 @@ Definitions used here:
   whitespace-separated words; whitespace is not counted). Only an n-gram
   seen at least twice counts (a single occurrence is not repetition); ties go to the
   n-gram that occurs first. Overlapping occurrences count each character once.
-- duplicate n-gram character share (n = 5..10): the characters covered by every
-  occurrence of every n-gram that occurs more than once, each character counted once.
+- duplicate n-gram character share (n = 5..10): the characters covered by the
+  occurrences of the n-grams that occur more than once, each character counted once.
+  Which occurrences is `dup_ngram_occurrences`: "all" (every occurrence, the first
+  included) or "repeats" (only those after the first). See GopherRepetitionConfig.
 
 N-grams are compared by a 64-bit hash of their word ids, computed for all documents of a
 partition at once; a hash table over (document, hash) keys finds the repeats.
@@ -20,6 +22,8 @@ Rules, in order: `dup_line_fraction`, `dup_paragraph_fraction`, `dup_line_char_f
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -43,7 +47,24 @@ DUP_NGRAM_SIZES = (5, 6, 7, 8, 9, 10)
 
 
 class GopherRepetitionConfig(StrictModel):
-    """Each threshold is the paper's; None switches that rule off."""
+    """Each threshold is the paper's; None switches that rule off.
+
+    `dup_ngram_occurrences` — which characters the duplicate n-gram shares count:
+    - "all" (the default): every occurrence of a repeated n-gram, the first included.
+      This is the reading the paper's thresholds were set for. Appendix A of Rae et al.
+      defines the measure as the fraction of characters "contained within all duplicate
+      n-grams", taking care not to count characters of overlapping n-grams twice: every
+      occurrence of an n-gram that occurs more than once is a duplicate n-gram. The
+      sibling measure for n = 2..4 counts every occurrence of the most frequent n-gram,
+      and the thresholds of both families form one series (0.20, 0.18, 0.16 for top
+      2..4-grams, then 0.15 down to 0.10 for duplicate 5..10-grams), i.e. one scale.
+      Dolma reads it the same way.
+    - "repeats": only the occurrences after the first, as datatrove's GopherRepetition
+      filter (and so FineWeb) computes it; a passage said twice scores half as much, so
+      with the paper's thresholds this reading removes fewer documents.
+    """
+
+    dup_ngram_occurrences: Literal["all", "repeats"] = "all"
 
     max_dup_line_fraction: float | None = Field(0.30, ge=0, le=1)
     max_dup_paragraph_fraction: float | None = Field(0.30, ge=0, le=1)
@@ -142,8 +163,14 @@ class _RepeatedNgrams:
         covered = np.where(depth > 0, self.word_chars, 0.0)
         return ratio(per_doc_sum(self.words, covered), self.total_chars)
 
-    def duplicate_share(self) -> np.ndarray:
-        return self._covered_char_share(self.starts[self.repeated])
+    def duplicate_share(self, occurrences: str) -> np.ndarray:
+        """Share of characters under repeated n-grams: under all their occurrences, or
+        (`occurrences="repeats"`) under those after the first."""
+        counted = self.repeated.copy()
+        if occurrences == "repeats":
+            _, first = np.unique(self.group, return_index=True)  # `starts` ascend
+            counted[first] = False
+        return self._covered_char_share(self.starts[counted])
 
     def top_share(self) -> np.ndarray:
         groups = np.flatnonzero(self.counts > 1)  # codes: in order of first occurrence
@@ -175,7 +202,9 @@ def measure(texts: pa.Array, config: GopherRepetitionConfig) -> dict[str, np.nda
         if ngrams.n in TOP_NGRAM_SIZES and ngrams.n in wanted:
             measures[f"top_{ngrams.n}gram_char_fraction"] = ngrams.top_share()
         elif ngrams.n in wanted:
-            measures[f"dup_{ngrams.n}gram_char_fraction"] = ngrams.duplicate_share()
+            measures[f"dup_{ngrams.n}gram_char_fraction"] = ngrams.duplicate_share(
+                config.dup_ngram_occurrences
+            )
     return measures
 
 
