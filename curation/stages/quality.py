@@ -2,11 +2,11 @@
 
 `prepare` makes sure a model exists: the spec's `model` path, or one trained from the
 positive and negative sources into OUT/quality/ (reused on rerun when its training
-parameters and its training sample are the same). The training sample is a bottom-k by seeded id hash per class, so
-it is the same whatever the partitioning. `process` scores a partition in one batched
-call, adds `quality_score` and applies the keep rule. Sources out of the stage's scope
-(`exempt`, or not in `only`) are scored and never removed; the training sample is drawn
-from the positive and negative sources whatever the scope.
+parameters and its training sample are the same). The training sample is a bottom-k by
+seeded id hash per class, so it is the same whatever the partitioning. `run` scores a
+partition in one batched call, adds `quality_score` and applies the keep rule. Sources
+out of the stage's scope (`exempt`, or not in `only`) are scored and never removed; the
+training sample is drawn from the positive and negative sources whatever the scope.
 """
 
 from __future__ import annotations
