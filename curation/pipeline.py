@@ -22,6 +22,7 @@ from pathlib import Path
 from curation.atomic import atomic_write_parquet, write_json_atomic, write_text_atomic
 from curation.decontam.summary import summarize_decontamination
 from curation.documents import DOCUMENT_COLUMNS, LEDGER_SCHEMA
+from curation.layout import STEP_MANIFEST as MANIFEST
 from curation.progress import track
 from curation.read_stage import (
     inputs_fingerprint,
@@ -35,7 +36,6 @@ from curation.stage_stats import add_stats, check_accounting, partition_stats
 from curation.stages.registry import STAGES
 from curation.tokenize import tokenize_corpus, train_or_load_tokenizer
 
-MANIFEST = "_manifest.json"
 KEY_FILE = "_key"
 
 

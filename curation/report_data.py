@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from curation.documents import REMOVED
+from curation.layout import STEP_MANIFEST as MANIFEST
+from curation.shards import MANIFEST_NAME
 
-MANIFEST = "_manifest.json"
 EXCERPT_CHARS = 160
 
 
@@ -89,7 +90,7 @@ def funnel(out: Path) -> pd.DataFrame:
 def token_totals(out: Path) -> dict[str, dict]:
     """Per source: documents and tokens in its token shards (OUT/tokens/<source>/manifest.json)."""
     totals = {}
-    for path in sorted((Path(out) / "tokens").glob("*/manifest.json")):
+    for path in sorted((Path(out) / "tokens").glob(f"*/{MANIFEST_NAME}")):
         manifest = json.loads(path.read_text(encoding="utf-8"))
         totals[path.parent.name] = {"documents": int(manifest["documents"]),
                                     "tokens": int(manifest["tokens"])}

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from heuristics_planting import filler, run
 
-from curation.stages.heuristic_rules.gopher_quality import stop_word_list
+from curation.heuristics.gopher_quality import stop_word_list
 from curation.stages.heuristics import HeuristicsStage
 from curation.stages.language import LanguageStage
 from tests.conftest import SHARED_DATA

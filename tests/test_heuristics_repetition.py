@@ -9,8 +9,8 @@ from heuristics_planting import (
     unique_words,
 )
 
-from curation.stages.heuristic_rules import gopher_repetition
-from curation.stages.heuristic_rules.pieces import as_text_array
+from curation.heuristics import gopher_repetition
+from curation.heuristics.pieces import as_text_array
 from curation.stages.heuristics import (
     GopherRepetitionConfig,
 )

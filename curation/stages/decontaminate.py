@@ -36,6 +36,7 @@ from curation.decontam.ngrams import (
 from curation.decontam.tasks import read_task_texts, task_files
 from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
 from curation.stages.base import ScopedConfig, Stage, StageOutput
+from curation.worker_cache import load_once
 
 TASK_TABLE = "task_ngrams.npz"
 ACTIVE_TABLE = "active_ngrams.npz"
@@ -68,17 +69,13 @@ class DecontaminateConfig(ScopedConfig):
         return self
 
 
-_TABLES: dict[str, tuple[int, TaskTable]] = {}
-
-
 def load_table(path: Path | str) -> TaskTable:
     """The task table at `path`, loaded once per worker process (reloaded if rewritten)."""
-    path = str(path)
-    mtime = os.stat(path).st_mtime_ns
-    cached = _TABLES.get(path)
-    if cached is None or cached[0] != mtime:
-        _TABLES[path] = (mtime, TaskTable.load(Path(path)))
-    return _TABLES[path][1]
+    return load_once(path, _load_task_table)
+
+
+def _load_task_table(path: str) -> TaskTable:
+    return TaskTable.load(Path(path))
 
 
 def count_task_ngrams(docs: pd.DataFrame, part: int, table_path: str):

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from curation.atomic import atomic_write_parquet, write_json_atomic
+from curation.dedup.keeper import keeper_first
 from curation.documents import REMOVED, ledger_rows
 from curation.stages.base import ScopedConfig, Stage, StageContext, StageOutput
 
@@ -56,8 +57,7 @@ def _hash_partition(docs: pd.DataFrame, part: int, priorities: dict[str, int],
 
 def pick_duplicates(keys: pd.DataFrame) -> pd.DataFrame:
     """For each group of equal hashes, every row but the keeper, with the keeper's id."""
-    ordered = keys.assign(neg_priority=-keys["priority"]).sort_values(
-        ["h_hi", "h_lo", "neg_priority", "id"], kind="stable")
+    ordered = keeper_first(keys, ["h_hi", "h_lo"], keys["priority"])
     group_start = ~ordered.duplicated(["h_hi", "h_lo"], keep="first")
     keeper = ordered["id"].where(group_start).ffill()
     size = ordered.groupby(["h_hi", "h_lo"], sort=False)["id"].transform("size")

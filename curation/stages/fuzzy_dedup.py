@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 
 from curation.atomic import atomic_write_parquet, write_json_atomic
 from curation.dedup.components import connected_component_labels
+from curation.dedup.keeper import keeper_first
 from curation.dedup.lsh import band_hashes, band_ranks, bucket_anchor_edges, optimal_bands_rows
 from curation.dedup.minhash import MinHasher, shingle_hashes
 from curation.dedup.verify import decode_sets, encode_sets, pair_jaccard
@@ -139,8 +140,7 @@ def choose_keepers(members: pd.DataFrame, priorities: dict[str, int]) -> pd.Data
     unknown = sorted(set(members["source"]) - set(priorities))
     if unknown:
         raise ValueError(f"fuzzy_dedup: documents from sources not in the spec: {unknown}")
-    ordered = members.assign(neg_priority=-members["source"].map(priorities).astype("int64"))
-    ordered = ordered.sort_values(["label", "neg_priority", "id"], kind="stable")
+    ordered = keeper_first(members, ["label"], members["source"].map(priorities))
     grouped = ordered.groupby("label", sort=False)["id"]
     keeper = grouped.transform("first")
     return pd.DataFrame({

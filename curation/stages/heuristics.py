@@ -30,13 +30,13 @@ import pandas as pd
 import pyarrow as pa
 
 from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
+from curation.heuristics import c4, gopher_quality, gopher_repetition
+from curation.heuristics.c4 import C4Config
+from curation.heuristics.gopher_quality import GopherQualityConfig
+from curation.heuristics.gopher_repetition import GopherRepetitionConfig
+from curation.heuristics.pieces import as_text_array
+from curation.heuristics.rules import NOT_FAILED, Rule, first_failures
 from curation.stages.base import ScopedConfig, Stage, StageOutput
-from curation.stages.heuristic_rules import c4, gopher_quality, gopher_repetition
-from curation.stages.heuristic_rules.c4 import C4Config
-from curation.stages.heuristic_rules.gopher_quality import GopherQualityConfig
-from curation.stages.heuristic_rules.gopher_repetition import GopherRepetitionConfig
-from curation.stages.heuristic_rules.pieces import as_text_array
-from curation.stages.heuristic_rules.rules import NOT_FAILED, Rule, first_failures
 
 __all__ = [
     "C4Config",

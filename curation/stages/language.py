@@ -20,14 +20,14 @@ from langdetect.utils.ngram import NGram
 from pydantic import Field
 
 from curation.documents import REMOVED, ledger_rows
-from curation.stages.base import ScopedConfig, Stage, StageOutput
-from curation.stages.langid_profiles import (
+from curation.language.langid_profiles import (
     BITS_PER_CHAR,
     FIXED_POINT_SCALE,
     LanguageProfiles,
     load_profiles,
     lookup_ngrams,
 )
+from curation.stages.base import ScopedConfig, Stage, StageOutput
 
 SPACE = ord(" ")
 SEPARATOR = "\x00"  # joins documents; langdetect maps it to a space like all Basic Latin

@@ -36,8 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
+from curation.normalize.ftfy_lines import FTFY_SENSITIVE_ASCII, fix_text_by_line
 from curation.stages.base import ScopedConfig, Stage, StageOutput
-from curation.stages.ftfy_lines import FTFY_SENSITIVE_ASCII, fix_text_by_line
 
 HORIZONTAL_SPACE = (
     "\t\x0b\x0c \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"

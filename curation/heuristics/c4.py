@@ -31,13 +31,13 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curation.config import StrictModel
-from curation.stages.heuristic_rules.pieces import (
+from curation.heuristics.pieces import (
     Pieces,
     per_doc_sum,
     split_lines,
     split_words,
 )
-from curation.stages.heuristic_rules.rules import Rule, bound
+from curation.heuristics.rules import Rule, bound
 
 # A sentence ends with terminal punctuation (optionally closed by quotes or a bracket)
 # followed by whitespace or the end of the text: "3.5" does not end one ("e.g. " does).

@@ -28,14 +28,14 @@ import stopwordsiso
 from pydantic import Field, model_validator
 
 from curation.config import StrictModel
-from curation.stages.heuristic_rules.pieces import (
+from curation.heuristics.pieces import (
     per_doc_sum,
     ratio,
     split_lines,
     split_words,
     stripped_nonblank,
 )
-from curation.stages.heuristic_rules.rules import Rule, bound
+from curation.heuristics.rules import Rule, bound
 
 # A line starting with one of these (after indentation) is a bullet point.
 BULLET_LINE = r"^[-*•‣⁃◦●○▪▫■□·]"

@@ -31,7 +31,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from curation.config import StrictModel
-from curation.stages.heuristic_rules.pieces import (
+from curation.hashing import GOLDEN_GAMMA, splitmix64
+from curation.heuristics.pieces import (
     Pieces,
     per_doc_sum,
     ratio,
@@ -40,7 +41,7 @@ from curation.stages.heuristic_rules.pieces import (
     split_words,
     stripped_nonblank,
 )
-from curation.stages.heuristic_rules.rules import Rule, bound
+from curation.heuristics.rules import Rule, bound
 
 TOP_NGRAM_SIZES = (2, 3, 4)
 DUP_NGRAM_SIZES = (5, 6, 7, 8, 9, 10)
@@ -87,17 +88,6 @@ class GopherRepetitionConfig(StrictModel):
         return getattr(self, f"max_dup_{n}gram_char_fraction")
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: spreads ids over all 64 bits so sums of them rarely collide."""
-    x = x.astype(np.uint64, copy=True)
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
-
-
 def _duplicate_pieces(pieces: Pieces) -> dict[str, np.ndarray]:
     """Share of pieces (and of their characters) that repeat an earlier piece exactly."""
     pieces = stripped_nonblank(pieces)
@@ -125,8 +115,8 @@ class _RepeatedNgrams:
         self.words = words
         self.word_chars = words.lengths().astype(np.float64)
         self.total_chars = per_doc_sum(words, self.word_chars)
-        self.word_hash = _mix(words.ids() + 1)
-        self.doc_salt = _mix(words.doc.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+        self.word_hash = splitmix64(words.ids() + 1)
+        self.doc_salt = splitmix64(words.doc.astype(np.uint64) + GOLDEN_GAMMA)
         self.n = 1
         self.starts = np.arange(len(words))  # where the counted n-grams start
         self._hash = self.word_hash.copy()  # their hashes (valid at `starts`)
@@ -148,7 +138,7 @@ class _RepeatedNgrams:
         candidate = candidate[candidate + n < len(doc)]
         candidate = candidate[repeated_at[candidate + 1] & (doc[candidate] == doc[candidate + n])]
         with np.errstate(over="ignore"):
-            self._hash[candidate] = _mix(
+            self._hash[candidate] = splitmix64(
                 self._hash[candidate] * np.uint64(0x100000001B3) ^ self.word_hash[candidate + n]
             )
         self.starts, self.n = candidate, n + 1
