@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curation.atomic import atomic_write_parquet, write_json_atomic, write_text_atomic
-from curation.decontam.summary import summarize_decontamination
 from curation.documents import DOCUMENT_COLUMNS, LEDGER_SCHEMA
 from curation.layout import STEP_MANIFEST as MANIFEST
 from curation.progress import track
@@ -247,8 +246,8 @@ def run_pipeline(spec: Spec, out: Path, client, force: bool = False) -> list[Sta
     out = Path(out)
     results = run_stages(spec, out, client, force)
     finalize(results, out, client)
-    if spec.stages.decontaminate is not None:
-        summarize_decontamination(out / "ledger", out / "decontamination.json")
+    for _, stage in enabled_stages(spec):
+        stage.summarize(out)
     if spec.tokenizer is not None:
         curated_key = json.loads((out / "curated" / MANIFEST).read_text())["key"]
         tokenize(spec, out, client, curated_key, force)

@@ -180,7 +180,6 @@ def _cross_checks(spec: Spec) -> list[str]:
 
 def _file_checks(spec: Spec) -> list[str]:
     """Every file the spec names exists: inputs, task files, a given model or tokenizer."""
-    from curation.decontam.tasks import task_files
     from curation.io import InputError, expand_paths
 
     problems = []
@@ -189,17 +188,13 @@ def _file_checks(spec: Spec) -> list[str]:
             expand_paths(source.paths, spec.base_dir)
         except InputError as exc:
             problems.append(f"sources[{i}].paths: {exc}")
-    if spec.stages.decontaminate is not None:
-        for j, task in enumerate(spec.stages.decontaminate.tasks):
-            try:
-                task_files(task.paths, spec.base_dir, task.name)
-            except FileNotFoundError as exc:
-                problems.append(f"stages.decontaminate.tasks[{j}].paths: {exc}")
-    named = [("stages.quality.model", spec.stages.quality and spec.stages.quality.model),
-             ("tokenizer.path", spec.tokenizer and spec.tokenizer.path)]
-    for where, path in named:
-        if path and not (spec.base_dir / path).is_file():
-            problems.append(f"{where}: no file at {spec.base_dir / path}")
+    for cls in STAGES:
+        config = getattr(spec.stages, cls.name)
+        if config is not None:
+            problems += [f"stages.{cls.name}.{p}" for p in config.missing_files(spec.base_dir)]
+    path = spec.tokenizer and spec.tokenizer.path
+    if path and not (spec.base_dir / path).is_file():
+        problems.append(f"tokenizer.path: no file at {spec.base_dir / path}")
     return problems
 
 

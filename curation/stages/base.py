@@ -51,6 +51,11 @@ class ScopedConfig(StrictModel):
             return (~sources.isin(self.exempt)).to_numpy()
         return np.ones(len(sources), dtype=bool)
 
+    def missing_files(self, base_dir: Path) -> list[str]:
+        """Problems with the files this config names, each as `key: problem` (checked by
+        `curate validate` and before a run starts); none by default."""
+        return []
+
     def sources_in_scope(self, names: list[str]) -> list[str] | None:
         """The spec's sources the stage applies to; None when it applies to all."""
         if self.only is None and not self.exempt:
@@ -117,6 +122,9 @@ class Stage:
 
     def prepare(self, ctx: StageContext) -> None:
         """Optional global step before any partition is processed."""
+
+    def summarize(self, out: Path) -> None:
+        """Optional: write a run-level summary under OUT once OUT/ledger/ is complete."""
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
         """The stage on the in-scope documents of one partition."""

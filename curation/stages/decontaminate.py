@@ -33,6 +33,7 @@ from curation.decontam.ngrams import (
     build_task_table,
     find_matches,
 )
+from curation.decontam.summary import summarize_decontamination
 from curation.decontam.tasks import read_task_texts, task_files
 from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
 from curation.stages.base import ScopedConfig, Stage, StageOutput
@@ -67,6 +68,15 @@ class DecontaminateConfig(ScopedConfig):
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, got {names}")
         return self
+
+    def missing_files(self, base_dir: Path) -> list[str]:
+        problems = []
+        for j, task in enumerate(self.tasks):
+            try:
+                task_files(task.paths, base_dir, task.name)
+            except FileNotFoundError as exc:
+                problems.append(f"tasks[{j}].paths: {exc}")
+        return problems
 
 
 def load_table(path: Path | str) -> TaskTable:
@@ -136,6 +146,10 @@ class DecontaminateStage(Stage):
         print(f"decontaminate: {stats['task_keys']} task keys, {stats['keys_in_corpus']} seen "
               f"in the corpus, {stats['keys_over_cap']} ignored as too common "
               f"(in >= {self.config.max_matches} documents)")
+
+    def summarize(self, out: Path) -> None:
+        """OUT/decontamination.json: per task, what was cut and dropped (from the ledger)."""
+        summarize_decontamination(Path(out) / "ledger", Path(out) / "decontamination.json")
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
         path = Path(workdir) / ACTIVE_TABLE

@@ -63,6 +63,11 @@ class QualityConfig(ScopedConfig):
             raise ValueError(f"quality: sources both positive and negative: {sorted(both)}")
         return self
 
+    def missing_files(self, base_dir: Path) -> list[str]:
+        if self.model and not (Path(base_dir) / self.model).is_file():
+            return [f"model: no file at {Path(base_dir) / self.model}"]
+        return []
+
     @property
     def rule(self) -> str:
         if self.threshold is not None:
