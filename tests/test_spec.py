@@ -91,6 +91,18 @@ def test_missing_files_are_reported_per_source(tmp_path):
     assert load_spec(tmp_path / "spec.yaml", check_files=False).source("b").name == "b"
 
 
+def test_files_named_by_stages_are_checked(tmp_path):
+    write_jsonl(tmp_path / "a" / "one.jsonl", [{"text": "hello"}])
+    stages = {"quality": {"positive": ["a"], "negative": ["a2"], "model": "q.bin"},
+              "decontaminate": {"tasks": [{"name": "t", "paths": ["t.jsonl"], "fields": ["q"]}]}}
+    sources = [{"name": "a", "paths": ["a/*.jsonl"]}, {"name": "a2", "paths": ["a/*.jsonl"]}]
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(minimal(sources=sources, stages=stages)))
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path / "spec.yaml")
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "stages.quality.model", "stages.decontaminate.tasks[0].paths"]
+
+
 def test_bad_yaml_names_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: t\nsources: [\n  {name: a\n")
