@@ -197,3 +197,12 @@ def test_gopher_measures_the_document_as_it_entered_not_after_c4_lines():
     )
     out, rows = run({"c4": {}}, [text])  # C4 alone keeps the prose it cut out
     assert out.kept["text"].tolist() == [PROSE]
+
+
+def test_text_column_in_several_arrow_chunks():
+    """pandas 3 keeps a concatenated `str` column as several Arrow chunks."""
+    halves = [pd.DataFrame({"id": [str(i)], "source": "s", "meta": "{}", "text": [PROSE]},
+                           dtype="str") for i in range(2)]
+    docs = pd.concat(halves, ignore_index=True)
+    out = HeuristicsStage({"c4": {}, "gopher_quality": {}}, spec=None).process(docs, 0, None)
+    assert out.kept["id"].tolist() == ["0", "1"]

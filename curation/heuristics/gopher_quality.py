@@ -105,10 +105,16 @@ def _distinct_stop_words(
     """Per document: how many different stop words of its language occur
     (case-insensitive); NaN for a document whose language has no list."""
     lists = _stop_word_lists(langs, english, by_language)
-    vocabulary = sorted(lang + LANGUAGE_SEPARATOR + w for lang, ws in lists.items() for w in ws)
     bare = pc.utf8_trim(pc.utf8_lower(words.values), characters=WORD_EDGE_PUNCTUATION)
-    word_lang = pa.array(langs[words.doc], type=bare.type)
-    keys = pc.binary_join_element_wise(word_lang, bare, pa.scalar(LANGUAGE_SEPARATOR, bare.type))
+    present = set(langs)
+    if len(present) == 1 and present <= set(lists):  # one language: look words up as they are
+        vocabulary = sorted(lists[present.pop()])
+        keys = bare
+    else:
+        vocabulary = sorted(lang + LANGUAGE_SEPARATOR + w for lang, ws in lists.items() for w in ws)
+        word_lang = pa.array(langs[words.doc], type=bare.type)
+        separator = pa.scalar(LANGUAGE_SEPARATOR, bare.type)
+        keys = pc.binary_join_element_wise(word_lang, bare, separator)
     index = pc.index_in(keys, value_set=pa.array(vocabulary, type=bare.type))
     found = np.asarray(pc.fill_null(index, -1), dtype=np.int64)
     hit = found >= 0
