@@ -28,6 +28,11 @@ def test_shipped_specs_validate():
     assert len(weights) == 15
     assert weights["openwebtext2"] == 0.19336 and weights["nih-exporter"] == 0.00208
     assert sum(weights.values()) == pytest.approx(1.0, abs=1e-4)
+    # MT-NLG filtered only its own Common Crawl snapshots; code keeps any language
+    snapshots = ["cc-2021-04", "cc-2020-50"]
+    assert mtnlg.stages.heuristics.only == snapshots and mtnlg.stages.quality.only == snapshots
+    assert mtnlg.stages.language.exempt == ["github"]
+    assert mtnlg.stages.exact_dedup.only is None and mtnlg.stages.exact_dedup.exempt is None
     demo = load_spec(ROOT / "corpus_specs" / "demo.yaml", check_files=False)
     assert demo.stages.exact_dedup is not None
 
