@@ -139,3 +139,23 @@ def test_bad_select_keys_are_spec_errors_naming_the_key(corpus, bad, problem):
     with pytest.raises(SpecError) as info:
         _spec(corpus, {**GOT, "budget": {"docs": 3}, **bad})
     assert any("select" in p and problem in p for p in info.value.problems), info.value.problems
+
+
+def test_report_shows_chosen_and_not_chosen_scores_per_source(corpus, dask_cluster_client):
+    from curation.pipeline import run_pipeline
+    from curation.report import write_report
+
+    select = {"method": "dsir", "target": GOT["target"], "budget": {"docs": 8}}
+    out = corpus / "full"
+    run_pipeline(_spec(corpus, select), out, dask_cluster_client)
+    ledger = pd.concat([pq.read_table(p).to_pandas() for p in (out / "ledger").glob("*")])
+    summary = json.loads((out / "selection.json").read_text())
+    for source in ("web", "code"):
+        assert summary["sources"][source]["not_chosen"]["docs"] == \
+            int((ledger["source"] == source).sum())
+    assert sum(s["chosen"]["docs"] for s in summary["sources"].values()) == 8
+    web = summary["sources"]["web"]
+    assert web["chosen"]["p50"] < web["not_chosen"]["p50"]
+    text = write_report(out).read_text()
+    section = text[text.index("Data selection"):]
+    assert "| web | chosen |" in section and "| code | not chosen |" in section
