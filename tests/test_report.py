@@ -20,7 +20,7 @@ import yaml
 from curation.pipeline import run_pipeline
 from curation.quality.sampling import keep_decisions
 from curation.report import stage_totals, write_report
-from curation.report_data import blend_table, pareto_keep_probability
+from curation.report.data import blend_table, pareto_keep_probability
 from curation.spec import parse_spec
 from tests.conftest import write_jsonl
 
@@ -241,8 +241,8 @@ def test_html_renders_with_its_plots_in_headless_chromium(run_out, tmp_path):
 
 
 def test_quality_plot_draws_either_keep_rule(tmp_path):
-    from curation.report_data import QualityScores
-    from curation.report_plots import plot_quality
+    from curation.report.data import QualityScores
+    from curation.report.plots import plot_quality
 
     scores = pd.DataFrame({"source": ["w"] * 4 + ["p"], "score": [0.1, 0.4, 0.7, 0.9, 0.5],
                            "kept": [False, True, True, True, True],

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from curation import report_data as data
-from curation import report_plots as plots
 from curation.atomic import write_text_atomic
-from curation.summary import HEADER, format_table, summary_rows
+from curation.report import data, plots
+from curation.report.summary import HEADER, format_table, summary_rows
 
 PLOTS_DIR = "report"
 
@@ -255,7 +254,7 @@ def render_markdown(title: str, intro: str, sections: list[Section]) -> str:
 
 def write_report(out: Path, train_tokens: int | None = None) -> Path:
     """Write OUT/report.md, OUT/report.html and the PNGs under OUT/report/; return the .md."""
-    from curation.report_html import render_html
+    from curation.report.html import render_html
 
     out = Path(out)
     stage_totals(out)  # a clear error before anything is written

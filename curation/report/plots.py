@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from curation.report_data import QualityScores, pareto_keep_probability
+from curation.report.data import QualityScores, pareto_keep_probability
 
 DPI = 100
 
