@@ -222,7 +222,8 @@ def tokenize(spec: Spec, out: Path, client, curated_key: str, force: bool) -> No
         print("tokenize: finished earlier with the same inputs; skipped", file=sys.stderr)
         return
     started = time.perf_counter()
-    train_or_load_tokenizer(spec.tokenizer, out / "curated", out, spec.base_dir)
+    train_or_load_tokenizer(spec.tokenizer, out / "curated", out, spec.base_dir, spec.seed,
+                            client)
     manifests = tokenize_corpus(spec.tokenizer, out / "curated", out / "tokens",
                                 out / "tokenizer.json", client)
     write_json_atomic(marker, {"key": key, "sources": sorted(manifests),
