@@ -254,7 +254,7 @@ def run_pipeline(spec: Spec, out: Path, client, force: bool = False) -> list[Sta
     results = run_stages(spec, out, client, force)
     finalize(results, out, client)
     if spec.stages.decontaminate is not None:
-        summarize_decontamination(out / "ledger", out / "decontamination.json")
+        summarize_decontamination(out / "ledger", out / "decontamination.json", client=client)
     if spec.tokenizer is not None:
         curated_key = json.loads((out / "curated" / MANIFEST).read_text())["key"]
         tokenize(spec, out, client, curated_key, force)
