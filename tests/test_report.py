@@ -23,6 +23,7 @@ from curation.report import stage_totals, write_report
 from curation.report.data import blend_table, pareto_keep_probability
 from curation.spec import parse_spec
 from tests.conftest import write_jsonl
+from tests.driver_guard import forbid_data_reads
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -244,9 +245,23 @@ def test_quality_plot_draws_either_keep_rule(tmp_path):
     from curation.report.data import QualityScores
     from curation.report.plots import plot_quality
 
-    scores = pd.DataFrame({"source": ["w"] * 4 + ["p"], "score": [0.1, 0.4, 0.7, 0.9, 0.5],
-                           "kept": [False, True, True, True, True],
-                           "exempt": [False] * 4 + [True]})
+    per_source = pd.DataFrame({"source": ["w", "p"], "scored": [4, 1], "kept": [3, 1],
+                               "removed": [1, 0], "exempt": [False, True], "mean": [0.5, 0.5]})
+    histograms = {fate: np.histogram(scores, bins=np.linspace(0, 1, 41))[0]
+                  for fate, scores in (("kept", [0.4, 0.7, 0.9]), ("removed", [0.1]),
+                                       ("exempt", [0.5]))}
     for rule, threshold in (("pareto", None), ("threshold", 0.3)):
-        path = plot_quality(QualityScores(scores, rule, threshold, 9.0), tmp_path / f"{rule}.png")
+        path = plot_quality(QualityScores(per_source, histograms, rule, threshold, 9.0),
+                            tmp_path / f"{rule}.png")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_with_a_cluster_the_driver_reads_no_documents(run_out, tmp_path, dask_cluster_client,
+                                                      monkeypatch):
+    """Every count over documents is made on the workers and merged there: with every data
+    reader refused in this process, the report is the one counted here file by file."""
+    out = tmp_path / "out"
+    shutil.copytree(run_out, out)
+    alone = write_report(out).read_text()
+    forbid_data_reads(monkeypatch)
+    assert write_report(out, client=dask_cluster_client).read_text() == alone
