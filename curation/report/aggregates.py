@@ -101,13 +101,13 @@ def merge(parts: list[dict]) -> dict:
     return total
 
 
-def texts_of(item: tuple[str, list[str]]) -> dict[str, str]:
-    """(partition, ids) -> the texts of those ids there: the examples' texts as their stage
+def texts_of(item: tuple[str, list[str]]) -> dict[tuple[str, str], str]:
+    """(partition, ids) -> {(partition, id): text}: the examples' texts as their stage
     received them."""
     path, ids = item
     docs = _read(path, ["id", "text"])
     docs = docs[docs["id"].isin(ids)]
-    return dict(zip(docs["id"], docs["text"], strict=True))
+    return {(path, doc_id): text for doc_id, text in zip(docs["id"], docs["text"], strict=True)}
 
 
 def merge_texts(parts: list[dict]) -> dict:

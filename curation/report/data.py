@@ -166,10 +166,11 @@ def reason_examples(out: Path, counts: dict, client=None) -> dict:
                                       agg.merge_texts)) if wanted else {}
     examples: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for key, rows in counts.get("examples", {}).items():
-        for doc_id, detail, _ in rows:
+        for doc_id, detail, ledger_file in rows:
             shown = excerpt(detail, 120)
-            if doc_id in texts:
-                shown += f" — “{excerpt(texts[doc_id])}”"
+            text = texts.get((str(_input_partition(runs, ledger_file)), doc_id))
+            if text is not None:
+                shown += f" — “{excerpt(text)}”"
             examples.setdefault(key, []).append((doc_id, shown))
     return examples
 
