@@ -20,7 +20,7 @@ import yaml
 from curation.pipeline import run_pipeline
 from curation.quality.sampling import keep_decisions
 from curation.report import stage_totals, write_report
-from curation.report.data import blend_table, pareto_keep_probability
+from curation.report.data import blend_table, excerpt, pareto_keep_probability
 from curation.spec import parse_spec
 from tests.conftest import write_jsonl
 from tests.driver_guard import forbid_data_reads
@@ -108,6 +108,25 @@ def test_examples_show_ledger_ids_with_their_text(run_out):
     before = pq.read_table(run_out / "stages" / "01_normalize" / "data").to_pandas()
     text = before.set_index("id").loc[language["id"], "text"]
     assert " ".join(text.split())[:60] in md
+
+
+def test_every_example_shows_the_text_its_stage_received(run_out):
+    """An id may be an example of several stages (normalized, then removed): each shows the
+    text as that stage's input held it."""
+    folders = sorted(p.name for p in (run_out / "stages").iterdir() if p.is_dir())
+    inputs = {}
+    for before, after in zip(folders, folders[1:], strict=False):
+        frame = pq.read_table(run_out / "stages" / before / "data").to_pandas()
+        inputs[after.split("_", 1)[1]] = dict(zip(frame["id"], frame["text"], strict=True))
+    stage, checked = None, 0
+    for line in (run_out / "report.md").read_text().splitlines():
+        if match := re.fullmatch(r"\*(\w+) / \w+\*", line):
+            stage = match.group(1)
+        elif (match := re.match(r"- `([^`]+)`: .* — “(.*)”$", line)) and stage in inputs:
+            shown = excerpt(inputs[stage][match.group(1)]).replace("|", "\\|")  # Markdown
+            assert match.group(2) == shown, line
+            checked += 1
+    assert checked >= 10
 
 
 def test_blend_table_tokens_weights_and_epochs(run_out):
