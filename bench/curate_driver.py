@@ -95,9 +95,13 @@ def measure(scale: float, workers: int, code: Path, workdir: Path) -> dict:
     try:
         figures = workdir / "driver.json"
         started = time.perf_counter()
-        subprocess.run([str(BIN / "python"), "-c", DRIVER, str(figures), "run", str(spec),
-                        "--out", str(workdir / "out"), "--scheduler", address],
-                       env=env, check=True, stdout=subprocess.DEVNULL)
+        log = workdir / "driver.log"
+        with open(log, "w") as stderr:
+            done = subprocess.run([str(BIN / "python"), "-c", DRIVER, str(figures), "run",
+                                   str(spec), "--out", str(workdir / "out"), "--scheduler",
+                                   address], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        if done.returncode:
+            raise RuntimeError(f"curate run failed:\n{log.read_text()[-4000:]}")
         wall = time.perf_counter() - started
         driver = json.loads(figures.read_text())
         worker_procs = [psutil.Process(p.pid) for p in procs[1:]]
@@ -107,7 +111,11 @@ def measure(scale: float, workers: int, code: Path, workdir: Path) -> dict:
         for p in reversed(procs):
             p.terminate()
         for p in procs:
-            p.wait(timeout=60)
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
     read = json.loads((workdir / "out" / "stages" / "00_read" / "_manifest.json").read_text())
     tokens = sum(json.loads(m.read_text())["tokens"]
                  for m in (workdir / "out" / "tokens").glob("*/manifest.json"))
