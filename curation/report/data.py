@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 import yaml
 
 from curation.aggregate import map_reduce, result
+from curation.layout import STEP_MANIFEST as MANIFEST
 from curation.report import aggregates as agg
+from curation.shards import MANIFEST_NAME
 
-MANIFEST = "_manifest.json"
 EXCERPT_CHARS = 160
 
 
@@ -98,7 +99,7 @@ def funnel(out: Path) -> pd.DataFrame:
 def token_totals(out: Path) -> dict[str, dict]:
     """Per source: documents and tokens in its token shards (OUT/tokens/<source>/manifest.json)."""
     totals = {}
-    for path in sorted((Path(out) / "tokens").glob("*/manifest.json")):
+    for path in sorted((Path(out) / "tokens").glob(f"*/{MANIFEST_NAME}")):
         manifest = json.loads(path.read_text(encoding="utf-8"))
         totals[path.parent.name] = {"documents": int(manifest["documents"]),
                                     "tokens": int(manifest["tokens"])}
@@ -205,7 +206,7 @@ def quality_scores(out: Path, counts: dict) -> QualityScores | None:
         return None
     config = runs["quality"].manifest["params"]
     config = config.get("config", config)
-    exempt = set(config.get("exempt") or [])
+    exempt = set(runs["quality"].manifest["totals"].get("skipped_sources", []))
     scores = counts.get("scores", {})
     bins = len(agg.SCORE_BINS) - 1
     histograms = {fate: np.zeros(bins, dtype=np.int64) for fate in ("kept", "removed", "exempt")}
