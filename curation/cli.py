@@ -29,8 +29,8 @@ def _cmd_run(args) -> int:
     out = Path(args.out or Path("out") / spec.name)
     with dask_client(workers=args.workers, scheduler=args.scheduler) as client:
         run_pipeline(spec, out, client, force=args.force)
+        report = write_report(out, client=client)
     print(summary_text(out))
-    report = write_report(out)
     print(f"\ncurated: {out / 'curated'}\nledger:  {out / 'ledger'}\nreport:  {report}")
     return 0
 
@@ -67,7 +67,13 @@ def _cmd_export_megatron(args) -> int:
 def _cmd_report(args) -> int:
     from curation.report import summary_text, write_report
 
-    path = write_report(Path(args.out), train_tokens=args.train_tokens)
+    if args.workers or args.scheduler:
+        from curation.cluster import dask_client
+
+        with dask_client(workers=args.workers, scheduler=args.scheduler) as client:
+            path = write_report(Path(args.out), train_tokens=args.train_tokens, client=client)
+    else:  # counted here, one file at a time
+        path = write_report(Path(args.out), train_tokens=args.train_tokens)
     print(summary_text(Path(args.out)))
     print(f"\nreport: {path} and {path.with_suffix('.html')} (plots in {path.parent / 'report'})")
     return 0
@@ -119,9 +125,10 @@ def _cmd_demo_corpus(args) -> int:
     return 0
 
 
-def _add_cluster_args(parser: argparse.ArgumentParser) -> None:
+def _add_cluster_args(parser: argparse.ArgumentParser,
+                      workers_help: str = "local cluster size (default: CPU count)") -> None:
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="local cluster size (default: CPU count)")
+    where.add_argument("--workers", type=int, help=workers_help)
     where.add_argument("--scheduler", help="a running Dask scheduler, e.g. tcp://host:8786")
 
 
@@ -160,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-tokens", type=int,
                    help="tokens the trainer will see, for the blend table's epochs "
                         "(default: one pass over a corpus-sized blend)")
+    _add_cluster_args(p, "count on a local cluster of N workers (default: in this process)")
     p.set_defaults(func=_cmd_report)
 
     _add_inspect_parser(sub)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curation import report_data as data
+from curation.report import data
 from curation.shards import MANIFEST_NAME, file_sha256
 
 TOKENIZER_FILE = "tokenizer.json"

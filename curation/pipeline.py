@@ -216,7 +216,8 @@ def tokenize(spec: Spec, out: Path, client, curated_key: str, force: bool) -> No
         print("tokenize: finished earlier with the same inputs; skipped", file=sys.stderr)
         return
     started = time.perf_counter()
-    train_or_load_tokenizer(spec.tokenizer, out / "curated", out, spec.base_dir)
+    train_or_load_tokenizer(spec.tokenizer, out / "curated", out, spec.base_dir, spec.seed,
+                            client)
     manifests = tokenize_corpus(spec.tokenizer, out / "curated", out / "tokens",
                                 out / "tokenizer.json", client)
     write_json_atomic(marker, {"key": key, "sources": sorted(manifests),
@@ -247,7 +248,7 @@ def run_pipeline(spec: Spec, out: Path, client, force: bool = False) -> list[Sta
     results = run_stages(spec, out, client, force)
     finalize(results, out, client)
     for _, stage in enabled_stages(spec):
-        stage.summarize(out)
+        stage.summarize(out, client)
     if spec.tokenizer is not None:
         curated_key = json.loads((out / "curated" / MANIFEST).read_text())["key"]
         tokenize(spec, out, client, curated_key, force)

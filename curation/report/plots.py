@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from curation.report_data import QualityScores, pareto_keep_probability
+from curation.report.data import QualityScores, pareto_keep_probability
 
 DPI = 100
 
@@ -90,19 +90,16 @@ def plot_languages(table: pd.DataFrame, path: Path, top: int = 25) -> Path:
     return _save(fig, path)
 
 
-def plot_quality(quality: QualityScores, path: Path, bins: int = 40) -> Path:
+def plot_quality(quality: QualityScores, path: Path) -> Path:
     """Score histogram by fate, with the keep rule (threshold line or Pareto P(keep))."""
-    scores = quality.scores
-    edges = np.linspace(0, 1, bins + 1)
-    groups = [
-        ("kept", scores[scores["kept"] & ~scores["exempt"]], "tab:blue"),
-        ("removed", scores[~scores["kept"]], "tab:red"),
-        ("exempt (scored only)", scores[scores["exempt"]], "tab:gray"),
-    ]
+    edges = np.linspace(0, 1, len(quality.histograms["kept"]) + 1)
+    groups = [("kept", "kept", "tab:blue"), ("removed", "removed", "tab:red"),
+              ("exempt", "exempt (scored only)", "tab:gray")]
     fig = Figure(figsize=(9, 4))
     ax = fig.subplots()
-    ax.hist([g["score"] for _, g, _ in groups], bins=edges, stacked=True,
-            label=[name for name, _, _ in groups], color=[c for _, _, c in groups])
+    ax.hist([edges[:-1]] * len(groups), bins=edges, stacked=True,
+            weights=[quality.histograms[fate] for fate, _, _ in groups],
+            label=[label for _, label, _ in groups], color=[c for _, _, c in groups])
     ax.set_xlabel("quality score (classifier P(high quality))")
     ax.set_ylabel("documents")
     if quality.rule == "threshold":
@@ -123,9 +120,9 @@ def plot_quality(quality: QualityScores, path: Path, bins: int = 40) -> Path:
     return _save(fig, path)
 
 
-def plot_cluster_sizes(sizes: np.ndarray, path: Path) -> Path:
-    """How many near-duplicate clusters have each size."""
-    values, counts = np.unique(sizes, return_counts=True)
+def plot_cluster_sizes(sizes: pd.Series, path: Path) -> Path:
+    """How many near-duplicate clusters have each size (`sizes`: clusters per size)."""
+    values, counts = sizes.index.to_numpy(), sizes.to_numpy()
     fig = Figure(figsize=(7, 3.5))
     ax = fig.subplots()
     ax.bar(values.astype(str), counts, color="tab:purple")
