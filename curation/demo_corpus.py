@@ -138,9 +138,7 @@ def build_demo_corpus(out_dir: Path, scale: float = 1.0) -> dict:
     files["tasks/demo_qa.jsonl"] = task_lines.encode("utf-8")
 
     for name, data in sorted(files.items()):
-        path = out_dir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        _write_if_changed(out_dir / name, data)
 
     summary = _summary(scale, files, len(pydocs), len(docstrings), web_records, plan)
     summary["malformed"] = malformed
@@ -154,8 +152,17 @@ def build_demo_corpus(out_dir: Path, scale: float = 1.0) -> dict:
         ),
     }
     text = json.dumps(summary, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-    (out_dir / "demo_corpus.json").write_text(text, encoding="utf-8")
+    _write_if_changed(out_dir / "demo_corpus.json", text.encode("utf-8"))
     return summary
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Leave a file that already holds exactly `data` alone (its mtime too), so a rebuilt
+    demo corpus looks unchanged to everything that watches files."""
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 def _summary(scale, files, pydocs, docstrings, web_records, plan) -> dict:
