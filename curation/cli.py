@@ -23,12 +23,12 @@ def _cmd_run(args) -> int:
     from curation.cluster import dask_client, stop_on_first_interrupt
     from curation.pipeline import run_pipeline
     from curation.report import summary_text, write_report
-    from curation.run_lock import folder_lock
+    from curation.run_lock import FolderLock
     from curation.spec import load_spec
 
     spec = load_spec(args.spec)
     out = Path(args.out or Path("out") / spec.name)
-    with folder_lock(out, "curate run"), stop_on_first_interrupt():
+    with FolderLock(out, "curate run"), stop_on_first_interrupt():
         with dask_client(workers=args.workers, scheduler=args.scheduler) as client:
             run_pipeline(spec, out, client, force=args.force)
         report = write_report(out)
@@ -40,7 +40,7 @@ def _cmd_run(args) -> int:
 def _cmd_train_quality(args) -> int:
     from curation.cluster import dask_client, stop_on_first_interrupt
     from curation.pipeline import run_stages
-    from curation.run_lock import folder_lock
+    from curation.run_lock import FolderLock
     from curation.spec import load_spec
     from curation.stages.quality import train_quality
 
@@ -50,7 +50,7 @@ def _cmd_train_quality(args) -> int:
               file=sys.stderr)
         return 2
     out = Path(args.out or Path("out") / spec.name)
-    with folder_lock(out, "curate train-quality"), stop_on_first_interrupt(), \
+    with FolderLock(out, "curate train-quality"), stop_on_first_interrupt(), \
             dask_client(workers=args.workers, scheduler=args.scheduler) as client:
         before = run_stages(spec, out, client, until="quality")
         metrics = train_quality(spec.stages.quality, spec, before[-1].partitions, out, client,

@@ -21,8 +21,6 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_NAME = ".lock"
@@ -104,21 +102,40 @@ def _acquire(folder: Path, command: str) -> tuple[int, Path]:
         return fd, path
 
 
-@contextmanager
-def folder_lock(folder: str | Path, command: str) -> Iterator[None]:
-    """Hold FOLDER/.lock for the body; raise LockHeld (one line) if a live run holds it.
+class FolderLock:
+    """Hold FOLDER/.lock: `with FolderLock(folder, "curate run"):`, or `acquire()` early
+    (to refuse before other work) and `with` the held lock later.
 
-    The folder is created if needed. On exit the record is removed before the flock is
-    released, so the next run finds no holder to report.
+    The folder is created if needed. `acquire` raises LockHeld (one line) when a live run
+    holds it. On release the record is removed before the flock is dropped, so the next
+    run finds no holder to report.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, path = _acquire(folder, command)
-    try:
-        yield
-    finally:
+
+    def __init__(self, folder: str | Path, command: str):
+        self.folder = Path(folder)
+        self.command = command
+        self._fd: int | None = None
+        self._path: Path | None = None
+
+    def acquire(self) -> FolderLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._fd, self._path = _acquire(self.folder, self.command)
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
         try:
-            path.unlink()
+            self._path.unlink()
         except FileNotFoundError:
             pass
-        os.close(fd)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        if self._fd is None:
+            self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()

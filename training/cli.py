@@ -17,6 +17,7 @@ from training.launch import launch, under_launcher
 from training.loop import check_supported, run_worker
 from training.parallel.grid import GridLayout, LayoutError
 from training.parallel.zero import NonFiniteStepsError
+from training.train_dir_lock import lock_train_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,14 +70,16 @@ def main(argv: list[str] | None = None) -> int:
         if not under_launcher():
             layout.check_world(args.nproc or layout.world_size)
         check_supported(cfg)
+        held = lock_train_dir(cfg.train.dir)  # LockHeld is a RuntimeError: one line
     except (ConfigError, LayoutError, RuntimeError) as err:
         print(f"pretrain: {err}", file=sys.stderr)
         return 2
     try:
-        if under_launcher() or layout.world_size == 1:
-            run_worker(cfg.dump())
-        else:
-            launch(layout.world_size, run_worker, cfg.dump())
+        with held:
+            if under_launcher() or layout.world_size == 1:
+                run_worker(cfg.dump())
+            else:
+                launch(layout.world_size, run_worker, cfg.dump())
     except NonFiniteStepsError as err:
         print(f"pretrain: {err}", file=sys.stderr)
         return 1
