@@ -4,7 +4,8 @@ Sources (layout under DIR, read by corpus_specs/demo.yaml):
   pydocs/part-*.jsonl.zst      Python's pydoc topics, one per record {"id", "text", "title"}
   docstrings/part-*.jsonl.gz   stdlib docstrings grouped into documents {"text", "module"}
   web/part-*.parquet           a synthetic crawl {"id", "url", "text"}: prose plus spam,
-                               boilerplate, mojibake, copies, other languages, task text
+                               boilerplate, mojibake, copies, other languages, task text,
+                               and generated filler only the quality classifier catches
   tasks/demo_qa.jsonl          the demo test set {"question", "context", "answer"}
   demo_corpus.json             the summary: files, counts and every planted case
 
@@ -108,7 +109,7 @@ def build_demo_corpus(out_dir: Path, scale: float = 1.0) -> dict:
     """Write the demo corpus under `out_dir` and return (and save) its summary.
 
     `scale` multiplies the document counts of every source (the demo test set keeps its
-    size); at 1.0 the corpus has about 2,200 documents, 3.7 MB of text (0.8 MB on disk).
+    size); at 1.0 the corpus has about 2,300 documents, 3.2 MB of text (0.7 MB on disk).
     pydocs and docstrings hold all the stdlib has at 1.0; larger scales grow the web source.
     """
     if not scale > 0:

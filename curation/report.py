@@ -16,6 +16,7 @@ import pandas as pd
 from curation import report_data as data
 from curation import report_plots as plots
 from curation.atomic import write_text_atomic
+from curation.stages.quality import weak_classifier_warning
 from curation.summary import HEADER, format_table, summary_rows
 
 PLOTS_DIR = "report"
@@ -151,7 +152,12 @@ def _quality_section(out: Path, ledger: pd.DataFrame) -> Section | None:
     metrics = data.read_json(out / "quality" / "metrics.json")
     if metrics:
         counts = metrics.get("counts", {})
-        blocks += ["**Classifier** (held-out documents of the positive and negative sources):",
+        warning = weak_classifier_warning(metrics)
+        blocks += [f"**Classifier**: held-out AUC {metrics.get('auc', float('nan')):.3f}, "
+                   f"precision {metrics.get('precision', float('nan')):.3f}, recall "
+                   f"{metrics.get('recall', float('nan')):.3f} (positive class at score 0.5)"
+                   + (f". **Warning**: {warning}." if warning else "."),
+                   "Held-out documents of the positive and negative sources:",
                    Table(["metric", "value"],
                          [[k, f"{metrics[k]:.3f}"] for k in ("precision", "recall", "accuracy",
                                                              "auc") if k in metrics]
