@@ -150,7 +150,8 @@ def run_stage(stage, index: int, previous: StageResult, spec: Spec, out: Path, c
     params = stage.params()
     key = _key(stage.name, params, spec.seed, json.loads((previous.folder / MANIFEST)
                                                          .read_text())["key"])
-    done = _open_stage_dir(folder, key, force, params)
+    recorded = {**params, "seed": spec.seed}  # all the key holds besides the input's key
+    done = _open_stage_dir(folder, key, force, recorded)
     if done is None:
         started = time.perf_counter()
         ctx = ClusterStageContext(spec, out, folder, previous.partitions, client)
@@ -166,7 +167,7 @@ def run_stage(stage, index: int, previous: StageResult, spec: Spec, out: Path, c
                  for k in range(len(previous.partitions))]
         parts = [folder / "data" / f"part-{k:05d}.parquet"
                  for k in range(len(previous.partitions))]
-        done = _finish_stage(folder, stage.name, key, params, stats, parts, started)
+        done = _finish_stage(folder, stage.name, key, recorded, stats, parts, started)
         skipped = False
     else:
         skipped = True

@@ -29,12 +29,20 @@ def rerun_reason(manifest_path: Path, key_path: Path, key: str, params: dict, fo
         old = json.loads(json.dumps(manifest.get("params"), sort_keys=True, default=str))
         new = json.loads(json.dumps(params, sort_keys=True, default=str))
         if old != new:
-            changed = sorted(k for k in set(old or {}) | set(new) if
-                             (old or {}).get(k) != new.get(k))
-            return f"parameters changed ({', '.join(changed)})"
+            return f"parameters changed ({', '.join(changed_keys(old, new))})"
         return inputs
     if key_path.exists():
         if key_path.read_text() == key:
             return "unfinished: finishing the parts an earlier run did not"
         return "unfinished earlier run with other inputs or parameters: starting over"
     return None
+
+
+def changed_keys(old: object, new: object, prefix: str = "") -> list[str]:
+    """Dotted paths of the values that differ between two JSON-like parameter trees."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [prefix or "(all)"]
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        changed += changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")
+    return [path.rstrip(".") for path in changed]
