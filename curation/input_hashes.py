@@ -6,8 +6,10 @@ kept cheap by a cache, `OUT/stages/_input_hashes.json`, of each file's size, sta
 (mtime, or the store's ETag) and SHA-256: only a file whose size or stamp changed since
 the last run is read again, so an unchanged TB corpus costs one `stat` per file. The
 files that must be hashed are hashed on the Dask workers, in parallel and where the read
-stage reads them; SHA-256 streams at several hundred MB/s per core, a fraction of what
-decompressing and parsing the same bytes costs the read stage itself.
+stage reads them. Hashing reads the stored (compressed) bytes once at ~100 MB/s per core
+(measured on a busy 2-core machine), while the read stage decompresses, parses and writes
+the same file at well under 10 MB/s of text per core: a first run pays a few per cent more
+for reading, and a rerun pays only for the files that changed.
 """
 
 from __future__ import annotations
