@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from curation.config import StrictModel, check_safe_name
-from curation.stages.decontaminate import DecontaminateConfig
-from curation.stages.exact_dedup import ExactDedupConfig
-from curation.stages.fuzzy_dedup import FuzzyDedupConfig
-from curation.stages.heuristics import HeuristicsConfig
-from curation.stages.language import LanguageConfig
-from curation.stages.normalize import NormalizeConfig
-from curation.stages.quality import QualityConfig
+from curation.stages.registry import STAGES
 from curation.tokenize import TokenizerConfig
 
 
@@ -63,16 +64,12 @@ class ReadConfig(StrictModel):
     max_record_bytes: int = Field(default=16 * 2**20, gt=0)
 
 
-class StagesSpec(StrictModel):
-    """The stages to run; a stage left out is skipped. Order is always the canonical one."""
-
-    normalize: NormalizeConfig | None = None
-    language: LanguageConfig | None = None
-    heuristics: HeuristicsConfig | None = None
-    quality: QualityConfig | None = None
-    exact_dedup: ExactDedupConfig | None = None
-    fuzzy_dedup: FuzzyDedupConfig | None = None
-    decontaminate: DecontaminateConfig | None = None
+# The stages to run, one optional key per registered stage; a stage left out is skipped.
+# Order is always the registry's.
+StagesSpec = create_model(
+    "StagesSpec", __base__=StrictModel,
+    **{cls.name: (cls.config_class | None, None) for cls in STAGES},
+)
 
 
 class Spec(StrictModel):
@@ -163,16 +160,17 @@ def _cross_checks(data: dict) -> list[str]:
     for i, name in enumerate(names):
         if name is not None and name in names[:i]:
             problems.append(f"sources[{i}].name: duplicate source name {name!r}")
-    stages = data.get("stages")
-    quality = stages.get("quality") if isinstance(stages, dict) else None
-    if isinstance(quality, dict):
-        known = ", ".join(str(n) for n in names if n is not None)
-        for key in ("positive", "negative", "exempt"):
-            for j, name in enumerate(_as_list(quality.get(key))):
-                if isinstance(name, str) and name not in names:
-                    problems.append(
-                        f"stages.quality.{key}[{j}]: no source named {name!r} (sources: {known})"
-                    )
+    stages = data.get("stages") if isinstance(data.get("stages"), dict) else {}
+    quality = stages.get("quality") if isinstance(stages.get("quality"), dict) else {}
+    named = [(f"stages.quality.{key}", quality.get(key)) for key in ("positive", "negative")]
+    for cls in STAGES:
+        config = stages.get(cls.name) if isinstance(stages.get(cls.name), dict) else {}
+        named += [(f"stages.{cls.name}.{key}", config.get(key)) for key in ("only", "exempt")]
+    known = ", ".join(str(n) for n in names if n is not None)
+    for where, listed in named:
+        for j, name in enumerate(_as_list(listed)):
+            if isinstance(name, str) and name not in names:
+                problems.append(f"{where}[{j}]: no source named {name!r} (sources: {known})")
     shares = [[k for k in ("weight", "epochs") if s.get(k) is not None] for s in sources]
     if any(shares) and not all(shares):
         problems += [f"sources[{i}]: no `weight` or `epochs` while other sources have one"
@@ -191,7 +189,6 @@ def _as_list(value: object) -> list:
 
 def _file_checks(spec: Spec) -> list[str]:
     """Every file the spec names exists: inputs, task files, a given model or tokenizer."""
-    from curation.decontam.tasks import task_files
     from curation.io import InputError, expand_paths
 
     problems = []
@@ -200,17 +197,13 @@ def _file_checks(spec: Spec) -> list[str]:
             expand_paths(source.paths, spec.base_dir)
         except InputError as exc:
             problems.append(f"sources[{i}].paths: {exc}")
-    if spec.stages.decontaminate is not None:
-        for j, task in enumerate(spec.stages.decontaminate.tasks):
-            try:
-                task_files(task.paths, spec.base_dir, task.name)
-            except FileNotFoundError as exc:
-                problems.append(f"stages.decontaminate.tasks[{j}].paths: {exc}")
-    named = [("stages.quality.model", spec.stages.quality and spec.stages.quality.model),
-             ("tokenizer.path", spec.tokenizer and spec.tokenizer.path)]
-    for where, path in named:
-        if path and not (spec.base_dir / path).is_file():
-            problems.append(f"{where}: no file at {spec.base_dir / path}")
+    for cls in STAGES:
+        config = getattr(spec.stages, cls.name)
+        if config is not None:
+            problems += [f"stages.{cls.name}.{p}" for p in config.missing_files(spec.base_dir)]
+    path = spec.tokenizer and spec.tokenizer.path
+    if path and not (spec.base_dir / path).is_file():
+        problems.append(f"tokenizer.path: no file at {spec.base_dir / path}")
     return problems
 
 

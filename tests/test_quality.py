@@ -239,3 +239,26 @@ def test_the_demo_classifier_learns_and_removes_the_web_filler(demo_run, capsys)
     assert (f"**Classifier**: held-out AUC {metrics['auc']:.3f}, precision "
             f"{metrics['precision']:.3f}, recall {metrics['recall']:.3f}") in report
     assert "**Warning**" not in report
+
+
+def test_model_is_retrained_when_its_training_data_change(tmp_path, client):
+    """Same parameters, same ids, different texts: a different model, not the cached one."""
+    docs = corpus()
+    spec = SimpleNamespace(name="t", seed=1234, base_dir=tmp_path, sources=[])
+    config = QualityConfig(positive=["pydocs"], negative=["web"], max_docs_per_class=200,
+                           **SMALL_MODEL)
+    stage = QualityStage(config, spec)
+    model = tmp_path / "quality" / "model.bin"
+    run(stage, spec, tmp_path, client, partitions(tmp_path, docs, 2, "before"), "q")
+    first = model.stat().st_mtime_ns, json.loads(model.with_name("metrics.json").read_text())
+    run(stage, spec, tmp_path, client, partitions(tmp_path, docs, 3, "again"), "q")
+    assert model.stat().st_mtime_ns == first[0]  # same sample: reused
+
+    edited = docs.copy()
+    positive = edited["source"] == "pydocs"
+    edited.loc[positive, "text"] = edited.loc[positive, "text"] + " Revised edition."
+    run(stage, spec, tmp_path, client, partitions(tmp_path, edited, 2, "after"), "q")
+    metrics = json.loads(model.with_name("metrics.json").read_text())
+    assert model.stat().st_mtime_ns != first[0]
+    assert metrics["params"] == first[1]["params"]
+    assert metrics["params_hash"] != first[1]["params_hash"]
