@@ -284,3 +284,24 @@ def test_with_a_cluster_the_driver_reads_no_documents(run_out, tmp_path, dask_cl
     alone = write_report(out).read_text()
     forbid_data_reads(monkeypatch)
     assert write_report(out, client=dask_cluster_client).read_text() == alone
+
+
+def test_the_text_bytes_table_ends_with_the_last_stage(run_out):
+    table = md_table((run_out / "report.md").read_text(), "**Text bytes**")
+    assert list(table.columns) == ["source", "input", *[n for n, _ in stage_totals(run_out)]]
+
+
+def test_token_bars_have_their_sources_line_colour(run_out):
+    from matplotlib.colors import to_hex
+
+    from curation.report.data import funnel, token_totals
+    from curation.report.plots import funnel_figure
+
+    tokens = token_totals(run_out)
+    axes = funnel_figure(funnel(run_out), tokens).axes
+    line_colour = {line.get_label(): to_hex(line.get_color()) for line in axes[0].lines}
+    bars = axes[2].patches
+    names = [tick.get_text() for tick in axes[2].get_xticklabels()]
+    assert sorted(names) == sorted(tokens) and len(set(line_colour.values())) == len(line_colour)
+    assert {n: to_hex(bar.get_facecolor()) for n, bar in zip(names, bars, strict=True)} == \
+        {n: line_colour[n] for n in names}

@@ -16,6 +16,7 @@ import pandas as pd
 from curation.atomic import write_text_atomic
 from curation.report import data, plots
 from curation.report.summary import HEADER, format_table, summary_rows
+from curation.stages.quality import weak_classifier_warning
 
 PLOTS_DIR = "report"
 
@@ -67,24 +68,24 @@ def _funnel_section(out: Path, funnel: pd.DataFrame, tokens: dict) -> Section:
     sources = sorted(funnel["source"].unique())
     blocks: list = [
         "What is left of every source after each stage: `input` is what the read step saw "
-        "(malformed records included); the last columns are the token shards.",
+        "(malformed records included); the documents table ends with the documents in the "
+        "token shards, and the plot's last panel counts their tokens.",
         Image(plots.plot_funnel(funnel, tokens, out / PLOTS_DIR / "funnel.png")
               .relative_to(out), "documents, bytes and tokens after each stage"),
     ]
     for column_in, column_out, what in (("docs_in", "kept", "Documents"),
                                         ("bytes_in", "bytes_out", "Text bytes")):
         rows = []
+        last = ["tokenized docs"] if tokens and column_in == "docs_in" else []
         for source in [*sources, "(all)"]:
             chosen = funnel if source == "(all)" else funnel[funnel["source"] == source]
             per_stage = chosen.groupby("stage", sort=False)[[column_in, column_out]].sum()
             first = per_stage[column_in].iloc[0]
             row = [source, _n(first)] + [_n(per_stage[column_out].get(s, 0)) for s in stages]
-            if tokens:
+            if last:
                 names = sources if source == "(all)" else [source]
-                key = "documents" if column_in == "docs_in" else "tokens"
-                row.append(_n(sum(tokens.get(n, {}).get(key, 0) for n in names)))
+                row.append(_n(sum(tokens.get(n, {}).get("documents", 0) for n in names)))
             rows.append(row)
-        last = ["tokenized docs" if column_in == "docs_in" else "tokens"] if tokens else []
         blocks += [f"**{what}** after each stage:",
                    Table(["source", "input", *stages, *last], rows)]
     blocks += ["**Stage accounting** (documents in = kept + removed; modified documents "
@@ -147,7 +148,12 @@ def _quality_section(out: Path, facts: dict) -> Section | None:
     metrics = data.read_json(out / "quality" / "metrics.json")
     if metrics:
         counts = metrics.get("counts", {})
-        blocks += ["**Classifier** (held-out documents of the positive and negative sources):",
+        warning = weak_classifier_warning(metrics)
+        blocks += [f"**Classifier**: held-out AUC {metrics.get('auc', float('nan')):.3f}, "
+                   f"precision {metrics.get('precision', float('nan')):.3f}, recall "
+                   f"{metrics.get('recall', float('nan')):.3f} (positive class at score 0.5)"
+                   + (f". **Warning**: {warning}." if warning else "."),
+                   "Held-out documents of the positive and negative sources:",
                    Table(["metric", "value"],
                          [[k, f"{metrics[k]:.3f}"] for k in ("precision", "recall", "accuracy",
                                                              "auc") if k in metrics]

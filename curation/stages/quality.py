@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,9 @@ from curation.stage_context import ClusterStageContext
 from curation.stages.base import ScopedConfig, Stage, StageOutput
 
 MODEL_POINTER = "model.json"
+# Below this held-out AUC the classifier barely ranks the positive sources above the
+# negative ones, and its keep rule removes documents almost at random.
+WEAK_AUC = 0.6
 
 
 class QualityConfig(ScopedConfig):
@@ -131,7 +135,20 @@ def ensure_quality_model(ctx, config: QualityConfig, seed: int, force: bool = Fa
     )
     print(f"quality classifier (held out): precision {metrics['precision']:.3f}, "
           f"recall {metrics['recall']:.3f}, AUC {metrics['auc']:.3f}, counts {metrics['counts']}")
+    if (warning := weak_classifier_warning(metrics)) is not None:
+        print(f"quality: warning: {warning}", file=sys.stderr)
     return metrics
+
+
+def weak_classifier_warning(metrics: dict) -> str | None:
+    """A sentence when the held-out AUC is under WEAK_AUC (or could not be measured)."""
+    auc = metrics.get("auc")
+    if auc is not None and auc >= WEAK_AUC:
+        return None
+    return (f"the classifier's held-out AUC is {auc:.3f} (under {WEAK_AUC}): it can hardly tell "
+            "the positive sources from the negative ones, so its scores remove documents "
+            "almost at random; check stages.quality.positive/negative, or train longer "
+            "(epoch, lr)")
 
 
 def train_quality(config: QualityConfig, spec, partitions, out, client, force=False) -> dict:
