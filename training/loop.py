@@ -20,7 +20,7 @@ from training.checkpoint import resume_latest, save_checkpoint
 from training.config import TrainingConfig, padded_vocab_size
 from training.metrics import MetricsWriter, step_record
 from training.model import GPT, counts_in_global_norm, split_layers
-from training.optim import global_batch_size, learning_rate
+from training.optim import LRSchedule, global_batch_size
 from training.parallel import comm
 from training.parallel.comm import COMM_CLOCK, SOLO
 from training.parallel.data import GradBuckets
@@ -68,6 +68,7 @@ class Trainer:
                          if cfg.dtype == "bf16" else nullcontext())
         self.pipeline = self._build_pipeline()
         self.grad_reductions = self._model_parallel_grad_reductions()
+        self.lr_schedule = LRSchedule(cfg.optim, cfg.batch, cfg.train.steps, cfg.model.seq_len)
         self.consumed_samples = 0
         self.step = 0
         self.skipped_steps, self.skips_in_a_row = 0, 0  # steps with a NaN/Inf loss or norm
@@ -153,7 +154,7 @@ class Trainer:
                 loss_sum += loss.detach()
         self._finish_grads()
         self.step += 1
-        self.lr = learning_rate(self.step, self.cfg.optim, self.cfg.train.steps)
+        self.lr = self.lr_schedule.lr(self.step, self.consumed_samples + global_batch)
         loss = self._mean_over_dp(loss_sum / len(micro_batches))
         grad_norm = self.optimizer.step(self.lr, loss)  # skipped if either is NaN/Inf
         self.consumed_samples += global_batch
