@@ -64,8 +64,7 @@ def bench_index_build(total_tokens: float) -> dict:
     blend_s = time.perf_counter() - start
     counts = np.bincount(source, minlength=len(weights))
     for k, lens in enumerate(lengths):
-        build_sample_indices(np.arange(len(lens)), lens, SEQ_LEN, int(counts[k]),
-                             np.random.default_rng(k))
+        build_sample_indices(np.arange(len(lens)), lens, SEQ_LEN, int(counts[k]), [k])
     total_s = time.perf_counter() - start
     return {"samples": num_samples, "documents": sum(len(x) for x in lengths),
             "blend_s": blend_s, "total_s": total_s, "weights": weights}

@@ -87,8 +87,7 @@ def test_packing_covers_every_token_once_per_epoch_in_order(one_source):
     seq_len = 16
     lengths = shards.document_lengths()
     n = samples_per_epoch(int(lengths.sum()), seq_len)
-    indices = build_sample_indices(np.arange(len(docs)), lengths, seq_len, n,
-                                   np.random.default_rng(0))
+    indices = build_sample_indices(np.arange(len(docs)), lengths, seq_len, n, [0])
     dataset = GPTDataset(shards, indices, seq_len)
     samples = [dataset.packed(j) for j in range(n)]
     assert all(s.shape == (seq_len + 1,) and s.dtype == np.int64 for s in samples)
@@ -107,8 +106,7 @@ def test_several_epochs_each_reshuffled(one_source):
     shards, docs = one_source
     lengths = shards.document_lengths()
     n = 3 * samples_per_epoch(int(lengths.sum()), 16) - 2
-    doc_idx = build_sample_indices(np.arange(len(docs)), lengths, 16, n,
-                                   np.random.default_rng(1))["doc_idx"]
+    doc_idx = build_sample_indices(np.arange(len(docs)), lengths, 16, n, [1])["doc_idx"]
     epochs = doc_idx.reshape(3, len(docs))
     assert all(sorted(e.tolist()) == list(range(len(docs))) for e in epochs)
     assert not np.array_equal(epochs[0], epochs[1])
@@ -247,7 +245,7 @@ def test_global_batches_do_not_depend_on_dp_size_and_resume_exactly():
 def test_empty_source_is_an_error_naming_its_manifest(tmp_path):
     write_source(tmp_path / "tokens", "good", planted_docs(1, [5, 6]))
     write_source(tmp_path / "tokens", "empty", [])
-    with pytest.raises(ShardError, match=r"empty/manifest.json.*no documents"):
+    with pytest.raises(ShardError, match=r"tokens: no token shards for source\(s\) 'empty'"):
         build_blended_dataset(tmp_path, 4, 0, {"train": 4}, weights={"good": 0.5, "empty": 0.5})
 
 
@@ -286,14 +284,14 @@ def test_uint32_shards_are_served(tmp_path):
 
 def _wait_as_rank_1(cache_dir, inputs, queue):
     try:
-        cached_indices(cache_dir, inputs, lambda: {}, rank=1, timeout_s=60, poll_s=0.05)
+        cached_indices(cache_dir, inputs, lambda _: {}, rank=1, timeout_s=60, poll_s=0.05)
         queue.put("no error")
     except IndexBuildError as err:
         queue.put(str(err))
 
 
 def _fail_as_rank_0(cache_dir, inputs):
-    def build():
+    def build(_previous):
         raise ValueError("planted failure in shard-00042.arrow")
 
     try:
@@ -318,13 +316,13 @@ def test_rank0_failure_reaches_a_waiting_rank(tmp_path):
 
 def test_a_waiting_rank_times_out_without_rank0(tmp_path):
     with pytest.raises(TimeoutError, match="rank 3"):
-        cached_indices(tmp_path, {"x": 1}, lambda: {}, rank=3, timeout_s=0.3, poll_s=0.05)
+        cached_indices(tmp_path, {"x": 1}, lambda _: {}, rank=3, timeout_s=0.3, poll_s=0.05)
 
 
 def test_cached_indices_are_memory_mapped_and_built_once(tmp_path):
     calls = []
 
-    def build():
+    def build(_previous):
         calls.append(1)
         return {"a": np.arange(10)}
 

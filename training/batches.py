@@ -8,6 +8,7 @@ same samples, which the equivalence tests and exact resume rely on.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -68,6 +69,13 @@ class DatasetBatchSource:
     def __init__(self, dataset):
         self.dataset, self.vocab_size = dataset, dataset.vocab_size
 
+    @property
+    def blend(self) -> dict:
+        """What the run trains on, for the first metrics record: each source's share, and the
+        sources of the blend skipped for having no tokens."""
+        return {"blend": dict(self.dataset.weights),
+                "skipped_sources": list(self.dataset.skipped_sources)}
+
     def local_batch(self, consumed_samples, global_batch, dp_rank, dp_size):
         index = local_indices(consumed_samples, global_batch, dp_rank, dp_size) % len(self.dataset)
         return torch.from_numpy(np.stack([self.dataset[int(i)] for i in index]).astype(np.int64))
@@ -92,5 +100,22 @@ def build_batch_sources(cfg: TrainingConfig, rank: int = 0) -> tuple[BatchSource
     # The tokenizer's vocabulary (from the token manifests) sizes the model; model.vocab_size
     # is the vocabulary of synthetic data only.
     datasets = build_blended_dataset(cfg.data.curated, seq_len, cfg.train.seed, samples,
-                                     rank=rank)
+                                     rank=rank, empty_sources=cfg.data.empty_sources)
     return DatasetBatchSource(datasets["train"]), DatasetBatchSource(datasets["valid"])
+
+
+def check_data_sources(cfg: TrainingConfig) -> None:
+    """Before any process starts: a blend whose sources have no tokens (every one, or any
+    with `data.empty_sources: error`) is an EmptySourceError naming them."""
+    if cfg.data.is_synthetic or not (Path(cfg.data.curated) / "spec.yaml").is_file():
+        return  # synthetic, or not a curate OUT: the loader says what is missing
+    from training.data.dataset import blend_from_spec
+    from training.data.empty_sources import drop_empty_sources
+
+    try:
+        weights, epochs = blend_from_spec(Path(cfg.data.curated))
+    except (ValueError, OSError, AttributeError, TypeError):
+        return  # a spec the loader cannot read: it reports that itself, naming the file
+    blend = {name: value for name, value in (weights or epochs).items() if value > 0}
+    if blend:
+        drop_empty_sources(blend, Path(cfg.data.curated) / "tokens", cfg.data.empty_sources)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from training.batches import check_data_sources
 from training.config import ConfigError, load_config
+from training.data.shards import ShardError
 from training.launch import launch, under_launcher
 from training.loop import check_supported, run_worker
 from training.parallel.grid import GridLayout, LayoutError
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         if not under_launcher():
             layout.check_world(args.nproc or layout.world_size)
         check_supported(cfg)
-    except (ConfigError, LayoutError, RuntimeError) as err:
+        check_data_sources(cfg)
+    except (ConfigError, LayoutError, RuntimeError, ShardError) as err:
         print(f"pretrain: {err}", file=sys.stderr)
         return 2
     try:

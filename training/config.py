@@ -130,6 +130,9 @@ class DataConfig(StrictModel):
     curated: str | None = Field(None, description="a `curate run` OUT directory")
     synthetic: bool = False
     seq_len: int | None = Field(None, gt=0, description="if given, must equal model.seq_len")
+    empty_sources: Literal["skip", "error"] = Field(
+        "skip", description="a blend source without token shards: skip it (renormalising the "
+        "others, with a warning) or stop")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

@@ -186,7 +186,8 @@ class Trainer:
         after the last step of the call, unless that step was just saved."""
         cfg, records = self.cfg, []
         if self.writer is None:
-            self.writer = MetricsWriter(cfg.train.dir, enabled=self.grid.rank == 0)
+            self.writer = MetricsWriter(cfg.train.dir, enabled=self.grid.rank == 0,
+                                        header=getattr(self.train_source, "blend", None))
         sync = torch.cuda.synchronize if self.grid.device.type == "cuda" else (lambda: None)
         while self.step < (until or cfg.train.steps):
             sync()
