@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.shards import file_sha256, token_dtype, tokens_table, write_ipc_atomic, \
-    write_manifest
+from curation.shards import file_sha256, token_dtype, tokens_table, write_ipc_atomic, write_manifest
 
 EOD = 0
 

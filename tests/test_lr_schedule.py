@@ -41,7 +41,7 @@ def test_mtnlg_config_follows_the_papers_schedule_at_its_landmarks():
     assert ramp[-1][1] < 12e9 <= full[0][1]
     assert full[0][1] - 12e9 < 1888 * tokens_per_sample  # within one step of the landmark
     # warmup: linear in tokens up to the peak at 1B tokens (not 16.6M tokens of batch-32 steps)
-    for step, before, batch, lr in steps:
+    for _, before, batch, lr in steps:
         after = before + batch * tokens_per_sample
         if after <= 1e9:
             assert lr == pytest.approx(PEAK * after / 1e9, rel=1e-12)
