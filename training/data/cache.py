@@ -5,8 +5,9 @@ shard hashes, seq_len, seed, weights, split) and the number of samples it holds.
 indices are prefix-stable, so an entry serves any run that needs no more samples than it
 holds, and a longer run extends the largest entry instead of rebuilding. Rank 0 builds the
 arrays into a temporary folder and renames it into place, so an entry either is complete or
-does not exist. Other ranks poll for it; if rank 0 fails it writes `<key>.error` with its message and
-waiting ranks raise that message instead of hanging; a timeout bounds the wait either way.
+does not exist. Other ranks poll for it; if rank 0 fails it writes `<key>-<size>.error` with
+its message and waiting ranks raise that message instead of hanging; a timeout bounds the
+wait either way.
 A stale error file from an earlier failed run is removed by rank 0 before it builds.
 """
 
