@@ -130,6 +130,11 @@ class DataConfig(StrictModel):
     curated: str | None = Field(None, description="a `curate run` OUT directory")
     synthetic: bool = False
     seq_len: int | None = Field(None, gt=0, description="if given, must equal model.seq_len")
+    reset_position_ids: bool = Field(
+        False, description="positions restart after each EOD (Megatron --reset-position-ids)")
+    reset_attention_mask: bool = Field(
+        False, description="attention stays within each document of a packed sample")
+    eod_mask_loss: bool = Field(False, description="no loss on predicting from an EOD token")
     empty_sources: Literal["skip", "error"] = Field(
         "skip", description="a blend source without token shards: skip it (renormalising the "
         "others, with a warning) or stop")
@@ -192,6 +197,11 @@ class TrainingConfig(StrictModel):
                             f"parallel.tp ({p.tp}): it must be divisible")
         if self.data.is_synthetic and m.vocab_size is None:
             problems.append("model.vocab_size is required when data is synthetic")
+        kept_apart = [f"data.{key}" for key in ("reset_position_ids", "reset_attention_mask",
+                                                "eod_mask_loss") if getattr(self.data, key)]
+        if kept_apart and self.data.is_synthetic:
+            problems.append(f"{', '.join(kept_apart)} need documents: set data.curated (synthetic "
+                            "samples have no EOD tokens)")
         if self.data.seq_len and self.data.seq_len != m.seq_len:
             problems.append(f"data.seq_len ({self.data.seq_len}) != model.seq_len ({m.seq_len})")
         if self.optim.min_lr > self.optim.lr:

@@ -15,7 +15,7 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
-from training.batches import BatchSource, build_batch_sources
+from training.batches import BatchSource, build_batch_sources, prepare_micro_batches
 from training.checkpoint import resume_latest, save_checkpoint
 from training.config import TrainingConfig, padded_vocab_size
 from training.metrics import MetricsWriter, step_record
@@ -132,7 +132,7 @@ class Trainer:
     def _micro_batches(self, source: BatchSource, consumed: int, global_batch: int):
         batch = source.local_batch(consumed, global_batch, self.grid.dp_rank,
                                    self.cfg.parallel.dp).to(self.grid.device)
-        return batch.split(self.cfg.batch.micro)
+        return prepare_micro_batches(batch, self.cfg.batch.micro, self.cfg.data, source.eod_id)
 
     def train_step(self) -> tuple[float, float, int]:
         """One optimizer step on one global batch; returns (loss, grad norm, batch size)."""
@@ -149,7 +149,7 @@ class Trainer:
                 if i == len(micro_batches) - 1 and overlap_dp is not None:
                     overlap_dp()
                 with self.autocast:
-                    loss = self.model(micro[:, :-1], micro[:, 1:])
+                    loss = self.model(micro.inputs, micro.targets, documents=micro.documents)
                 (loss / len(micro_batches)).backward()
                 loss_sum += loss.detach()
         self._finish_grads()
@@ -174,7 +174,8 @@ class Trainer:
                 continue
             for micro in micro_batches:
                 with self.autocast:
-                    total += self.model(micro[:, :-1], micro[:, 1:]).float()
+                    total += self.model(micro.inputs, micro.targets,
+                                        documents=micro.documents).float()
         comm.all_reduce(total, self.grid.group("pp"))
         self.model.train()
         return self._mean_over_dp(total / count)

@@ -20,6 +20,7 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
+from training.batches import MicroBatch
 from training.parallel.comm import COMM_CLOCK
 from training.parallel.grid import ProcessGrid
 from training.parallel.schedules import Kind, Op, Schedule, Step, Tensor, build_schedule
@@ -58,9 +59,9 @@ class PipelineRuntime:
     def _peer(self, pp_rank: int) -> int:
         return self.grid.layout.rank(pp_rank, self.grid.dp_rank, self.grid.tp_rank)
 
-    def run(self, micro_batches: Sequence[torch.Tensor], *, train: bool = True,
+    def run(self, micro_batches: Sequence[MicroBatch], *, train: bool = True,
             before_last_backward: Callable[[], None] | None = None) -> torch.Tensor:
-        """Forward (and, when `train`, backward) every micro-batch of rows [micro, seq + 1].
+        """Forward (and, when `train`, backward) every micro-batch (training.batches).
         Returns the sum of the micro-batch losses on the last stage, 0 elsewhere; gradients
         accumulate into `.grad` with the loss averaged over micro-batches."""
         m = len(micro_batches)
@@ -90,16 +91,16 @@ class PipelineRuntime:
             self._communicate(step, received, outgoing, train)
         return loss_sum
 
-    def _forward(self, mb, chunk, rows, received, outgoing, stash, train):
+    def _forward(self, mb, chunk, batch, received, outgoing, stash, train):
         if self._stage(chunk) == 0:
-            x = rows[:, :-1]
+            x = batch.inputs
             inputs = None
         else:
             inputs = received.pop((Tensor.ACTIVATION, mb, chunk)).requires_grad_(train)
             x = inputs
-        targets = rows[:, 1:] if self._is_last(chunk) else None
+        targets = batch.targets if self._is_last(chunk) else None
         with self.autocast, (nullcontext() if train else torch.no_grad()):
-            out = self.model(x, targets, chunk=chunk)
+            out = self.model(x, targets, chunk=chunk, documents=batch.documents)
         if train:
             stash[(mb, chunk)] = (inputs, out)
         if self._is_last(chunk):
