@@ -97,6 +97,9 @@ class OptimConfig(StrictModel):
         """`decay_steps` (before schedule_unit) still works, as `decay` counted in steps."""
         if isinstance(raw, dict) and "decay_steps" in raw:
             raw = dict(raw)
+            if raw["decay_steps"] is None:  # the old default, as saved in old checkpoints
+                raw.pop("decay_steps")
+                return raw
             if raw.get("decay") is not None or raw.get("schedule_unit", "steps") != "steps":
                 raise ValueError("decay_steps is renamed decay (counted in schedule_unit): "
                                  "give decay only")
