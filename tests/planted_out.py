@@ -12,8 +12,8 @@ from curation.shards import file_sha256, token_dtype, tokens_table, write_ipc_at
 EOD = 0
 
 
-def write_token_source(tokens_dir: Path, name: str, docs: list[np.ndarray], vocab_size: int,
-                       docs_per_shard: int = 7) -> Path:
+def write_token_source(tokens_dir: Path, name: str, docs: list[np.ndarray],
+                       vocab_size: int = 60000, docs_per_shard: int = 7) -> Path:
     """Shards + manifest for documents (each already ending with EOD)."""
     source_dir = tokens_dir / name
     source_dir.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curation.shards import (
-    file_sha256,
-    token_dtype,
-    tokens_table,
-    write_ipc_atomic,
-    write_manifest,
-)
+from tests.planted_out import EOD
+from tests.planted_out import write_token_source as write_source
 from training.data import (
     GlobalBatchSampler,
     IndexBuildError,
@@ -39,31 +34,6 @@ from training.data.gpt_dataset import GPTDataset, build_sample_indices, samples_
 
 MTNLG = [0.19336, 0.15652, 0.14336, 0.13017, 0.09446, 0.08962, 0.05689, 0.04771, 0.02897,
          0.01588, 0.01359, 0.01007, 0.00873, 0.00859, 0.00208]
-EOD = 0
-
-
-def write_source(tokens_dir: Path, name: str, docs: list[np.ndarray], vocab_size: int = 60000,
-                 docs_per_shard: int = 7) -> Path:
-    """Shards + manifest for planted documents (EOD already appended by the caller)."""
-    source_dir = tokens_dir / name
-    source_dir.mkdir(parents=True, exist_ok=True)
-    dtype = token_dtype(vocab_size)
-    shards = []
-    for s, first in enumerate(range(0, len(docs), docs_per_shard)):
-        chunk = docs[first:first + docs_per_shard]
-        offsets = np.concatenate([[0], np.cumsum([len(d) for d in chunk])]).astype(np.int32)
-        flat = np.concatenate(chunk).astype(dtype)
-        path = source_dir / f"shard-{s:05d}.arrow"
-        write_ipc_atomic(tokens_table([f"{name}/{first + i}" for i in range(len(chunk))], flat,
-                                      offsets), path)
-        shards.append({"file": path.name, "documents": len(chunk), "tokens": len(flat),
-                       "bytes": path.stat().st_size, "sha256": file_sha256(path)})
-    write_manifest(source_dir, {
-        "format": "textmill-tokens/1", "tokenizer": {"path": "../../tokenizer.json",
-                                                     "sha256": "planted"},
-        "vocab_size": vocab_size, "dtype": dtype.name, "eod_id": EOD, "source": name,
-        "documents": len(docs), "tokens": sum(s["tokens"] for s in shards), "shards": shards})
-    return source_dir
 
 
 def planted_docs(first_token: int, lengths) -> list[np.ndarray]:
