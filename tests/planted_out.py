@@ -49,7 +49,8 @@ def write_planted_out(out: Path, weights: dict[str, float], documents: int = 60,
     for name in weights:
         write_token_source(out / "tokens", name, random_docs(rng, documents, vocab_size),
                            vocab_size)
-    lines = ["name: planted", "sources:"] + [
+    lines = ["name: planted", f"tokenizer: {{train: {{vocab_size: {vocab_size}}}}}",
+             "sources:"] + [
         f"  - {{name: {name}, paths: [x], weight: {w}}}" for name, w in weights.items()]
     (out / "spec.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
