@@ -322,8 +322,9 @@ class SelectStage(Stage):
             if len(dropped) else empty_ledger()
         return StageOutput(docs[chosen].reset_index(drop=True), ledger)
 
-    def summarize(self, out: Path) -> None:
-        """OUT/selection.json: method, budget, cut and per-source score distributions."""
+    def summarize(self, out: Path, client=None) -> None:
+        """OUT/selection.json: method, budget, cut and per-source score distributions
+        (aggregated on the workers in `prepare`; copied here)."""
         for folder in sorted((Path(out) / "stages").glob(f"*_{self.name}")):
             source = folder / SELECTION
             if source.exists():
