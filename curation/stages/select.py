@@ -20,6 +20,7 @@ their score.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -266,6 +267,8 @@ class SelectStage(Stage):
             ctx.client.gather(futures)
             ctx.map(_gather_one, wd, offsets, chunks, columns=["id"],
                     desc="select: gather scores")
+            for scratch in ("embeddings", "chunks"):  # 4 bytes x dims per document: drop
+                shutil.rmtree(workdir / scratch, ignore_errors=True)
         selection = self._choose(ctx, wd, offsets)
         (workdir / SELECTION).write_text(json.dumps(selection, indent=2))
         print(f"select ({cfg.method}): {selection['chosen_docs']} of {offsets[-1]} documents "
