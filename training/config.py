@@ -128,6 +128,9 @@ class TrainConfig(StrictModel):
         "before training stops with a checkpoint")
     dir: str = "runs/default"
     seed: int = 1234
+    init_from: str | None = Field(
+        None, description="a checkpoint (or run folder) whose weights a new run starts from, "
+        "with a fresh optimizer, schedule and data; ignored once the run has checkpoints")
 
 
 class DataConfig(StrictModel):

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from training.batches import BatchSource, build_batch_sources, prepare_micro_batches
 from training.checkpoint import resume_latest, save_checkpoint
 from training.config import TrainingConfig, padded_vocab_size
+from training.init_from import init_weights
 from training.metrics import MetricsWriter, step_record
 from training.model import GPT, counts_in_global_norm, pre_reductions, split_layers
 from training.optim import LRSchedule, global_batch_size
@@ -76,6 +77,10 @@ class Trainer:
         self.writer: MetricsWriter | None = None
         # Continue from the newest complete checkpoint in train.dir/checkpoints, if any.
         self.resumed_from = resume_latest(self)
+        # Else, a new run may start from another run's weights (train.init_from).
+        self.initialized_from = None
+        if self.resumed_from is None and cfg.train.init_from:
+            self.initialized_from = init_weights(self, cfg.train.init_from)
 
     def _build_model(self) -> GPT:
         """This rank's model chunks: chunk c on pipeline rank r is virtual stage c * pp + r."""
