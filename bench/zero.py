@@ -1,8 +1,10 @@
 """ZeRO stages on CPU (gloo): per stage at DP 1, 2, 4 the model-state bytes rank 0 holds
 (counted from its tensors, metrics.jsonl's first line) against the paper's formula, the
-gradient/parameter elements each rank passes to DP collectives per step against the paper's
-volume (2Ψ for stages 0-2), and step time and comm share against stage 1. Then the paper's
-table for the shipped gpt_1.3b and mtnlg_530b configs.
+bytes each rank sends per step in the DP collectives it calls (counted at the calls, ring
+cost: (N-1)/N of the buffer per reduce-scatter or all-gather, twice that per all-reduce)
+against the paper's volume (2Ψ for stages 0-2, times (N-1)/N for a ring), and step time and
+comm share against stage 1. Then the paper's table for the shipped gpt_1.3b and mtnlg_530b
+configs.
 
     .venv/bin/python -m bench.zero [--steps 6]
 """
@@ -17,6 +19,7 @@ from training.config import TrainingConfig, load_config, padded_vocab_size
 from training.launch import launch
 from training.loop import Trainer, setup_process
 from training.model import count_parameters
+from training.parallel import comm
 from training.parallel.grid import destroy_grid
 from training.parallel.zero_memory import predicted_bytes
 
@@ -26,9 +29,9 @@ STAGES = (0, 1, 2)
 
 def bench_config(run_dir: str, steps: int, dp: int, zero: int) -> dict:
     return {
-        "model": {"layers": 4, "hidden": 256, "heads": 8, "seq_len": 128, "vocab_size": 4096,
+        "model": {"layers": 2, "hidden": 128, "heads": 4, "seq_len": 64, "vocab_size": 2048,
                   "dropout": 0.0},
-        "parallel": {"dp": dp, "zero": zero, "bucket_mb": 0.5},
+        "parallel": {"dp": dp, "zero": zero, "bucket_mb": 0.25},
         "batch": {"micro": 2, "global": 8},
         "optim": {"lr": 1e-3},
         "train": {"steps": steps, "dir": run_dir, "log_every": 1000},
@@ -37,13 +40,31 @@ def bench_config(run_dir: str, steps: int, dp: int, zero: int) -> dict:
     }
 
 
-def ring_volume(trainer: Trainer) -> float:
-    """Elements this rank sends per step in ring collectives over DP: an all-reduce sends
-    2(N-1)/N of the buffer, a reduce-scatter and an all-gather (N-1)/N each (the paper's
-    2Ψ for stages 0-2, in units of Ψ once divided by the parameters)."""
-    n = trainer.buckets.dp
-    padded = trainer.buckets.numel
-    return 2 * (n - 1) / n * padded if n > 1 else 0.0
+class SentBytes:
+    """Wraps the bucket collectives of training.parallel.comm to add up the ring bytes this
+    rank sends: (N-1)/N of the full buffer per reduce-scatter and all-gather, twice that per
+    all-reduce."""
+
+    def __init__(self, group_size: int) -> None:
+        self.total, self.n = 0.0, group_size
+        share = (group_size - 1) / group_size
+        self.originals = {name: getattr(comm, name) for name in
+                          ("reduce_scatter_async", "all_gather_into", "all_reduce_async")}
+
+        def counted(name, full_arg, factor):
+            def call(*args, **kwargs):
+                buffer = args[full_arg]
+                self.total += factor * share * buffer.numel() * buffer.element_size()
+                return self.originals[name](*args, **kwargs)
+            return call
+
+        comm.reduce_scatter_async = counted("reduce_scatter_async", 1, 1)
+        comm.all_gather_into = counted("all_gather_into", 0, 1)
+        comm.all_reduce_async = counted("all_reduce_async", 0, 2)
+
+    def restore(self) -> None:
+        for name, original in self.originals.items():
+            setattr(comm, name, original)
 
 
 def measure(cfg_dicts: list[dict]) -> list[dict]:
@@ -51,12 +72,14 @@ def measure(cfg_dicts: list[dict]) -> list[dict]:
     results = []
     for cfg_dict in cfg_dicts:
         trainer = Trainer(TrainingConfig.model_validate(cfg_dict))
+        sent = SentBytes(trainer.buckets.dp)
         records = trainer.run()
+        sent.restore()
         trainer.close()
         numel = sum(p.numel() for p in trainer.buckets.offsets)
         results.append({"numel": numel, "memory": {k: records[0][k] for k in
                                                    ("mem_params", "mem_grads", "mem_optim")},
-                        "volume": ring_volume(trainer),
+                        "sent": sent.total / len(records),
                         "step_s": statistics.median(r["step_s"] for r in records[SKIP:]),
                         "comm_share": statistics.median(r["comm_share"] for r in records[SKIP:])})
     destroy_grid()
@@ -83,7 +106,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     args = parser.parse_args()
     print("| stage | DP | params B (paper) | grads B (paper) | optim B (paper) | total vs paper "
-          "| DP volume / Ψ (paper) | step s | comm share | step vs stage 1 |")
+          "| DP bytes sent per step (paper) | step s | comm share | step vs stage 1 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for dp in (1, 2, 4):
         with tempfile.TemporaryDirectory() as tmp:
@@ -96,9 +119,9 @@ def main() -> None:
             got = res["memory"]
             cells = [f"{got[k]:,} ({want[k]:,.0f})" for k in want]
             ratio = sum(got.values()) / sum(want.values())
-            volume = res["volume"] / res["numel"]
+            paper = 2 * (dp - 1) / dp * res["numel"] * 2  # 2Ψ elements, bf16
             print(f"| {zero} | {dp} | " + " | ".join(cells) + f" | {ratio:.3f} | "
-                  f"{volume:.2f} ({2 * (dp - 1) / dp:.2f}) | {res['step_s']:.3f} | "
+                  f"{res['sent']:,.0f} ({paper:,.0f}) | {res['step_s']:.3f} | "
                   f"{100 * res['comm_share']:.1f}% | {res['step_s'] / base:.2f}x |")
     paper_table()
 

@@ -162,12 +162,11 @@ class GradBuckets:
                 lo = self.offsets[param] - bucket.start
                 param.grad = buffer[lo: lo + param.numel()].view_as(param)
 
-    def _free_grad_buffers(self) -> None:
-        """Stage 2: the full gradients are reduced into this rank's shard; drop them."""
-        for index, members in enumerate(self._members):
-            self.grad_buffers[index] = None
-            for param in members:
-                param.grad = None
+    def _free_grad_buffer(self, index: int) -> None:
+        """Stage 2: a bucket's full gradients are reduced into this rank's shard; drop them."""
+        self.grad_buffers[index] = None
+        for param in self._members[index]:
+            param.grad = None
 
     def zero_grad(self) -> None:
         """Start a step: gradients zero, every bucket waiting for its parameters again."""
@@ -217,8 +216,8 @@ class GradBuckets:
         for bucket in self.buckets:
             comm.wait(bucket.handle)
             bucket.handle = None
-        if self.stage >= 2:
-            self._free_grad_buffers()
+            if self.stage >= 2:
+                self._free_grad_buffer(bucket.index)
 
     def gather_params(self) -> None:
         """ZeRO: each rank updated its shard of every bucket; all-gather the whole."""
