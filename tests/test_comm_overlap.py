@@ -131,7 +131,7 @@ def test_dp_reduction_overlaps_pipeline_and_sequence_parallel_backwards(referenc
                pipeline_config(tmp_path / "b", pp=2, dp=2, schedule="interleaved", v=2),
                pipeline_config(tmp_path / "c", tp=2, dp=2, sequence_parallel=True)]
     per_rank = launch(4, overlap_events, configs)
-    for config, results in enumerate(zip(*per_rank.values(), strict=True)):
+    for config, results in enumerate(zip(*(per_rank[r] for r in sorted(per_rank)), strict=True)):
         for rank, result in enumerate(results):
             events = result["events"]
             launched = [e[1] for e in events if e[0] == "launch"]
