@@ -1,6 +1,6 @@
 """The training loop: a global batch per step as micro-batches with gradient accumulation (or
 through a pipeline schedule when pp > 1), bucketed DP gradient reduction overlapping each model
-chunk's last backward, clipping by the global norm, AdamW (sharded over DP with ZeRO-1),
+chunk's last backward, clipping by the global norm, AdamW (ZeRO stage 0, 1 or 2 over DP),
 Megatron's LR schedule and batch ramp-up, validation every `eval_every` steps, and one metrics
 record per step."""
 
@@ -28,6 +28,7 @@ from training.parallel.grad_buckets import GradBuckets
 from training.parallel.grid import build_grid, destroy_grid
 from training.parallel.optimizer import DistributedOptimizer, NonFiniteStepsError
 from training.parallel.pipeline import PipelineRuntime
+from training.parallel.zero_memory import resident_bytes
 from training.run_messages import RunReport, layout_line
 
 
@@ -61,7 +62,8 @@ class Trainer:
         self.model = self._build_model()
         params = list(dict.fromkeys(self.model.parameters()))
         self.buckets = GradBuckets(params, grid.group("dp"), dp_rank=grid.dp_rank,
-                                   bucket_mb=p.bucket_mb, shard=p.zero1,
+                                   bucket_mb=p.bucket_mb, stage=p.zero,
+                                   dtype=torch.bfloat16 if cfg.dtype == "bf16" else torch.float32,
                                    pre_reductions=pre_reductions(self.model, grid))
         world = dist.group.WORLD if dist.get_world_size() > 1 else SOLO
         self.optimizer = DistributedOptimizer(
@@ -184,6 +186,8 @@ class Trainer:
                 vocab_size=self.vocab_size, world_size=dist.get_world_size(),
                 peak_tflops=cfg.optim.peak_tflops, comm_seconds=COMM_CLOCK.reset())
             record["skipped"] = self._count_skip()
+            if not records:  # the run's first step line: what ZeRO left resident on rank 0
+                record.update(resident_bytes(self.buckets, self.optimizer))
             if cfg.train.eval_every and self.step % cfg.train.eval_every == 0:
                 record["val_loss"] = self.evaluate()
                 record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
