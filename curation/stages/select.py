@@ -121,6 +121,11 @@ class SelectConfig(ScopedConfig):
 
 # ---- worker functions (module level: they travel to the cluster) ----
 
+
+def _read_array(path, mmap_mode=None) -> np.ndarray:
+    """A `.npy` file this stage wrote; never unpickled."""
+    return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+
 def _part_file(workdir: str, part: int, kind: str) -> Path:
     return Path(workdir) / kind / f"part-{part:05d}.npy"
 
@@ -155,11 +160,11 @@ def solve_chunk(workdir: str, c: int, chunks: int, offsets: list[int], target_pa
         first = (c - lo) % chunks
         if lo + first >= hi:
             continue
-        emb = np.load(_part_file(workdir, part, "embeddings"), mmap_mode="r")
+        emb = _read_array(_part_file(workdir, part, "embeddings"), mmap_mode="r")
         pieces.append(np.asarray(emb[first::chunks]))
         owners.append(part)
     pool = np.concatenate(pieces) if pieces else np.zeros((0, 1), dtype=np.float32)
-    scores = got_scores(pool, np.load(target_path), reg, iters)
+    scores = got_scores(pool, _read_array(target_path), reg, iters)
     path = Path(workdir) / "chunks" / f"chunk-{c:05d}.npy"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, scores)
@@ -172,20 +177,20 @@ def gather_got_scores(docs: pd.DataFrame, part: int, workdir: str, offset: int,
     scores = np.empty(len(docs))
     for c in np.unique(positions % chunks):
         mine = positions % chunks == c
-        chunk = np.load(Path(workdir) / "chunks" / f"chunk-{c:05d}.npy", mmap_mode="r")
+        chunk = _read_array(Path(workdir) / "chunks" / f"chunk-{c:05d}.npy", mmap_mode="r")
         scores[mine] = chunk[positions[mine] // chunks]  # chunk c lists c, c + K, …
     np.save(_part_file(workdir, part, "scores"), scores)
 
 
 def _load(workdir: str, part: int, weighted: bool):
-    scores = np.load(_part_file(workdir, part, "scores"))
-    weights = np.load(_part_file(workdir, part, "tokens")).astype(np.float64) if weighted \
+    scores = _read_array(_part_file(workdir, part, "scores"))
+    weights = _read_array(_part_file(workdir, part, "tokens")).astype(np.float64) if weighted \
         else np.ones(len(scores))
     return scores, weights
 
 
 def score_range(docs, part: int, workdir: str):
-    scores = np.load(_part_file(workdir, part, "scores"))
+    scores = _read_array(_part_file(workdir, part, "scores"))
     return (float(scores.min()), float(scores.max())) if len(scores) else None
 
 
@@ -312,7 +317,7 @@ class SelectStage(Stage):
         if not path.exists():
             raise FileNotFoundError(f"{path}: select.prepare has not run")
         selection = json.loads(path.read_text())
-        scores = np.load(_part_file(str(workdir), part, "scores"))
+        scores = _read_array(_part_file(str(workdir), part, "scores"))
         if len(scores) != len(docs):
             raise RuntimeError(f"select: partition {part} has {len(docs)} in-scope documents, "
                                f"its scores {len(scores)}: the work directory is stale")
