@@ -55,7 +55,8 @@ def export_main(argv: list[str]) -> int:
     from training.export_hf import export_hf
 
     parser = argparse.ArgumentParser(
-        prog="pretrain export-hf", description="Export a checkpoint as a Hugging Face GPT-2.")
+        prog="pretrain export-hf",
+        description="Export a checkpoint as a Hugging Face GPT-2 or Llama.")
     parser.add_argument("checkpoint", help="a step folder, or a run / checkpoints folder "
                         "(its `latest` checkpoint)")
     parser.add_argument("out", help="folder to write config.json, model.safetensors, tokenizer")
@@ -74,7 +75,8 @@ def export_main(argv: list[str]) -> int:
 
 
 SUBCOMMANDS = {
-    "export-hf": (export_main, "CHECKPOINT OUT: a Hugging Face folder (GPT-2) of a checkpoint"),
+    "export-hf": (export_main,
+                  "CHECKPOINT OUT: a Hugging Face folder (GPT-2 or Llama) of a checkpoint"),
 }
 
 

@@ -14,6 +14,12 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from curation.config import StrictModel
+from training.architecture import (
+    apply_preset,
+    default_ffn,
+    model_problems,
+    tensor_parallel_problems,
+)
 from training.config_messages import describe
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -34,16 +40,37 @@ class ModelConfig(StrictModel):
         None, gt=0, description="synthetic data's vocabulary; curated data brings its own")
     pad_vocab_to: int = Field(128, gt=0, description="vocab rounded up to a multiple of this")
     init_std: float = Field(0.02, gt=0.0)
+    # The block's architecture (training/architecture.py): `arch` presets the group below.
+    arch: Literal["gpt2", "llama"] = "gpt2"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    position: Literal["learned", "rope"] = "learned"
+    rope_theta: float = Field(10000.0, gt=0.0)
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    kv_heads: int | None = Field(None, gt=0, description="default heads (multi-head)")
+    tie_embeddings: bool = True
+    bias: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, raw):
+        return apply_preset(raw)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> ModelConfig:
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        problems = model_problems(self.heads, self.kv, self.hidden // self.heads, self.position)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
     def ffn(self) -> int:
-        return self.ffn_hidden or 4 * self.hidden
+        return self.ffn_hidden or default_ffn(self.hidden, self.mlp)
+
+    @property
+    def kv(self) -> int:
+        return self.kv_heads or self.heads
 
 
 def padded_vocab_size(vocab_size: int, pad_to: int) -> int:
@@ -135,6 +162,7 @@ class TrainingConfig(StrictModel):
         m, p, b = self.model, self.parallel, self.batch
         if m.heads % p.tp:
             problems.append(f"model.heads ({m.heads}) must be divisible by parallel.tp ({p.tp})")
+        problems += tensor_parallel_problems(m.heads, m.kv, p.tp)
         if m.ffn % p.tp:
             problems.append(f"model.ffn_hidden ({m.ffn}) must be divisible by parallel.tp ({p.tp})")
         if m.vocab_size and padded_vocab_size(m.vocab_size, m.pad_vocab_to) % p.tp:
