@@ -78,7 +78,8 @@ def global_box(param: nn.Parameter, trainer: Trainer) -> tuple[list[int], list[i
 
 def layout_of(trainer: Trainer) -> dict:
     p = trainer.cfg.parallel
-    return {"tp": p.tp, "pp": p.pp, "dp": p.dp, "virtual_stages": p.virtual_stages}
+    layout = {"tp": p.tp, "pp": p.pp, "dp": p.dp, "virtual_stages": p.virtual_stages}
+    return layout if p.cp == 1 else {**layout, "cp": p.cp}
 
 
 def _world_size() -> int:
@@ -127,7 +128,7 @@ def save_checkpoint(trainer: Trainer) -> Path:
     file, dp = rank_file_name(grid.rank), grid.layout.dp
     tensors, entries = {}, {}
     for i, (name, param) in enumerate(global_parameters(trainer)):
-        replica = param.tp_dim is None and grid.tp_rank != 0
+        replica = (param.tp_dim is None and grid.tp_rank != 0) or grid.cp_rank != 0
         if getattr(param, "duplicate_of", None) or replica or i % dp != grid.dp_rank:
             continue
         global_shape, offset = global_box(param, trainer)

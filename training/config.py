@@ -83,6 +83,7 @@ class ParallelConfig(StrictModel):
     tp: int = Field(1, gt=0)
     pp: int = Field(1, gt=0)
     dp: int = Field(1, gt=0)
+    cp: int = Field(1, gt=0, description="context parallelism: ranks sharing each sequence")
     virtual_stages: int = Field(1, gt=0)
     schedule: Literal["gpipe", "1f1b", "interleaved"] = "1f1b"
     sequence_parallel: bool = False
@@ -92,7 +93,7 @@ class ParallelConfig(StrictModel):
 
     @property
     def world_size(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.cp * self.dp * self.pp
 
 
 class BatchConfig(StrictModel):
@@ -182,7 +183,7 @@ class TrainingConfig(StrictModel):
                 problems.append(f"batch.rampup start and increment must be multiples of {per_step}")
             if start > b.global_batch or (b.global_batch - start) % max(increment, 1):
                 problems.append("batch.rampup must reach batch.global in whole increments")
-        problems += pipeline_problems(m, p, b)
+        problems += pipeline_problems(m, p, b) + context_problems(m, p)
         if p.sequence_parallel and m.seq_len % p.tp:
             problems.append(f"parallel.sequence_parallel shards model.seq_len ({m.seq_len}) over "
                             f"parallel.tp ({p.tp}): it must be divisible")
@@ -229,6 +230,25 @@ def pipeline_problems(m: ModelConfig, p: ParallelConfig, b: BatchConfig) -> list
     if m.layers < stages:
         problems.append(f"model.layers ({m.layers}) is fewer than the pipeline stages "
                         f"(parallel.pp * parallel.virtual_stages = {stages})")
+    return problems
+
+
+def context_problems(m: ModelConfig, p: ParallelConfig) -> list[str]:
+    """What context parallelism (training/parallel/context.py) cannot run."""
+    if p.cp == 1:
+        return []
+    problems = []
+    if m.seq_len % (2 * p.cp):
+        problems.append(f"parallel.cp ({p.cp}) cuts model.seq_len ({m.seq_len}) into 2 * cp "
+                        "chunks: it must be divisible by 2 * parallel.cp")
+    elif p.sequence_parallel and (m.seq_len // p.cp) % p.tp:
+        problems.append(f"parallel.sequence_parallel shards each CP rank's {m.seq_len // p.cp} "
+                        f"tokens over parallel.tp ({p.tp}): it must be divisible")
+    if m.dropout:
+        problems.append("parallel.cp > 1 needs model.dropout: 0 (ring attention has no "
+                        "attention dropout)")
+    if p.pp > 1:
+        problems.append("parallel.cp > 1 with parallel.pp > 1 is not supported yet")
     return problems
 
 

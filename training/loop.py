@@ -23,6 +23,7 @@ from training.model import GPT, counts_in_global_norm, pre_reductions, split_lay
 from training.optim import global_batch_size, learning_rate
 from training.parallel import comm
 from training.parallel.comm import COMM_CLOCK, SOLO
+from training.parallel.context import shifted_slice
 from training.parallel.grad_buckets import GradBuckets
 from training.parallel.grid import build_grid, destroy_grid
 from training.parallel.optimizer import DistributedOptimizer, NonFiniteStepsError
@@ -49,7 +50,7 @@ class Trainer:
         check_supported(cfg)
         self.cfg = cfg
         p = cfg.parallel
-        self.grid = grid = build_grid(p.tp, p.pp, p.dp, cfg.device)
+        self.grid = grid = build_grid(p.tp, p.pp, p.dp, cfg.device, cp=p.cp)
         # Same dropout masks on TP ranks (they hold replicated activations); seeds per stage.
         torch.manual_seed(cfg.train.seed + 100 * grid.pp_rank)
         self.train_source, self.valid_source = sources or build_batch_sources(cfg, grid.rank)
@@ -59,7 +60,8 @@ class Trainer:
                              f"parallel.tp={p.tp}; raise model.pad_vocab_to")
         self.model = self._build_model()
         params = list(dict.fromkeys(self.model.parameters()))
-        self.buckets = GradBuckets(params, grid.group("dp"), dp_rank=grid.dp_rank,
+        # replicated weights' gradients are averaged over DP x CP (CP ranks see other tokens)
+        self.buckets = GradBuckets(params, grid.group("dp_cp"), dp_rank=grid.dp_cp_rank,
                                    bucket_mb=p.bucket_mb, shard=p.zero1,
                                    pre_reductions=pre_reductions(self.model, grid))
         world = dist.group.WORLD if dist.get_world_size() > 1 else SOLO
@@ -101,8 +103,9 @@ class Trainer:
                                else torch.float32)
 
     def _mean_over_dp(self, value: torch.Tensor) -> float:
-        return comm.all_reduce(value.detach().float().clone(), self.grid.group("dp")).item() \
-            / self.cfg.parallel.dp
+        """The mean over DP x CP: each CP rank's loss is over its slice of the tokens."""
+        return comm.all_reduce(value.detach().float().clone(), self.grid.group("dp_cp")).item() \
+            / (self.cfg.parallel.dp * self.cfg.parallel.cp)
 
     def _micro_batches(self, source: BatchSource, consumed: int, global_batch: int):
         batch = source.local_batch(consumed, global_batch, self.grid.dp_rank,
@@ -124,7 +127,7 @@ class Trainer:
                 if i == len(micro_batches) - 1:
                     self.buckets.arm()
                 with self.autocast:
-                    loss = self.model(micro[:, :-1], micro[:, 1:])
+                    loss = self.model(*shifted_slice(micro, self.grid))
                 (loss / len(micro_batches)).backward()
                 loss_sum += loss.detach()
         self.buckets.finish_grad_sync()
@@ -149,7 +152,7 @@ class Trainer:
                 continue
             for micro in micro_batches:
                 with self.autocast:
-                    total += self.model(micro[:, :-1], micro[:, 1:]).float()
+                    total += self.model(*shifted_slice(micro, self.grid)).float()
         comm.all_reduce(total, self.grid.group("pp"))
         self.model.train()
         return self._mean_over_dp(total / count)

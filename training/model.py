@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from training.blocks import make_attention, make_mlp, make_norm
+from training.blocks import AttentionCore, causal_core, make_attention, make_mlp, make_norm
 from training.config import ModelConfig
 from training.parallel import comm
+from training.parallel.context import RingAttention, load_balanced_positions
 from training.parallel.grad_buckets import PreReduction
 from training.parallel.grid import ProcessGrid
 from training.parallel.rng import RegionDropout
@@ -62,11 +63,14 @@ class Embedding(nn.Module):
         self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
         self.sequence_parallel, self.tp_rank = sequence_parallel, grid.tp_rank
 
-    def forward(self, tokens):
+    def forward(self, tokens, positions: torch.Tensor | None = None):
+        """`positions`: the tokens' global positions when they are a CP slice."""
         vectors = self.word(tokens)
         if self.position is None:
             return self.dropout(vectors)
-        position = self.position[: tokens.shape[1]].unsqueeze(0)
+        table = self.position[: tokens.shape[1]] if positions is None else \
+            self.position[positions]
+        position = table.unsqueeze(0)
         if self.sequence_parallel:
             position = sequence_shard(position, self.word.group, self.tp_rank)
         return self.dropout(vectors + position)
@@ -76,19 +80,19 @@ class Block(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)); parts from training/blocks.py."""
 
     def __init__(self, cfg: ModelConfig, grid: ProcessGrid, seed: int, index: int,
-                 sequence_parallel: bool, recompute: str):
+                 sequence_parallel: bool, recompute: str, core: AttentionCore = causal_core):
         super().__init__()
         name = f"blocks.{index}"
         self.ln1 = make_norm(cfg)
         self.attn = make_attention(cfg, grid, seed, name + ".attn", sequence_parallel,
-                                   recompute_core=recompute == "selective")
+                                   recompute_core=recompute == "selective", core=core)
         self.ln2 = make_norm(cfg)
         self.mlp = make_mlp(cfg, grid, seed, name + ".mlp", sequence_parallel)
         # the residual stream: replicated over TP, or with sequence parallelism a shard
         self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
 
-    def forward(self, x):
-        x = x + self.dropout(self.attn(self.ln1(x)))
+    def forward(self, x, positions: torch.Tensor | None = None):
+        x = x + self.dropout(self.attn(self.ln1(x), positions))
         return x + self.dropout(self.mlp(self.ln2(x)))
 
 
@@ -121,12 +125,19 @@ class GPT(nn.Module):
         self.cfg, self.vocab_size = cfg, vocab_size
         self.recompute_blocks = recompute == "full"
         sequence_parallel = sequence_parallel and grid.layout.tp > 1
+        # Context parallelism: this rank holds a load-balanced slice of every sequence, its
+        # attention core passes K/V around the CP ring, positions follow the slice.
+        cp = grid.layout.cp
+        core = RingAttention(grid.group("cp"), grid.ranks("cp"), grid.cp_rank) if cp > 1 \
+            else causal_core
+        self.positions = (load_balanced_positions(cfg.seq_len, cp, grid.cp_rank, grid.device)
+                          if cp > 1 else None)
         starts = {c.start for c in self.chunks}
         ends = {c.stop for c in self.chunks}
         self.embedding = (Embedding(cfg, vocab_size, grid, seed, sequence_parallel)
                           if 0 in starts else None)
         self.blocks = nn.ModuleDict({
-            str(i): Block(cfg, grid, seed, i, sequence_parallel, recompute)
+            str(i): Block(cfg, grid, seed, i, sequence_parallel, recompute, core)
             for chunk in self.chunks for i in chunk})
         self.head = OutputHead(cfg, grid, sequence_parallel) if cfg.layers in ends else None
         if self.head is not None and not cfg.tie_embeddings:
@@ -156,13 +167,13 @@ class GPT(nn.Module):
 
     def forward(self, inputs, targets=None, chunk: int = 0):
         layers = self.chunks[chunk]
-        x = self.embedding(inputs) if layers.start == 0 else inputs
+        x = self.embedding(inputs, self.positions) if layers.start == 0 else inputs
         for i in layers:
             block = self.blocks[str(i)]
             if self.recompute_blocks and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, self.positions, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, self.positions)
         if layers.stop != self.cfg.layers:
             return x
         return self.head(x, self.output_layer(), targets).mean()

@@ -7,6 +7,10 @@ j a rank attends its queries to the block that started on rank r − j, and merg
 results with an online softmax (each block's output weighted by exp(its log-sum-exp − the
 running one)). The ring shift is an autograd function over comm's p2p ops, so the backward
 runs the reverse ring and each block's K/V gradient travels back to its owner.
+
+Memory: each rank's attention scores are cp blocks of (seq/cp)² — 1/cp of one process's.
+Autograd keeps every K/V block a rank received for its backward (the whole sequence's K/V,
+as an all-gather would); a fused kernel that recomputes them in a backward ring would not.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ def slice_sequence(x: torch.Tensor, cp: int, rank: int, dim: int = 1) -> torch.T
         return x
     chunks = x.chunk(2 * cp, dim=dim)
     return torch.cat([chunks[c] for c in chunk_ids(cp, rank)], dim=dim)
+
+
+def shifted_slice(tokens: torch.Tensor, grid) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of token rows [batch, seq + 1], each this CP rank's slice."""
+    cp, rank = grid.layout.cp, grid.cp_rank
+    return slice_sequence(tokens[:, :-1], cp, rank), slice_sequence(tokens[:, 1:], cp, rank)
 
 
 class _RingShift(torch.autograd.Function):
