@@ -29,7 +29,9 @@ from training.parallel.tensor import ColumnParallelLinear, RowParallelLinear
 
 NORM_EPS = 1e-5
 
-AttentionCore = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+# (q, k, v, dropout, mask) -> output; mask: bool [batch, 1, seq, seq], True where a query may
+# attend (documents kept apart), or None for the causal mask
+AttentionCore = Callable[..., torch.Tensor]
 
 
 def make_norm(cfg: ModelConfig, hidden: int | None = None) -> nn.Module:
@@ -43,16 +45,20 @@ def make_norm(cfg: ModelConfig, hidden: int | None = None) -> nn.Module:
     return norm
 
 
-def causal_core(q, k, v, dropout: float) -> torch.Tensor:
-    """QK^T, causal softmax, dropout, AV over [batch, heads, seq, head_dim]."""
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+def causal_core(q, k, v, dropout: float, mask=None) -> torch.Tensor:
+    """QK^T, causal (or `mask`ed) softmax, dropout, AV over [batch, heads, seq, head_dim]."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                          dropout_p=dropout)
 
 
 def rotary_tables(head_dim: int, positions: torch.Tensor, theta: float):
-    """cos and sin [seq, head_dim] for the rotate-half convention (Llama's, as in HF)."""
+    """cos and sin for the rotate-half convention (Llama's, as in HF): [seq, head_dim] for
+    positions [seq], [batch, 1, seq, head_dim] for per-sample positions [batch, seq]."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]
+    angles = positions.to(torch.float64)[..., None] * inv_freq.to(positions.device)
     angles = torch.cat([angles, angles], dim=-1)
+    if angles.dim() == 3:
+        angles = angles.unsqueeze(1)
     return angles.cos().float(), angles.sin().float()
 
 
@@ -117,7 +123,7 @@ class Attention(nn.Module):
             v = v.repeat_interleave(self.group_size, dim=1)
         return q, k, v
 
-    def forward(self, x, positions: torch.Tensor | None = None):
+    def forward(self, x, positions: torch.Tensor | None = None, mask=None):
         q, k, v = self.project(x)  # with sequence parallelism x is a shard, q the whole sequence
         if self.rope:
             if positions is None:
@@ -130,9 +136,9 @@ class Attention(nn.Module):
         # is entered outside the checkpoint, which then stashes and replays its stream.
         with dropout_region(self.training and self.dropout > 0, self.tp_rank, self.device):
             if self.recompute_core and torch.is_grad_enabled():
-                out = checkpoint(self.core, q, k, v, dropout, use_reentrant=False)
+                out = checkpoint(self.core, q, k, v, dropout, mask, use_reentrant=False)
             else:
-                out = self.core(q, k, v, dropout)
+                out = self.core(q, k, v, dropout, mask)
         batch, seq = out.shape[0], out.shape[2]
         return self.proj(out.transpose(1, 2).reshape(batch, seq, self.heads * self.head_dim))
 

@@ -68,9 +68,10 @@ class Embedding(nn.Module):
         vectors = self.word(tokens)
         if self.position is None:
             return self.dropout(vectors)
+        # positions: a CP slice's [seq], or restarting in every document [batch, seq]
         table = self.position[: tokens.shape[1]] if positions is None else \
             self.position[positions]
-        position = table.unsqueeze(0)
+        position = table if table.dim() == 3 else table.unsqueeze(0)
         if self.sequence_parallel:
             position = sequence_shard(position, self.word.group, self.tp_rank)
         return self.dropout(vectors + position)
@@ -91,8 +92,8 @@ class Block(nn.Module):
         # the residual stream: replicated over TP, or with sequence parallelism a shard
         self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
 
-    def forward(self, x, positions: torch.Tensor | None = None):
-        x = x + self.dropout(self.attn(self.ln1(x), positions))
+    def forward(self, x, positions: torch.Tensor | None = None, mask=None):
+        x = x + self.dropout(self.attn(self.ln1(x), positions, mask))
         return x + self.dropout(self.mlp(self.ln2(x)))
 
 
@@ -114,8 +115,10 @@ class OutputHead(nn.Module):
 class GPT(nn.Module):
     """The blocks of `chunks` (layer ranges, one per model chunk; default: all layers as one),
     with the embedding when a chunk starts at block 0 and the output head when one ends at the
-    last block. `forward(x, targets, chunk)` takes tokens (or the previous stage's hidden
-    states) and returns the mean loss (or hidden states for the next stage)."""
+    last block. `forward(x, targets, chunk, documents)` takes tokens (or the previous stage's
+    hidden states) and returns the mean loss (or hidden states for the next stage);
+    `documents` (training.batches.DocumentMasks) restarts positions, keeps attention within
+    each document of a packed sample, or leaves tokens out of the loss."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, grid: ProcessGrid, seed: int,
                  chunks: list[range] | None = None, *, sequence_parallel: bool = False,
@@ -165,18 +168,25 @@ class GPT(nn.Module):
             modules += [self.head, self.output_layer()]
         return list(dict.fromkeys(p for module in modules for p in module.parameters()))
 
-    def forward(self, inputs, targets=None, chunk: int = 0):
+    def forward(self, inputs, targets=None, chunk: int = 0, documents=None):
         layers = self.chunks[chunk]
-        x = self.embedding(inputs, self.positions) if layers.start == 0 else inputs
+        # documents kept apart (config: not with CP): their own positions and mask
+        positions = documents.position_ids if documents is not None else None
+        positions = self.positions if positions is None else positions
+        mask = documents.attention_mask if documents is not None else None
+        x = self.embedding(inputs, positions) if layers.start == 0 else inputs
         for i in layers:
             block = self.blocks[str(i)]
             if self.recompute_blocks and torch.is_grad_enabled():
-                x = checkpoint(block, x, self.positions, use_reentrant=False)
+                x = checkpoint(block, x, positions, mask, use_reentrant=False)
             else:
-                x = block(x, self.positions)
+                x = block(x, positions, mask)
         if layers.stop != self.cfg.layers:
             return x
-        return self.head(x, self.output_layer(), targets).mean()
+        losses = self.head(x, self.output_layer(), targets)
+        if documents is None or documents.loss_mask is None:
+            return losses.mean()
+        return (losses * documents.loss_mask).sum() / documents.loss_mask.sum().clamp_min(1.0)
 
     def output_layer(self) -> VocabParallelEmbedding:
         """The weight the logits multiply by: the untied output layer, or the (copy of the)

@@ -15,6 +15,8 @@ as an all-gather would); a fused kernel that recomputes them in a backward ring 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from training.parallel import comm
@@ -42,10 +44,14 @@ def slice_sequence(x: torch.Tensor, cp: int, rank: int, dim: int = 1) -> torch.T
     return torch.cat([chunks[c] for c in chunk_ids(cp, rank)], dim=dim)
 
 
-def shifted_slice(tokens: torch.Tensor, grid) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) of token rows [batch, seq + 1], each this CP rank's slice."""
+def context_slice(micro, grid):
+    """A `MicroBatch` (inputs, targets [batch, seq]) cut to this CP rank's slice; document
+    masks do not combine with CP (a config error)."""
     cp, rank = grid.layout.cp, grid.cp_rank
-    return slice_sequence(tokens[:, :-1], cp, rank), slice_sequence(tokens[:, 1:], cp, rank)
+    if cp == 1:
+        return micro
+    return replace(micro, inputs=slice_sequence(micro.inputs, cp, rank),
+                   targets=slice_sequence(micro.targets, cp, rank))
 
 
 class _RingShift(torch.autograd.Function):
@@ -86,7 +92,10 @@ class RingAttention:
     def __init__(self, group, ranks: list[int], cp_rank: int):
         self.group, self.ranks, self.cp_rank, self.cp = group, ranks, cp_rank, len(ranks)
 
-    def __call__(self, q, k, v, dropout: float = 0.0) -> torch.Tensor:
+    def __call__(self, q, k, v, dropout: float = 0.0, mask=None) -> torch.Tensor:
+        if mask is not None:
+            raise ValueError("ring attention keeps the causal mask only (documents kept apart "
+                             "do not combine with parallel.cp > 1)")
         if dropout:
             raise ValueError("ring attention has no attention dropout (model.dropout must be 0 "
                              "with parallel.cp > 1)")
