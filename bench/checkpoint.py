@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from training.checkpoint import (
-    flat_moments,
     global_parameters,
     load_checkpoint,
     resume_latest,
@@ -36,7 +35,7 @@ MODEL = {"layers": 12, "hidden": 768, "heads": 12, "seq_len": 512, "vocab_size":
 
 
 def config(run_dir: str, tp: int, pp: int, dp: int) -> dict:
-    return {"model": MODEL, "parallel": {"tp": tp, "pp": pp, "dp": dp, "zero1": True},
+    return {"model": MODEL, "parallel": {"tp": tp, "pp": pp, "dp": dp, "zero": 1},
             "batch": {"micro": 1, "global": dp}, "optim": {"lr": 1e-4},
             "train": {"steps": 1, "save_every": 1, "dir": run_dir},
             "data": {"synthetic": True}}
@@ -73,13 +72,11 @@ def reference(cfg_dict: dict, run_dir: Path) -> dict:
     """One torch.save / torch.load(weights_only=True) of parameters and Adam moments."""
     setup_process()
     trainer = Trainer(TrainingConfig.model_validate(cfg_dict))
-    moments = flat_moments(trainer)
-    state = {}
-    for name, param in global_parameters(trainer):
-        start = trainer.buckets.offsets[param]
-        state[f"model/{name}"] = param.detach()
-        for kind, flat in moments.items():
-            state[f"{kind}/{name}"] = flat[start: start + param.numel()].view_as(param)
+    optimizer, names = trainer.optimizer, {p: n for n, p in global_parameters(trainer)}
+    state = {f"model/{name}": param.detach() for name, param in global_parameters(trainer)}
+    for seg in optimizer.segments:  # one process: every parameter is one whole segment
+        for kind in ("exp_avg", "exp_avg_sq"):
+            state[f"{kind}/{names[seg.param]}"] = optimizer.state_of(seg, kind).view_as(seg.param)
     path = run_dir / "reference.pt"
     start = time.perf_counter()
     torch.save(state, path)

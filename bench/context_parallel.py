@@ -46,7 +46,7 @@ def throughput(seq: int, cp: int, steps: int) -> dict:
         cfg = load_config("llama_tiny", [
             f"model.seq_len={seq}", f"parallel.cp={cp}", "batch.micro=1", "batch.global=1",
             f"train.steps={steps}", "train.eval_every=0", "train.save_every=0",
-            f"train.dir={run_dir}", "parallel.zero1=false"]).dump()
+            f"train.dir={run_dir}", "parallel.zero=0"]).dump()
         return launch(cp, train_worker, cfg)[0]
 
 

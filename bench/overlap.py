@@ -34,7 +34,7 @@ def bench_config(run_dir: str, steps: int, **parallel) -> dict:
     return {
         "model": {"layers": 4, "hidden": 256, "heads": 8, "seq_len": 128, "vocab_size": 4096,
                   "dropout": 0.0},
-        "parallel": {"zero1": True, "bucket_mb": 0.5, **parallel},
+        "parallel": {"zero": 1, "bucket_mb": 0.5, **parallel},
         "batch": {"micro": 2, "global": 16},
         "optim": {"lr": 1e-3},
         "train": {"steps": steps, "dir": run_dir, "log_every": 1000},

@@ -36,7 +36,7 @@ WARMUP = 2
 def bench_config(run_dir: str, steps: int, tp: int = 1, dp: int = 1, zero1: bool = True) -> dict:
     return {
         "model": {"layers": 4, "hidden": 256, "heads": 8, "seq_len": 128, "vocab_size": 4096},
-        "parallel": {"tp": tp, "dp": dp, "zero1": zero1},
+        "parallel": {"tp": tp, "dp": dp, "zero": int(zero1)},
         "batch": {"micro": 8, "global": 16},
         "optim": {"lr": 3e-4, "min_lr": 3e-5, "warmup": 2, "weight_decay": 0.1, "clip": 1.0},
         "train": {"steps": steps, "eval_every": 0, "dir": run_dir, "seed": 1},

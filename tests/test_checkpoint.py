@@ -29,7 +29,7 @@ def config(run_dir, tp=1, pp=1, dp=1, dropout=0.0, save_every=5, **train) -> dic
     return {
         "model": {"layers": 2, "hidden": 32, "heads": 4, "seq_len": 16, "vocab_size": 60,
                   "pad_vocab_to": 8, "dropout": dropout},
-        "parallel": {"tp": tp, "pp": pp, "dp": dp, "zero1": True, "bucket_mb": 0.02},
+        "parallel": {"tp": tp, "pp": pp, "dp": dp, "zero": 1, "bucket_mb": 0.02},
         "batch": {"micro": 2, "global": 8},
         "optim": {"lr": 1e-2, "min_lr": 1e-3, "warmup": 2, "weight_decay": 0.1, "clip": 0.5},
         "train": {"steps": STEPS, "seed": 7, "save_every": save_every, "dir": str(run_dir),

@@ -26,10 +26,10 @@ def test_mtnlg_config_is_the_papers():
 
 
 def test_overrides_parse_values_as_yaml(tmp_path):
-    cfg = load_config("tiny", ["parallel.tp=2", "parallel.zero1=false",
+    cfg = load_config("tiny", ["parallel.tp=2", "parallel.zero=0",
                                "batch.rampup=[4, 4, 64]", "optim.schedule_unit=samples",
                                "optim.lr=1e-3", f"train.dir={tmp_path}"])
-    assert cfg.parallel.tp == 2 and cfg.parallel.zero1 is False
+    assert cfg.parallel.tp == 2 and cfg.parallel.zero == 0
     assert cfg.batch.rampup == (4, 4, 64) and cfg.optim.lr == 1e-3
 
 
@@ -124,3 +124,19 @@ def test_megatron_flops_formula():
                                                      + 51200 / (12 * 96 * 12288))
     assert flops == pytest.approx(expected)
     assert flops / 1536 / 2048 == pytest.approx(6 * 174.6e9 * 1.0, rel=0.1)
+
+
+def test_zero1_is_read_as_zero_with_a_deprecation_warning(tmp_path):
+    old = tmp_path / "old.yaml"  # a config written before parallel.zero existed
+    old.write_text((load_config.__globals__["CONFIG_DIR"] / "tiny.yaml").read_text()
+                   .replace("zero: 1", "zero1: false"))
+    with pytest.warns(DeprecationWarning, match="parallel.zero1 is deprecated"):
+        cfg = load_config(str(old))
+    assert cfg.parallel.zero == 0 and "zero1" not in cfg.dump()["parallel"]
+    with pytest.raises(ConfigError, match="contradicts parallel.zero=2"):
+        load_config(str(old), ["parallel.zero=2"])
+
+
+def test_zero_stage_3_is_an_honest_config_error():
+    with pytest.raises(ConfigError, match=r"parallel.zero: 3 .* is not implemented"):
+        load_config("tiny", ["parallel.zero=3"])

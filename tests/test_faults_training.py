@@ -39,7 +39,7 @@ def config(run_dir, dp=1, **train) -> dict:
     return {
         "model": {"layers": 2, "hidden": 32, "heads": 4, "seq_len": 16, "vocab_size": 60,
                   "pad_vocab_to": 8},
-        "parallel": {"dp": dp, "zero1": True, "bucket_mb": 0.02},
+        "parallel": {"dp": dp, "zero": 1, "bucket_mb": 0.02},
         "batch": {"micro": 2, "global": 8},
         "optim": {"lr": 1e-2, "min_lr": 1e-3, "warmup": 2, "weight_decay": 0.1, "clip": 0.5},
         "train": {"steps": STEPS, "seed": 7, "dir": str(run_dir), **train},

@@ -26,7 +26,7 @@ def llama_config(run_dir, tp=1, pp=1, dp=1, kv_heads=2, **parallel) -> dict:
     return {
         "model": {"arch": "llama", "layers": 2, "hidden": 32, "heads": 4, "kv_heads": kv_heads,
                   "ffn_hidden": 48, "seq_len": 16, "vocab_size": 60, "pad_vocab_to": 8},
-        "parallel": {"tp": tp, "pp": pp, "dp": dp, "zero1": dp > 1, "bucket_mb": 0.02,
+        "parallel": {"tp": tp, "pp": pp, "dp": dp, "zero": int(dp > 1), "bucket_mb": 0.02,
                      **parallel},
         "batch": {"micro": 1, "global": 4},
         "optim": {"lr": 3e-3, "min_lr": 1e-3, "warmup": 2, "weight_decay": 0.1, "clip": 0.5},

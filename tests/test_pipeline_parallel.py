@@ -24,7 +24,7 @@ def pipeline_config(run_dir, tp=1, pp=1, dp=1, schedule="1f1b", v=1, **parallel)
         "model": {"layers": 4, "hidden": 32, "heads": 4, "seq_len": 16, "vocab_size": 60,
                   "pad_vocab_to": 8},
         "parallel": {"tp": tp, "pp": pp, "dp": dp, "schedule": schedule, "virtual_stages": v,
-                     "zero1": dp > 1, "bucket_mb": 0.02, **parallel},
+                     "zero": int(dp > 1), "bucket_mb": 0.02, **parallel},
         # 8 micro-batches at dp=1, 4 per rank at dp=2.
         "batch": {"micro": 1, "global": 8},
         # lr below the trainer test's: Adam moves an element whose gradient is rounding-sized by
@@ -106,6 +106,14 @@ def test_three_dimensional_grid(reference, tmp_path):
     """(2,2,2): TP inside a stage, two stages, two data-parallel replicas with ZeRO-1."""
     (result,) = launch(8, train_and_gather, [pipeline_config(tmp_path, tp=2, pp=2, dp=2)])[0]
     assert_same_run(result, reference)
+
+
+def test_zero_stages_with_a_pipeline(reference, tmp_path):
+    """(1,2,2) with ZeRO-1 and ZeRO-2: gradients reduce-scattered per model chunk, the tied
+    embedding's deferred sum before its own reduce-scatter, full gradients freed (stage 2)."""
+    configs = [pipeline_config(tmp_path / f"z{zero}", pp=2, dp=2, zero=zero) for zero in (1, 2)]
+    for result in launch(4, train_and_gather, configs)[0]:
+        assert_same_run(result, reference)
 
 
 def test_uneven_split_gives_extra_layers_to_inner_stages():

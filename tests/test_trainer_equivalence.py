@@ -14,11 +14,11 @@ from training.parallel.grid import destroy_grid
 STEPS = 6
 
 
-def tiny_config(tp=1, dp=1, zero1=False, **train) -> dict:
+def tiny_config(tp=1, dp=1, zero=0, **train) -> dict:
     return {
         "model": {"layers": 2, "hidden": 32, "heads": 4, "seq_len": 16, "vocab_size": 60,
                   "pad_vocab_to": 8},
-        "parallel": {"tp": tp, "dp": dp, "zero1": zero1, "bucket_mb": 0.02},
+        "parallel": {"tp": tp, "dp": dp, "zero": zero, "bucket_mb": 0.02},
         # 4 micro-batches at dp=1, 2 per rank at dp=2; clip low enough to bite.
         "batch": {"micro": 2, "global": 8},
         "optim": {"lr": 1e-2, "min_lr": 1e-3, "warmup": 2, "weight_decay": 0.1, "clip": 0.5},
@@ -93,23 +93,26 @@ def test_single_process_run_learns_and_logs(reference):
     assert params["embedding.word.weight"].shape == (64, 32)  # 60 padded to a multiple of 8
 
 
-@pytest.mark.parametrize("tp,dp", [(2, 1), (1, 2), (2, 2)])
+@pytest.mark.parametrize("tp,dp", [(2, 1), (1, 2), (2, 2), (1, 4)])
 def test_layout_equals_single_process(reference, tmp_path, tp, dp):
-    configs = [tiny_config(tp, dp, zero1=zero1, dir=str(tmp_path / f"z{int(zero1)}"))
-               for zero1 in (False, True)]
-    plain, sharded = launch(tp * dp, train_and_gather, configs)[0]
-    assert_same_run(plain, reference[0])
-    assert_same_run(sharded, reference[0])
+    """ZeRO stages 0, 1 and 2 at each layout: the run of stage 0 on one process."""
+    configs = [tiny_config(tp, dp, zero=zero, dir=str(tmp_path / f"z{zero}"))
+               for zero in (0, 1, 2)]
+    for result in launch(tp * dp, train_and_gather, configs)[0]:
+        assert_same_run(result, reference[0])
 
 
-def test_zero1_at_one_rank_shards_and_equals_plain(reference, tmp_path):
-    """At dp = 1 ZeRO-1 still takes its sharded path (reduce-scatter into a separate shard
-    buffer, all-gather back), with one shard: the same run as plain AdamW."""
+def test_zero2_at_one_rank_shards_and_equals_plain(reference, tmp_path):
+    """At dp = 1 ZeRO-2 still takes its sharded path (reduce-scatter into a separate shard
+    buffer, full gradients freed, all-gather back), with one shard: the same run as plain
+    AdamW."""
     setup_process()
-    trainer = Trainer(TrainingConfig.model_validate(tiny_config(zero1=True, dir=str(tmp_path))))
+    trainer = Trainer(TrainingConfig.model_validate(tiny_config(zero=2, dir=str(tmp_path))))
     buckets = trainer.buckets
-    assert buckets.sharded and buckets.local_grads.data_ptr() != buckets.grads.data_ptr()
     records = trainer.run()
+    assert buckets.sharded and buckets.shard_grads is not None
+    assert all(buffer is None for buffer in buckets.grad_buffers)  # freed once reduced
+    assert all(param.grad is None for param in buckets.offsets)
     trainer.close()
     params = full_state_dict(trainer.model, trainer.grid)
     destroy_grid()

@@ -1,23 +1,31 @@
-"""Saving and resuming a Trainer: model, ZeRO-sharded Adam moments, counters, RNG states and
-config, as global tensors (checkpoint_format.py) that any (TP, PP, DP, v) layout can read.
+"""Saving and resuming a Trainer: fp32 master weights, Adam moments, counters, RNG states and
+config, as global tensors (checkpoint_format.py) that any (TP, PP, DP, v) layout and any ZeRO
+stage can read.
 
-Save: the DP ranks all-gather the Adam moments (sharded over flat bucket ranges) back into
-the flat layout, so every parameter's moments are whole again; each distinct piece of a
-global tensor is then written once, by one rank: TP-replicated parameters by TP rank 0, the
-pipeline's copy of the tied embedding never, and the parameters spread round-robin over the
-DP ranks so the writes run in parallel. Everything lands in `checkpoints/.tmp-step-N`; rank 0
-merges the ranks' shard lists into `index.json` and publishes the folder (rename, `latest`).
+Save: each rank writes the optimizer segments it holds (optimizer.py: runs of one parameter's
+elements in this rank's ZeRO shard), each cut into the boxes of the global tensor it covers,
+so no rank gathers anything: `model/` holds the fp32 master weights (exact even when the
+parameters are bf16), `exp_avg/` and `exp_avg_sq/` the moments. TP-replicated parameters are
+written by TP rank 0, the pipeline's copy of the tied embedding never. The state is sharded
+over DP x CP (the `dp_cp` group, as gradients are reduced there), so with stages 1-2 every
+rank of it, CP ranks included, writes its own shard; with stage 0 (state replicated over
+DP x CP) the parameters are spread round-robin over those ranks. Everything lands in
+`checkpoints/.tmp-step-N`; rank 0 merges the ranks' shard lists into `index.json` and
+publishes the folder (rename, `latest`).
 
-Load: each rank asks for the box of every global tensor that its parameters cover in the
-*current* layout, so the saving layout does not matter. RNG states are restored per rank when
-the layout is unchanged (exact resume); after a reshard every rank takes rank 0's.
+Load: each rank reads the boxes its parameters cover in the *current* layout, and for its
+own optimizer segments only their boxes of master weights and moments, so the saving layout
+and stage do not matter. RNG states are restored per rank when the layout is unchanged
+(exact resume); after a reshard every rank takes rank 0's.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +41,7 @@ from training.checkpoint_format import (
     CheckpointError,
     ShardReader,
     file_sha256,
+    flat_range_boxes,
     fsync_path,
     list_checkpoints,
     merge_entries,
@@ -46,6 +55,7 @@ from training.checkpoint_format import (
     write_json_atomic,
 )
 from training.parallel import comm
+from training.parallel.optimizer import Segment
 
 if TYPE_CHECKING:
     from training.loop import Trainer
@@ -86,59 +96,69 @@ def _world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-def flat_moments(trainer: Trainer) -> dict[str, torch.Tensor]:
-    """Adam moments in the flat parameter-buffer layout (whole on every DP rank)."""
-    buckets, optimizer = trainer.buckets, trainer.optimizer
-    flat = {}
-    for kind in MOMENTS:
-        local, full = getattr(optimizer, kind), torch.zeros_like(buckets.params)
-        cursor = 0
-        for index, bucket in enumerate(buckets.buckets):
-            lo, hi = buckets.local_range(index)
-            piece = local[cursor: cursor + hi - lo]
-            if buckets.sharded:
-                comm.all_gather_into(full[bucket.start: bucket.end], piece, buckets.group)
-            else:
-                full[lo:hi] = piece
-            cursor += hi - lo
-        flat[kind] = full
-    return flat
+def _names(trainer: Trainer) -> dict[nn.Parameter, str]:
+    return {param: name for name, param in global_parameters(trainer)}
 
 
-def _load_flat_moments(trainer: Trainer, flat: dict[str, torch.Tensor]) -> None:
-    buckets, optimizer = trainer.buckets, trainer.optimizer
-    for kind in MOMENTS:
-        local, cursor = getattr(optimizer, kind), 0
-        for index in range(len(buckets.buckets)):
-            lo, hi = buckets.local_range(index)
-            local[cursor: cursor + hi - lo].copy_(flat[kind][lo:hi])
-            cursor += hi - lo
+def _segment_boxes(trainer: Trainer, seg: Segment):
+    """The global boxes (offset, shape) that a ZeRO segment of a parameter covers, in flat
+    order, with their element counts."""
+    param = seg.param
+    start = seg.lo - trainer.buckets.offsets[param]
+    _, tp_offset = global_box(param, trainer)
+    for offset, shape in flat_range_boxes(list(param.shape), start, start + seg.hi - seg.lo):
+        yield [a + b for a, b in zip(tp_offset, offset, strict=True)], shape
+
+
+def _segments_to_write(trainer: Trainer) -> list[Segment]:
+    """This rank's optimizer segments that it writes: every one it holds when the state is
+    sharded (over DP x CP: each rank of the `dp_cp` group holds a distinct shard, so every CP
+    rank writes too); with stage 0 (replicated over DP x CP) the parameters round-robin over
+    the `dp_cp` ranks. TP-replicated parameters by TP rank 0 only, the pipeline's
+    tied-embedding copy never."""
+    grid, dp_cp = trainer.grid, trainer.grid.layout.dp * trainer.grid.layout.cp
+    order = {param: i for i, (_, param) in enumerate(global_parameters(trainer))}
+    chosen = []
+    for seg in trainer.optimizer.segments:
+        param = seg.param
+        replica = param.tp_dim is None and grid.tp_rank != 0
+        if getattr(param, "duplicate_of", None) or replica:
+            continue
+        if trainer.buckets.sharded or order[param] % dp_cp == grid.dp_cp_rank:
+            chosen.append(seg)
+    return chosen
 
 
 @torch.no_grad()
 def save_checkpoint(trainer: Trainer) -> Path:
-    """Write the trainer's state at its current step; collective over every rank."""
-    grid, root = trainer.grid, checkpoint_root(trainer)
+    """Write the trainer's state at its current step; collective over every rank. Each rank
+    writes only its own shard of the master weights (`model/`) and moments."""
+    grid, root, optimizer = trainer.grid, checkpoint_root(trainer), trainer.optimizer
     tmp = root / tmp_dir_name(trainer.step)
     if grid.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     comm.barrier()
-    moments = flat_moments(trainer)
-    file, dp = rank_file_name(grid.rank), grid.layout.dp
-    tensors, entries = {}, {}
-    for i, (name, param) in enumerate(global_parameters(trainer)):
-        replica = (param.tp_dim is None and grid.tp_rank != 0) or grid.cp_rank != 0
-        if getattr(param, "duplicate_of", None) or replica or i % dp != grid.dp_rank:
-            continue
-        global_shape, offset = global_box(param, trainer)
-        start = trainer.buckets.offsets[param]
-        pieces = {"model": param.detach()}
-        pieces.update({kind: moments[kind][start: start + param.numel()].view_as(param)
-                       for kind in MOMENTS})
-        for kind, tensor in pieces.items():
-            tensors[f"{kind}/{name}"] = tensor.to("cpu", copy=True).contiguous()
-            entries[f"{kind}/{name}"] = shard_entry(file, global_shape, offset, param.shape)
+    file, names = rank_file_name(grid.rank), _names(trainer)
+    pieces = []  # (key, global shape, global offset, box shape, values)
+    for seg in _segments_to_write(trainer):
+        sources = {"model": optimizer.master_of(seg)}
+        sources.update({kind: optimizer.state_of(seg, kind) for kind in MOMENTS})
+        global_shape, _ = global_box(seg.param, trainer)
+        cursor = 0
+        for offset, shape in _segment_boxes(trainer, seg):
+            size = math.prod(shape)
+            for kind, flat in sources.items():
+                pieces.append((f"{kind}/{names[seg.param]}", global_shape, offset, shape,
+                               flat[cursor: cursor + size].view(shape)))
+            cursor += size
+    per_key = Counter(key for key, *_ in pieces)
+    tensors, entries = {}, []
+    for key, global_shape, offset, shape, values in pieces:
+        stored = key if per_key[key] == 1 else f"{key}@{','.join(map(str, offset))}"
+        tensors[stored] = values.to("cpu", torch.float32, copy=True).contiguous()
+        entries.append((key, shard_entry(file, global_shape, offset, shape,
+                                         None if stored == key else stored)))
     tensors["rng/torch_cpu"] = torch.get_rng_state()
     if grid.device.type == "cuda":
         tensors["rng/torch_cuda"] = torch.cuda.get_rng_state(grid.device)
@@ -188,20 +208,24 @@ def load_checkpoint(trainer: Trainer, ckpt: Path, index: dict | None = None) -> 
     if changes and trainer.grid.rank == 0:
         print(f"{ckpt}: resuming with changed settings: " + "; ".join(changes), flush=True)
     reader = ShardReader(ckpt, index)
-    moments = {kind: torch.zeros_like(trainer.buckets.params) for kind in MOMENTS}
-    for name, param in global_parameters(trainer):
-        stored = getattr(param, "duplicate_of", None) or name
+    stored_names = {param: getattr(param, "duplicate_of", None) or name
+                    for name, param in global_parameters(trainer)}
+    for param, stored in stored_names.items():
         global_shape, offset = global_box(param, trainer)
         found = reader.global_shape(f"model/{stored}")
         if found != global_shape:
             raise CheckpointError(f"{ckpt}: {stored} has global shape {found}, this model "
                                   f"needs {global_shape} (a different model config?)")
         param.data.copy_(reader.read_box(f"model/{stored}", offset, param.shape))
-        start = trainer.buckets.offsets[param]
-        for kind in MOMENTS:
-            box = reader.read_box(f"{kind}/{stored}", offset, param.shape)
-            moments[kind][start: start + param.numel()] = box.flatten().to(moments[kind].device)
-    _load_flat_moments(trainer, moments)
+    optimizer = trainer.optimizer
+    for seg in optimizer.segments:  # only this rank's shard of the optimizer state
+        targets = {kind: optimizer.state_of(seg, kind) for kind in MOMENTS}
+        if optimizer.master is not None:  # fp32 master weights, exact (params may be bf16)
+            targets["model"] = optimizer.master_of(seg)
+        for kind, target in targets.items():
+            boxes = [reader.read_box(f"{kind}/{stored_names[seg.param]}", offset, shape)
+                     .flatten() for offset, shape in _segment_boxes(trainer, seg)]
+            target.copy_(torch.cat(boxes))
     trainer.optimizer.steps = index["optimizer_steps"]
     trainer.step, trainer.consumed_samples = index["step"], index["consumed_samples"]
     trainer.skipped_steps = index.get("skipped_steps", 0)  # absent before it was recorded

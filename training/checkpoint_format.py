@@ -4,8 +4,9 @@ A checkpoint is a folder `checkpoints/step-00000010/` holding
 
 - `rank-00003.safetensors` per rank: plain tensors (`model/<name>`, `exp_avg/<name>`,
   `exp_avg_sq/<name>`, `rng/...`), each a box of a global tensor;
-- `index.json`: for every global tensor its global shape and the boxes (file, offset, shape)
-  that tile it, the sha256 of every file, the trainer's counters and the config.
+- `index.json`: for every global tensor its global shape and the boxes (file, offset, shape,
+  and `name` when the box's tensor name in the file is not the key) that tile it, the
+  sha256 of every file, the trainer's counters and the config.
 
 Any layout reads a checkpoint by asking for the box of each global tensor it holds
 (`read_box`); the boxes on disk may be cut differently. Nothing is unpickled: tensors come
@@ -90,22 +91,53 @@ def verify(ckpt: Path, index: dict, files: list[str] | None = None) -> None:
             raise CheckpointError(f"{path}: sha256 mismatch (the file is corrupt)")
 
 
-def shard_entry(file: str, global_shape, offset, shape) -> dict:
-    return {"file": file, "global_shape": list(global_shape), "offset": list(offset),
-            "shape": list(shape)}
+def shard_entry(file: str, global_shape, offset, shape, name: str | None = None) -> dict:
+    """A box of a global tensor stored in `file`; `name` is its tensor name in the file when
+    that is not the global key (one rank storing several boxes of one tensor)."""
+    entry = {"file": file, "global_shape": list(global_shape), "offset": list(offset),
+             "shape": list(shape)}
+    if name is not None:
+        entry["name"] = name
+    return entry
 
 
-def merge_entries(per_rank: list[dict[str, dict]]) -> dict[str, dict]:
-    """{key: entry} per rank -> {key: {"shape": global shape, "shards": [box, ...]}}."""
+def merge_entries(per_rank: list[list[tuple[str, dict]]]) -> dict[str, dict]:
+    """[(key, entry), ...] per rank -> {key: {"shape": global shape, "shards": [box, ...]}}."""
     tensors: dict[str, dict] = {}
     for entries in per_rank:
-        for key, entry in entries.items():
+        for key, entry in entries:
             record = tensors.setdefault(key, {"shape": entry["global_shape"], "shards": []})
             if record["shape"] != entry["global_shape"]:
                 raise CheckpointError(f"{key}: ranks disagree on the global shape "
                                       f"({record['shape']} vs {entry['global_shape']})")
-            record["shards"].append({k: entry[k] for k in ("file", "offset", "shape")})
+            record["shards"].append({k: entry[k] for k in ("file", "offset", "shape", "name")
+                                     if k in entry})
     return tensors
+
+
+def flat_range_boxes(shape, start: int, end: int) -> list[tuple[list[int], list[int]]]:
+    """(offset, shape) boxes that cover elements [start, end) of a row-major tensor of
+    `shape`, in order: how a ZeRO shard's flat range of a parameter is stored."""
+    if start >= end:
+        return []
+    if len(shape) == 1:
+        return [([start], [end - start])]
+    inner = math.prod(shape[1:])
+    first, last = start // inner, end // inner
+    boxes = []
+    if start % inner:  # a partial first row
+        stop = min(end, (first + 1) * inner)
+        boxes += [([first, *o], [1, *s]) for o, s in
+                  flat_range_boxes(shape[1:], start - first * inner, stop - first * inner)]
+        first += 1
+        if stop == end:
+            return boxes
+    if last > first:
+        boxes.append(([first] + [0] * (len(shape) - 1), [last - first, *shape[1:]]))
+    if end % inner:  # a partial last row
+        boxes += [([last, *o], [1, *s]) for o, s in
+                  flat_range_boxes(shape[1:], 0, end - last * inner)]
+    return boxes
 
 
 class ShardReader:
@@ -144,8 +176,9 @@ class ShardReader:
             src = tuple(slice(low - s, h - s) for low, h, s in zip(lo, hi, shard["offset"],
                                                                   strict=True))
             dst = tuple(slice(low - o, h - o) for low, h, o in zip(lo, hi, offset, strict=True))
-            out[dst] = self._file(shard["file"]).get_slice(key)[src] if src else \
-                self._file(shard["file"]).get_tensor(key)
+            name = shard.get("name", key)
+            out[dst] = self._file(shard["file"]).get_slice(name)[src] if src else \
+                self._file(shard["file"]).get_tensor(name)
             covered += math.prod(h - low for low, h in zip(lo, hi, strict=True))
         if covered != out.numel():
             raise CheckpointError(f"{self.ckpt}: the stored shards of {key!r} cover {covered} of "

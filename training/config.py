@@ -89,8 +89,27 @@ class ParallelConfig(StrictModel):
     schedule: Literal["gpipe", "1f1b", "interleaved"] = "1f1b"
     sequence_parallel: bool = False
     recompute: Literal["none", "full", "selective"] = "none"
-    zero1: bool = True
+    zero: Literal[0, 1, 2, 3] = Field(
+        1, description="ZeRO stage: 1 shards optimizer state over DP, 2 gradients too")
     bucket_mb: float = Field(25.0, gt=0.0, description="gradient reduction bucket size")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zero1_is_zero(cls, data):
+        """`zero1: true/false` (before stages 2-3 existed) still means `zero: 1/0`."""
+        if not isinstance(data, dict) or "zero1" not in data:
+            return data
+        data = dict(data)
+        zero1 = data.pop("zero1")
+        if not isinstance(zero1, bool):
+            raise ValueError(f"parallel.zero1 (deprecated) must be true or false, got {zero1!r}")
+        if "zero" in data and data["zero"] != int(zero1):
+            raise ValueError(f"parallel.zero1={str(zero1).lower()} (deprecated) contradicts "
+                             f"parallel.zero={data['zero']}: drop zero1")
+        warnings.warn(f"parallel.zero1 is deprecated: write parallel.zero: {int(zero1)}",
+                      DeprecationWarning, stacklevel=2)
+        data["zero"] = int(zero1)
+        return data
 
     @property
     def world_size(self) -> int:
@@ -156,6 +175,9 @@ class TrainConfig(StrictModel):
         "before training stops with a checkpoint")
     dir: str = "runs/default"
     seed: int = 1234
+    init_from: str | None = Field(
+        None, description="a checkpoint (or run folder) whose weights a new run starts from, "
+        "with a fresh optimizer, schedule and data; ignored once the run has checkpoints")
 
 
 class DataConfig(StrictModel):
@@ -225,6 +247,11 @@ class TrainingConfig(StrictModel):
                     "and give optim.warmup and optim.decay in that unit (as Megatron's "
                     "--lr-warmup-samples / --lr-decay-samples)")
         problems += pipeline_problems(m, p, b) + context_problems(m, p)
+        if p.zero == 3:
+            problems.append(
+                "parallel.zero: 3 (parameters sharded over DP and gathered per layer before its "
+                "forward and backward) is not implemented; use parallel.zero: 2 (gradients and "
+                "optimizer state sharded)")
         if p.sequence_parallel and m.seq_len % p.tp:
             problems.append(f"parallel.sequence_parallel shards model.seq_len ({m.seq_len}) over "
                             f"parallel.tp ({p.tp}): it must be divisible")

@@ -1,6 +1,6 @@
 """The training loop: a global batch per step as micro-batches with gradient accumulation (or
 through a pipeline schedule when pp > 1), bucketed DP gradient reduction overlapping each model
-chunk's last backward, clipping by the global norm, AdamW (sharded over DP with ZeRO-1),
+chunk's last backward, clipping by the global norm, AdamW (ZeRO stage 0, 1 or 2 over DP),
 Megatron's LR schedule and batch ramp-up, validation every `eval_every` steps, and one metrics
 record per step."""
 
@@ -18,6 +18,7 @@ import torch.distributed as dist
 from training.batches import BatchSource, build_batch_sources, prepare_micro_batches
 from training.checkpoint import resume_latest, save_checkpoint
 from training.config import TrainingConfig, padded_vocab_size
+from training.init_from import init_weights
 from training.metrics import MetricsWriter, step_record
 from training.model import GPT, counts_in_global_norm, pre_reductions, split_layers
 from training.optim import LRSchedule, global_batch_size
@@ -28,6 +29,7 @@ from training.parallel.grad_buckets import GradBuckets
 from training.parallel.grid import build_grid, destroy_grid
 from training.parallel.optimizer import DistributedOptimizer, NonFiniteStepsError
 from training.parallel.pipeline import PipelineRuntime
+from training.parallel.zero_memory import resident_bytes
 from training.run_messages import RunReport, layout_line
 
 
@@ -60,9 +62,11 @@ class Trainer:
                              f"parallel.tp={p.tp}; raise model.pad_vocab_to")
         self.model = self._build_model()
         params = list(dict.fromkeys(self.model.parameters()))
-        # replicated weights' gradients are averaged over DP x CP (CP ranks see other tokens)
+        # replicated weights' gradients are averaged over DP x CP (CP ranks see other tokens);
+        # ZeRO shards the optimizer state (and at stage 2 the gradients) over the same group
         self.buckets = GradBuckets(params, grid.group("dp_cp"), dp_rank=grid.dp_cp_rank,
-                                   bucket_mb=p.bucket_mb, shard=p.zero1,
+                                   bucket_mb=p.bucket_mb, stage=p.zero,
+                                   dtype=torch.bfloat16 if cfg.dtype == "bf16" else torch.float32,
                                    pre_reductions=pre_reductions(self.model, grid))
         world = dist.group.WORLD if dist.get_world_size() > 1 else SOLO
         self.optimizer = DistributedOptimizer(
@@ -78,6 +82,10 @@ class Trainer:
         self.writer: MetricsWriter | None = None
         # Continue from the newest complete checkpoint in train.dir/checkpoints, if any.
         self.resumed_from = resume_latest(self)
+        # Else, a new run may start from another run's weights (train.init_from).
+        self.initialized_from = None
+        if self.resumed_from is None and cfg.train.init_from:
+            self.initialized_from = init_weights(self, cfg.train.init_from)
 
     def _build_model(self) -> GPT:
         """This rank's model chunks: chunk c on pipeline rank r is virtual stage c * pp + r."""
@@ -184,6 +192,8 @@ class Trainer:
                 vocab_size=self.vocab_size, world_size=dist.get_world_size(),
                 peak_tflops=cfg.optim.peak_tflops, comm_seconds=COMM_CLOCK.reset())
             record["skipped"] = self._count_skip()
+            if not records:  # the run's first step line: what ZeRO left resident on rank 0
+                record.update(resident_bytes(self.buckets, self.optimizer))
             if cfg.train.eval_every and self.step % cfg.train.eval_every == 0:
                 record["val_loss"] = self.evaluate()
                 record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 from training.config import BatchConfig, OptimConfig
@@ -91,24 +90,15 @@ def clip_coefficient(grad_norm: float, clip: float) -> float:
     return clip / (grad_norm + 1e-6)
 
 
-def adamw_update(param, grad, exp_avg, exp_avg_sq, decay_mask, *, lr: float, step: int,
+def adamw_update(param, grad, exp_avg, exp_avg_sq, decay: bool, *, lr: float, step: int,
                  cfg: OptimConfig) -> None:
     """One decoupled-weight-decay Adam step, in place, on flat fp32 tensors (the same
-    arithmetic as torch.optim.AdamW); `decay_mask` is 1.0 where weight decay applies."""
-    if cfg.weight_decay:
-        param.addcmul_(param, decay_mask, value=-lr * cfg.weight_decay)
+    arithmetic as torch.optim.AdamW); `decay` says whether weight decay applies to them."""
+    if cfg.weight_decay and decay:
+        param.mul_(1.0 - lr * cfg.weight_decay)
     exp_avg.lerp_(grad, 1.0 - cfg.beta1)
     exp_avg_sq.mul_(cfg.beta2).addcmul_(grad, grad, value=1.0 - cfg.beta2)
     bias1 = 1.0 - cfg.beta1**step
     bias2 = 1.0 - cfg.beta2**step
     denom = (exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(cfg.eps)
     param.addcdiv_(exp_avg, denom, value=-lr / bias1)
-
-
-def flat_mask(params: list[nn.Parameter], offsets: dict, numel: int, rule, device) -> torch.Tensor:
-    """A float mask over a flat buffer: 1.0 on the elements of parameters where `rule` holds."""
-    mask = torch.zeros(numel, dtype=torch.float32, device=device)
-    for param in params:
-        if rule(param):
-            mask[offsets[param]: offsets[param] + param.numel()] = 1.0
-    return mask

@@ -1,14 +1,17 @@
 """Data parallelism: parameters and gradients packed into flat buffers cut into buckets, and
 each bucket's gradients reduced over the DP group as soon as its last gradient is final.
+The buffers hold the model's dtype (bf16 or fp32); fp32 master weights live in the optimizer.
 
 Reducing per bucket (not per tensor) sends few large messages; starting a bucket inside the
 backward overlaps its communication with the rest of the backward. A parameter's gradient is
 final after its last micro-batch's backward: the trainer *arms* parameters just before that
 backward (all of them before the last micro-batch without a pipeline; a model chunk's own
 before that chunk's last backward in a pipeline schedule), and a bucket launches when every
-parameter in it has fired armed. With ZeRO-1 a bucket is reduce-scattered instead of
-all-reduced: DP rank r receives the averaged gradients of the r-th 1/dp of every bucket, the
-part its optimizer shard updates (see optimizer.py).
+parameter in it has fired armed. With ZeRO (stage >= 1) a bucket is reduce-scattered instead
+of all-reduced: DP rank r receives the averaged gradients of the r-th 1/dp of every bucket, the
+part its optimizer shard updates (see optimizer.py). Stage 1 receives them in place (its shard
+of the full buffer, as Megatron's distributed optimizer); stage 2 keeps only a 1/dp shard
+buffer and frees each bucket's full gradients once reduced (they are re-made at `zero_grad`).
 
 Some gradients must first be summed over a model-parallel group (`PreReduction`): with
 sequence parallelism the TP-replicated weights (LayerNorm, row-parallel biases) each saw one
@@ -77,20 +80,24 @@ def _plan(ordered: list[nn.Parameter], pre_reductions: dict, limit: int
 
 
 class GradBuckets:
-    """Flat fp32 parameter and gradient storage for `params`, reduced over `dp_group`.
+    """Flat parameter storage for `params` and gradient storage per bucket, in `dtype`,
+    reduced over `dp_group`; `stage` is the ZeRO stage (0, 1 or 2).
 
-    After construction every parameter's `.data` and `.grad` are views into `self.params` and
-    `self.grads`, so autograd accumulates micro-batch gradients straight into the buckets.
-    `events`, when set to a list, records ("launch", bucket index) as buckets start.
+    After construction every parameter's `.data` is a view into `self.params` and its `.grad`
+    a view into its bucket's gradient buffer, so autograd accumulates micro-batch gradients
+    straight into the buckets. `events`, when set to a list, records ("launch", bucket index)
+    as buckets start.
     """
 
     def __init__(self, params: list[nn.Parameter], dp_group, *, dp_rank: int, bucket_mb: float,
-                 shard: bool, pre_reductions: dict[nn.Parameter, PreReduction] | None = None):
+                 stage: int, dtype: torch.dtype = torch.float32,
+                 pre_reductions: dict[nn.Parameter, PreReduction] | None = None):
         self.group, self.dp = dp_group, comm.group_size(dp_group)
-        self.dp_rank, self.sharded = dp_rank, shard  # at dp = 1: one shard, same path
+        self.dp_rank, self.stage = dp_rank, stage
+        self.sharded = stage >= 1  # at dp = 1: one shard, same path
         self.events: list | None = None
         device = params[0].device
-        limit = max(1, int(bucket_mb * 2**20 / 4))
+        limit = max(1, int(bucket_mb * 2**20 / torch.finfo(dtype).bits * 8))
         # Backward produces gradients roughly in reverse order of the forward.
         plan = _plan(list(reversed(params)), pre_reductions or {}, limit)
         self.buckets: list[Bucket] = []
@@ -108,17 +115,19 @@ class GradBuckets:
             self._bucket_of.update({p: bucket for p in members})
             cursor = end
         self.numel = cursor
-        self.params = torch.zeros(self.numel, dtype=torch.float32, device=device)
-        self.grads = torch.zeros_like(self.params)
+        self.params = torch.zeros(self.numel, dtype=dtype, device=device)
         for param, offset in self.offsets.items():
             view = self.params[offset: offset + param.numel()].view_as(param)
             view.copy_(param.data)
             param.data = view
-            param.grad = self.grads[offset: offset + param.numel()].view_as(param)
-        shard_sizes = [(b.end - b.start) // self.dp if self.sharded else b.end - b.start
-                       for b in self.buckets]
-        self.local_grads = (torch.zeros(sum(shard_sizes), device=device) if self.sharded
-                            else self.grads)
+        self._members = [members for _, members in plan]
+        # Per bucket: its full gradients (None while freed, stage 2 between steps).
+        self.grad_buffers: list[torch.Tensor | None] = [None] * len(self.buckets)
+        self._make_grad_buffers()
+        shard_sizes = [(b.end - b.start) // self.dp for b in self.buckets]
+        # Stage 2: this rank's reduced shard of every bucket, the only gradients kept.
+        self.shard_grads = (torch.zeros(sum(shard_sizes), dtype=dtype, device=device)
+                            if stage >= 2 else None)
         self._local_starts = [sum(shard_sizes[:i]) for i in range(len(self.buckets))]
         self._armed: set[nn.Parameter] = set()
         if self.dp > 1 or any(b.pre is not None and b.pre.in_backward for b in self.buckets):
@@ -132,16 +141,36 @@ class GradBuckets:
 
     def local_grad(self, index: int) -> torch.Tensor:
         """This rank's reduced gradients for `local_range(index)`."""
-        if not self.sharded:
-            bucket = self.buckets[index]
-            return self.grads[bucket.start: bucket.end]
-        lo, hi = self.local_range(index)
-        start = self._local_starts[index]
-        return self.local_grads[start: start + hi - lo]
+        if self.stage >= 2:
+            lo, hi = self.local_range(index)
+            start = self._local_starts[index]
+            return self.shard_grads[start: start + hi - lo]
+        bucket, (lo, hi) = self.buckets[index], self.local_range(index)
+        return self.grad_buffers[index][lo - bucket.start: hi - bucket.start]
+
+    def _make_grad_buffers(self) -> None:
+        """Zeroed gradient buffers for every bucket, each parameter's `.grad` a view into
+        its own (buffers that exist are zeroed in place)."""
+        for index, bucket in enumerate(self.buckets):
+            if self.grad_buffers[index] is not None:
+                self.grad_buffers[index].zero_()
+                continue
+            buffer = torch.zeros(bucket.end - bucket.start, dtype=self.params.dtype,
+                                 device=self.params.device)
+            self.grad_buffers[index] = buffer
+            for param in self._members[index]:
+                lo = self.offsets[param] - bucket.start
+                param.grad = buffer[lo: lo + param.numel()].view_as(param)
+
+    def _free_grad_buffer(self, index: int) -> None:
+        """Stage 2: a bucket's full gradients are reduced into this rank's shard; drop them."""
+        self.grad_buffers[index] = None
+        for param in self._members[index]:
+            param.grad = None
 
     def zero_grad(self) -> None:
         """Start a step: gradients zero, every bucket waiting for its parameters again."""
-        self.grads.zero_()
+        self._make_grad_buffers()
         self._armed.clear()
         for bucket in self.buckets:
             bucket.pending, bucket.launched, bucket.handle = bucket.size, False, None
@@ -163,7 +192,7 @@ class GradBuckets:
             self._launch(bucket)
 
     def _launch(self, bucket: Bucket) -> None:
-        grads = self.grads[bucket.start: bucket.end]
+        grads = self.grad_buffers[bucket.index]
         if bucket.pre is not None:
             comm.all_reduce(grads, bucket.pre.group)
         if self.events is not None:
@@ -187,9 +216,11 @@ class GradBuckets:
         for bucket in self.buckets:
             comm.wait(bucket.handle)
             bucket.handle = None
+            if self.stage >= 2:
+                self._free_grad_buffer(bucket.index)
 
     def gather_params(self) -> None:
-        """ZeRO-1: each rank updated its shard of every bucket; all-gather the whole."""
+        """ZeRO: each rank updated its shard of every bucket; all-gather the whole."""
         if not self.sharded:
             return
         for index, bucket in enumerate(self.buckets):

@@ -15,7 +15,7 @@ gives up its storage once handed to the send (the backward needs only its graph)
 activation memory a rank holds follows the schedule's in-flight micro-batches.
 
 With `wire_dtype` bf16 (the `dtype: bf16` runs) activations and their gradients cross between
-stages in bf16, half the bytes of fp32; each stage casts back to its compute dtype on arrival.
+stages in bf16, half the bytes of fp32: the dtype of the parameters and the residual stream.
 
 Evaluation runs the same schedule forward-only: backwards and gradient ops are dropped, which
 only removes matched pairs of ops, so the schedule still cannot deadlock.
@@ -146,8 +146,8 @@ class PipelineRuntime:
         if self._stage(chunk) == 0:
             x, inputs = batch.inputs, None
         else:
-            inputs = self._take(Payload.ACTIVATION, mb, chunk).requires_grad_(train)
-            x = inputs if inputs.dtype == torch.float32 else inputs.float()
+            # Received in the wire dtype, which is the parameters' (bf16 in bf16 runs).
+            x = inputs = self._take(Payload.ACTIVATION, mb, chunk).requires_grad_(train)
         targets = batch.targets if self._is_last(chunk) else None
         hooks = (torch.autograd.graph.saved_tensors_hooks(
             lambda t: saved.append(t) or t, lambda t: t) if saved is not None else nullcontext())
