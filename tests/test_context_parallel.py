@@ -80,13 +80,17 @@ def test_context_parallel_equals_single_process(references, tmp_path, arch, layo
     assert_same_run(result, references[arch])
 
 
-def test_checkpoint_at_cp2_resumes_at_cp1(tmp_path):
-    """CP ranks hold the same weights: one of them saves; the run continues at CP 1."""
+@pytest.mark.parametrize("zero", [0, 2])
+def test_checkpoint_at_cp2_resumes_at_cp1(tmp_path, zero):
+    """CP ranks hold the same weights; the optimizer state is replicated (stage 0: the
+    parameters round-robin over the DP x CP writers) or sharded over DP x CP (stage 2: each
+    CP rank writes its own shard); either way the run continues at CP 1."""
     run = tmp_path / "cp2"
 
     def cfg(run_dir, cp, save_every):
         raw = cp_config(run_dir, cp=cp)
         raw["train"]["save_every"] = save_every
+        raw["parallel"]["zero"] = zero
         return raw
 
     _, (_, tail, _) = launch(2, train_segments, [(cfg(run, 2, 2), 2), (cfg(run, 2, 0), None)])[0]
