@@ -6,9 +6,11 @@ Save: each rank writes the optimizer segments it holds (optimizer.py: runs of on
 elements in this rank's ZeRO shard), each cut into the boxes of the global tensor it covers,
 so no rank gathers anything: `model/` holds the fp32 master weights (exact even when the
 parameters are bf16), `exp_avg/` and `exp_avg_sq/` the moments. TP-replicated parameters are
-written by TP rank 0, the pipeline's copy of the tied embedding never; with stage 0 (state
-replicated over DP) the parameters are spread round-robin over the DP ranks. Everything lands
-in `checkpoints/.tmp-step-N`; rank 0 merges the ranks' shard lists into `index.json` and
+written by TP rank 0, the pipeline's copy of the tied embedding never. The state is sharded
+over DP x CP (the `dp_cp` group, as gradients are reduced there), so with stages 1-2 every
+rank of it, CP ranks included, writes its own shard; with stage 0 (state replicated over
+DP x CP) the parameters are spread round-robin over those ranks. Everything lands in
+`checkpoints/.tmp-step-N`; rank 0 merges the ranks' shard lists into `index.json` and
 publishes the folder (rename, `latest`).
 
 Load: each rank reads the boxes its parameters cover in the *current* layout, and for its
@@ -86,7 +88,8 @@ def global_box(param: nn.Parameter, trainer: Trainer) -> tuple[list[int], list[i
 
 def layout_of(trainer: Trainer) -> dict:
     p = trainer.cfg.parallel
-    return {"tp": p.tp, "pp": p.pp, "dp": p.dp, "virtual_stages": p.virtual_stages}
+    layout = {"tp": p.tp, "pp": p.pp, "dp": p.dp, "virtual_stages": p.virtual_stages}
+    return layout if p.cp == 1 else {**layout, "cp": p.cp}
 
 
 def _world_size() -> int:
@@ -109,9 +112,11 @@ def _segment_boxes(trainer: Trainer, seg: Segment):
 
 def _segments_to_write(trainer: Trainer) -> list[Segment]:
     """This rank's optimizer segments that it writes: every one it holds when the state is
-    sharded over DP; with stage 0 (replicated) the parameters round-robin over DP ranks.
-    TP-replicated parameters by TP rank 0 only, the pipeline's tied-embedding copy never."""
-    grid, dp = trainer.grid, trainer.grid.layout.dp
+    sharded (over DP x CP: each rank of the `dp_cp` group holds a distinct shard, so every CP
+    rank writes too); with stage 0 (replicated over DP x CP) the parameters round-robin over
+    the `dp_cp` ranks. TP-replicated parameters by TP rank 0 only, the pipeline's
+    tied-embedding copy never."""
+    grid, dp_cp = trainer.grid, trainer.grid.layout.dp * trainer.grid.layout.cp
     order = {param: i for i, (_, param) in enumerate(global_parameters(trainer))}
     chosen = []
     for seg in trainer.optimizer.segments:
@@ -119,7 +124,7 @@ def _segments_to_write(trainer: Trainer) -> list[Segment]:
         replica = param.tp_dim is None and grid.tp_rank != 0
         if getattr(param, "duplicate_of", None) or replica:
             continue
-        if trainer.buckets.sharded or order[param] % dp == grid.dp_rank:
+        if trainer.buckets.sharded or order[param] % dp_cp == grid.dp_cp_rank:
             chosen.append(seg)
     return chosen
 

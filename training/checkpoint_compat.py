@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from training.architecture import default_ffn
 from training.checkpoint_format import CheckpointError
 
 # Run bookkeeping: changing these on resume is routine and not worth a line.
@@ -23,7 +24,12 @@ def architecture(config: dict, vocab_size: int) -> dict:
     model = config["model"]
     return {"model.layers": model["layers"], "model.hidden": model["hidden"],
             "model.heads": model["heads"], "model.seq_len": model["seq_len"],
-            "model.ffn_hidden": model.get("ffn_hidden") or 4 * model["hidden"],
+            "model.ffn_hidden": model.get("ffn_hidden")
+            or default_ffn(model["hidden"], model.get("mlp", "gelu")),
+            "model.kv_heads": model.get("kv_heads") or model["heads"],
+            **{f"model.{key}": model.get(key, default) for key, default in (
+                ("norm", "layernorm"), ("position", "learned"), ("mlp", "gelu"),
+                ("tie_embeddings", True), ("bias", True), ("rope_theta", 10000.0))},
             "vocabulary size (unpadded)": vocab_size}
 
 

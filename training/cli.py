@@ -42,10 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=f"sub-commands (each takes --help):\n{commands}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="a shipped config name (tiny, gpt_125m, ...) or a path")
-    parser.add_argument("--nproc", type=int, help="processes to start (default tp * pp * dp)")
+    parser.add_argument("--nproc", type=int, help="processes to start (default tp * cp * dp * pp)")
     parser.add_argument("--tp", type=int, help="shortcut for --set parallel.tp=N")
     parser.add_argument("--pp", type=int, help="shortcut for --set parallel.pp=N")
     parser.add_argument("--dp", type=int, help="shortcut for --set parallel.dp=N")
+    parser.add_argument("--cp", type=int, help="shortcut for --set parallel.cp=N")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config key (repeatable)")
     parser.add_argument("--debug", action="store_true",
@@ -58,7 +59,8 @@ def export_main(argv: list[str]) -> int:
     from training.export_hf import export_hf
 
     parser = argparse.ArgumentParser(
-        prog="pretrain export-hf", description="Export a checkpoint as a Hugging Face GPT-2.")
+        prog="pretrain export-hf",
+        description="Export a checkpoint as a Hugging Face GPT-2 or Llama.")
     parser.add_argument("checkpoint", help="a step folder, or a run / checkpoints folder "
                         "(its `latest` checkpoint)")
     parser.add_argument("out", help="folder to write config.json, model.safetensors, tokenizer")
@@ -77,7 +79,8 @@ def export_main(argv: list[str]) -> int:
 
 
 SUBCOMMANDS = {
-    "export-hf": (export_main, "CHECKPOINT OUT: a Hugging Face folder (GPT-2) of a checkpoint"),
+    "export-hf": (export_main,
+                  "CHECKPOINT OUT: a Hugging Face folder (GPT-2 or Llama) of a checkpoint"),
 }
 
 
@@ -96,13 +99,13 @@ def _main(argv: list[str]) -> int:
     if args.debug:
         os.environ[DEBUG_ENV] = "1"  # the ranks inherit it
     overrides, labels = list(args.overrides), {}
-    for axis in ("tp", "pp", "dp"):
+    for axis in ("tp", "pp", "dp", "cp"):
         if getattr(args, axis) is not None:
             overrides.append(f"parallel.{axis}={getattr(args, axis)}")
             labels[overrides[-1]] = f"--{axis} {getattr(args, axis)}"
     try:
         cfg = load_config(args.config, overrides, labels)
-        layout = GridLayout(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.dp)
+        layout = GridLayout(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.dp, cfg.parallel.cp)
         if not under_launcher():
             layout.check_world(args.nproc or layout.world_size)
         check_supported(cfg)

@@ -15,6 +15,12 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from curation.config import StrictModel
+from training.architecture import (
+    apply_preset,
+    default_ffn,
+    model_problems,
+    tensor_parallel_problems,
+)
 from training.config_messages import describe
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -35,16 +41,37 @@ class ModelConfig(StrictModel):
         None, gt=0, description="synthetic data's vocabulary; curated data brings its own")
     pad_vocab_to: int = Field(128, gt=0, description="vocab rounded up to a multiple of this")
     init_std: float = Field(0.02, gt=0.0)
+    # The block's architecture (training/architecture.py): `arch` presets the group below.
+    arch: Literal["gpt2", "llama"] = "gpt2"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    position: Literal["learned", "rope"] = "learned"
+    rope_theta: float = Field(10000.0, gt=0.0)
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    kv_heads: int | None = Field(None, gt=0, description="default heads (multi-head)")
+    tie_embeddings: bool = True
+    bias: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, raw):
+        return apply_preset(raw)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> ModelConfig:
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        problems = model_problems(self.heads, self.kv, self.hidden // self.heads, self.position)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
     def ffn(self) -> int:
-        return self.ffn_hidden or 4 * self.hidden
+        return self.ffn_hidden or default_ffn(self.hidden, self.mlp)
+
+    @property
+    def kv(self) -> int:
+        return self.kv_heads or self.heads
 
 
 def padded_vocab_size(vocab_size: int, pad_to: int) -> int:
@@ -57,6 +84,7 @@ class ParallelConfig(StrictModel):
     tp: int = Field(1, gt=0)
     pp: int = Field(1, gt=0)
     dp: int = Field(1, gt=0)
+    cp: int = Field(1, gt=0, description="context parallelism: ranks sharing each sequence")
     virtual_stages: int = Field(1, gt=0)
     schedule: Literal["gpipe", "1f1b", "interleaved"] = "1f1b"
     sequence_parallel: bool = False
@@ -85,7 +113,7 @@ class ParallelConfig(StrictModel):
 
     @property
     def world_size(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.cp * self.dp * self.pp
 
 
 class BatchConfig(StrictModel):
@@ -192,6 +220,7 @@ class TrainingConfig(StrictModel):
         m, p, b = self.model, self.parallel, self.batch
         if m.heads % p.tp:
             problems.append(f"model.heads ({m.heads}) must be divisible by parallel.tp ({p.tp})")
+        problems += tensor_parallel_problems(m.heads, m.kv, p.tp)
         if m.ffn % p.tp:
             problems.append(f"model.ffn_hidden ({m.ffn}) must be divisible by parallel.tp ({p.tp})")
         if m.vocab_size and padded_vocab_size(m.vocab_size, m.pad_vocab_to) % p.tp:
@@ -217,7 +246,7 @@ class TrainingConfig(StrictModel):
                     "is no fixed amount of data: set optim.schedule_unit to samples or tokens "
                     "and give optim.warmup and optim.decay in that unit (as Megatron's "
                     "--lr-warmup-samples / --lr-decay-samples)")
-        problems += pipeline_problems(m, p, b)
+        problems += pipeline_problems(m, p, b) + context_problems(m, p)
         if p.zero == 3:
             problems.append(
                 "parallel.zero: 3 (parameters sharded over DP and gathered per layer before its "
@@ -230,6 +259,8 @@ class TrainingConfig(StrictModel):
             problems.append("model.vocab_size is required when data is synthetic")
         kept_apart = [f"data.{key}" for key in ("reset_position_ids", "reset_attention_mask",
                                                 "eod_mask_loss") if getattr(self.data, key)]
+        if kept_apart and p.cp > 1:
+            problems.append(f"{', '.join(kept_apart)} with parallel.cp > 1 is not supported yet")
         if kept_apart and self.data.is_synthetic:
             problems.append(f"{', '.join(kept_apart)} need documents: set data.curated (synthetic "
                             "samples have no EOD tokens)")
@@ -274,6 +305,25 @@ def pipeline_problems(m: ModelConfig, p: ParallelConfig, b: BatchConfig) -> list
     if m.layers < stages:
         problems.append(f"model.layers ({m.layers}) is fewer than the pipeline stages "
                         f"(parallel.pp * parallel.virtual_stages = {stages})")
+    return problems
+
+
+def context_problems(m: ModelConfig, p: ParallelConfig) -> list[str]:
+    """What context parallelism (training/parallel/context.py) cannot run."""
+    if p.cp == 1:
+        return []
+    problems = []
+    if m.seq_len % (2 * p.cp):
+        problems.append(f"parallel.cp ({p.cp}) cuts model.seq_len ({m.seq_len}) into 2 * cp "
+                        "chunks: it must be divisible by 2 * parallel.cp")
+    elif p.sequence_parallel and (m.seq_len // p.cp) % p.tp:
+        problems.append(f"parallel.sequence_parallel shards each CP rank's {m.seq_len // p.cp} "
+                        f"tokens over parallel.tp ({p.tp}): it must be divisible")
+    if m.dropout:
+        problems.append("parallel.cp > 1 needs model.dropout: 0 (ring attention has no "
+                        "attention dropout)")
+    if p.pp > 1:
+        problems.append("parallel.cp > 1 with parallel.pp > 1 is not supported yet")
     return problems
 
 

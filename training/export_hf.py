@@ -1,6 +1,7 @@
-"""`pretrain export-hf CHECKPOINT OUT`: a checkpoint as a Hugging Face GPT-2 folder
-(config.json, model.safetensors, tokenizer files) that `transformers` loads as
-`GPT2LMHeadModel` / `AutoTokenizer` with no custom code.
+"""`pretrain export-hf CHECKPOINT OUT`: a checkpoint as a Hugging Face folder (config.json,
+model.safetensors, tokenizer files) that `transformers` loads with no custom code: a gpt2-arch
+model as `GPT2LMHeadModel`, a llama-arch one as `LlamaForCausalLM` (export_llama.py), and the
+tokenizer as `AutoTokenizer`.
 
 Our GPT is GPT-2's architecture (pre-LN blocks, learned positions, tied output layer) with
 three differences of storage, undone here: GPT-2's `Conv1D` stores weights as [in, out] (ours
@@ -20,12 +21,24 @@ import torch
 from safetensors.torch import save_file
 
 from curation.tokenize import EOD_TOKEN
+from training.blocks import NORM_EPS
 from training.checkpoint_format import ShardReader, read_index, resolve_checkpoint
 from training.config import ModelConfig, TrainingConfig
-from training.model import layer_norm
+from training.export_llama import llama_config, llama_problems, llama_tensors
 
 # Our MLP is F.gelu(approximate="tanh"): Hugging Face calls that "gelu_new".
 ACTIVATION = "gelu_new"
+# What GPT2LMHeadModel computes; any other value of these keys cannot be exported as GPT-2.
+GPT2_KEYS = {"norm": "layernorm", "position": "learned", "mlp": "gelu", "tie_embeddings": True,
+             "bias": True}
+
+
+def gpt2_problems(cfg: ModelConfig) -> list[str]:
+    problems = [f"model.{key} is {getattr(cfg, key)}, GPT-2 needs {value}"
+                for key, value in GPT2_KEYS.items() if getattr(cfg, key) != value]
+    if cfg.kv != cfg.heads:
+        problems.append(f"model.kv_heads is {cfg.kv}, GPT-2 needs heads ({cfg.heads})")
+    return problems
 
 
 def gpt2_tensors(reader: ShardReader, cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -67,7 +80,7 @@ def gpt2_config(cfg: ModelConfig, vocab_size: int, eod_id: int | None) -> dict:
         "vocab_size": vocab_size,  # padded: the embedding's rows, not the tokenizer's size
         "n_positions": cfg.seq_len, "n_embd": cfg.hidden, "n_layer": cfg.layers,
         "n_head": cfg.heads, "n_inner": cfg.ffn, "activation_function": ACTIVATION,
-        "layer_norm_epsilon": layer_norm(1).eps, "initializer_range": cfg.init_std,
+        "layer_norm_epsilon": NORM_EPS, "initializer_range": cfg.init_std,
         "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
         "scale_attn_weights": True, "tie_word_embeddings": True, "use_cache": True,
         "bos_token_id": eod_id, "eos_token_id": eod_id, "torch_dtype": "float32",
@@ -111,12 +124,18 @@ def export_hf(checkpoint: Path, out: Path, tokenizer: Path | None = None) -> lis
     index = read_index(ckpt)
     train_cfg = TrainingConfig.model_validate(index["config"])
     cfg, vocab_size = train_cfg.model, index["vocab_size"]
+    llama = cfg.arch == "llama"
+    problems = llama_problems(cfg) if llama else gpt2_problems(cfg)
+    if problems:
+        raise ValueError(f"{ckpt}: a model.arch {cfg.arch} checkpoint that Hugging Face's "
+                         f"{'Llama' if llama else 'GPT-2'} cannot load: " + "; ".join(problems))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer or find_tokenizer(train_cfg)
     eod_id = write_tokenizer(Path(tokenizer), out, cfg.seq_len, vocab_size) if tokenizer \
         else None
-    save_file(gpt2_tensors(ShardReader(ckpt, index), cfg), str(out / "model.safetensors"),
+    tensors, config = (llama_tensors, llama_config) if llama else (gpt2_tensors, gpt2_config)
+    save_file(tensors(ShardReader(ckpt, index), cfg), str(out / "model.safetensors"),
               metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(gpt2_config(cfg, vocab_size, eod_id), indent=1))
+    (out / "config.json").write_text(json.dumps(config(cfg, vocab_size, eod_id), indent=1))
     return sorted(out.iterdir())

@@ -24,6 +24,7 @@ from training.model import GPT, counts_in_global_norm, pre_reductions, split_lay
 from training.optim import LRSchedule, global_batch_size
 from training.parallel import comm
 from training.parallel.comm import COMM_CLOCK, SOLO
+from training.parallel.context import context_slice
 from training.parallel.grad_buckets import GradBuckets
 from training.parallel.grid import build_grid, destroy_grid
 from training.parallel.optimizer import DistributedOptimizer, NonFiniteStepsError
@@ -51,7 +52,7 @@ class Trainer:
         check_supported(cfg)
         self.cfg = cfg
         p = cfg.parallel
-        self.grid = grid = build_grid(p.tp, p.pp, p.dp, cfg.device)
+        self.grid = grid = build_grid(p.tp, p.pp, p.dp, cfg.device, cp=p.cp)
         # Same dropout masks on TP ranks (they hold replicated activations); seeds per stage.
         torch.manual_seed(cfg.train.seed + 100 * grid.pp_rank)
         self.train_source, self.valid_source = sources or build_batch_sources(cfg, grid.rank)
@@ -61,7 +62,9 @@ class Trainer:
                              f"parallel.tp={p.tp}; raise model.pad_vocab_to")
         self.model = self._build_model()
         params = list(dict.fromkeys(self.model.parameters()))
-        self.buckets = GradBuckets(params, grid.group("dp"), dp_rank=grid.dp_rank,
+        # replicated weights' gradients are averaged over DP x CP (CP ranks see other tokens);
+        # ZeRO shards the optimizer state (and at stage 2 the gradients) over the same group
+        self.buckets = GradBuckets(params, grid.group("dp_cp"), dp_rank=grid.dp_cp_rank,
                                    bucket_mb=p.bucket_mb, stage=p.zero,
                                    dtype=torch.bfloat16 if cfg.dtype == "bf16" else torch.float32,
                                    pre_reductions=pre_reductions(self.model, grid))
@@ -109,13 +112,16 @@ class Trainer:
                                else torch.float32)
 
     def _mean_over_dp(self, value: torch.Tensor) -> float:
-        return comm.all_reduce(value.detach().float().clone(), self.grid.group("dp")).item() \
-            / self.cfg.parallel.dp
+        """The mean over DP x CP: each CP rank's loss is over its slice of the tokens."""
+        return comm.all_reduce(value.detach().float().clone(), self.grid.group("dp_cp")).item() \
+            / (self.cfg.parallel.dp * self.cfg.parallel.cp)
 
     def _micro_batches(self, source: BatchSource, consumed: int, global_batch: int):
         batch = source.local_batch(consumed, global_batch, self.grid.dp_rank,
                                    self.cfg.parallel.dp).to(self.grid.device)
-        return prepare_micro_batches(batch, self.cfg.batch.micro, self.cfg.data, source.eod_id)
+        micro_batches = prepare_micro_batches(batch, self.cfg.batch.micro, self.cfg.data,
+                                              source.eod_id)
+        return [context_slice(micro, self.grid) for micro in micro_batches]
 
     def train_step(self) -> tuple[float, float, int]:
         """One optimizer step on one global batch; returns (loss, grad norm, batch size)."""

@@ -12,10 +12,16 @@ from training.config import ModelConfig
 
 def flops_per_step(cfg: ModelConfig, vocab_size: int, global_batch: int) -> float:
     """Model FLOPs of one training step without recomputation (Narayanan et al., 2021, eq. 3
-    with the 96 of full recomputation replaced by 72): 72 B s L h^2 (1 + s/6h + V/12Lh)."""
+    with the 96 of full recomputation replaced by 72), generalised to any block: 3 (forward +
+    backward) x 2 FLOPs per multiply-add of every weight matrix, the attention scores and
+    values (4 s h per token and layer, causal mask not discounted, as the paper counts) and the
+    logits. For GPT-2 blocks (ffn 4h, multi-head) it is 72 B s L h^2 (1 + s/6h + V/12Lh)."""
     s, h, layers = cfg.seq_len, cfg.hidden, cfg.layers
-    return 72.0 * global_batch * s * layers * h * h * (
-        1.0 + s / (6.0 * h) + vocab_size / (12.0 * layers * h))
+    kv = 2 * cfg.kv * (h // cfg.heads)
+    ffn_in = cfg.ffn * (2 if cfg.mlp == "swiglu" else 1)
+    block_weights = h * (h + kv) + h * h + h * ffn_in + cfg.ffn * h
+    per_token = layers * (2 * block_weights + 4 * s * h) + 2 * h * vocab_size
+    return 3.0 * global_batch * s * per_token
 
 
 def step_record(*, step: int, loss: float, lr: float, grad_norm: float, consumed_samples: int,

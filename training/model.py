@@ -1,10 +1,12 @@
-"""A GPT built from Megatron's tensor-parallel layers: embedding -> blocks -> final LN + tied
-output, as a sequence that a pipeline stage can own a contiguous slice of.
+"""A GPT built from Megatron's tensor-parallel layers: embedding -> blocks -> final norm +
+output layer, as a sequence that a pipeline stage can own a contiguous slice of.
 
-Pre-LayerNorm blocks, GELU MLP, learned positions, causal attention through
-`scaled_dot_product_attention`. QKV and MLP-in are column-parallel, attention-out and MLP-out
-row-parallel; the output layer multiplies by this rank's vocabulary slice of the word
-embedding and the vocabulary-parallel cross-entropy takes it from there.
+Pre-norm blocks whose norm, attention and FFN come from the factories of training/blocks.py
+(GPT-2: LayerNorm, learned positions, GELU MLP, tied output; Llama: RMSNorm, rotary positions,
+SwiGLU, grouped-query attention, untied output). Attention-in and FFN-in are column-parallel,
+attention-out and FFN-out row-parallel; the output layer multiplies by this rank's vocabulary
+slice of the word embedding (or of the untied output weight) and the vocabulary-parallel
+cross-entropy takes it from there.
 
 A pipeline rank builds one `GPT` over its model chunks (one layer range per virtual stage) and
 runs `forward(..., chunk=c)`. With sequence parallelism the residual stream between the linears
@@ -20,7 +22,6 @@ seed each weight's initialisation, so the model is the same for any TP or PP spl
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -28,14 +29,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from training.blocks import AttentionCore, causal_core, make_attention, make_mlp, make_norm
 from training.config import ModelConfig
 from training.parallel import comm
+from training.parallel.context import RingAttention, load_balanced_positions
 from training.parallel.grad_buckets import PreReduction
 from training.parallel.grid import ProcessGrid
-from training.parallel.rng import RegionDropout, dropout_region
+from training.parallel.rng import RegionDropout
 from training.parallel.tensor import (
-    ColumnParallelLinear,
-    RowParallelLinear,
     VocabParallelEmbedding,
     copy_to_tensor_parallel,
     gather_from_sequence_parallel,
@@ -46,13 +47,10 @@ from training.parallel.tensor import (
 )
 
 
-def layer_norm(hidden: int) -> nn.LayerNorm:
-    norm = nn.LayerNorm(hidden)
-    norm.weight.tp_dim = norm.bias.tp_dim = None
-    return norm
-
-
 class Embedding(nn.Module):
+    """Word embedding, plus learned positions for `model.position: learned` (rotary positions
+    are applied inside attention)."""
+
     def __init__(self, cfg: ModelConfig, vocab_size: int, grid: ProcessGrid, seed: int,
                  sequence_parallel: bool):
         super().__init__()
@@ -61,100 +59,50 @@ class Embedding(nn.Module):
                                            sequence_parallel=sequence_parallel)
         self.position = tp_parameter(
             seeded_normal((cfg.seq_len, cfg.hidden), cfg.init_std, seed, "embedding.position"),
-            tp_dim=None)
+            tp_dim=None) if cfg.position == "learned" else None
         self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
         self.sequence_parallel, self.tp_rank = sequence_parallel, grid.tp_rank
 
-    def forward(self, tokens, position_ids=None):
-        if position_ids is None:
-            position = self.position[: tokens.shape[1]].unsqueeze(0)
-        else:  # positions restart in every document of a packed sample
-            position = self.position[position_ids]
+    def forward(self, tokens, positions: torch.Tensor | None = None):
+        """`positions`: the tokens' global positions when they are a CP slice."""
+        vectors = self.word(tokens)
+        if self.position is None:
+            return self.dropout(vectors)
+        # positions: a CP slice's [seq], or restarting in every document [batch, seq]
+        table = self.position[: tokens.shape[1]] if positions is None else \
+            self.position[positions]
+        position = table if table.dim() == 3 else table.unsqueeze(0)
         if self.sequence_parallel:
             position = sequence_shard(position, self.word.group, self.tp_rank)
-        return self.dropout(self.word(tokens) + position)
-
-
-class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, grid: ProcessGrid, seed: int, name: str,
-                 sequence_parallel: bool, recompute_core: bool):
-        super().__init__()
-        self.heads = cfg.heads // grid.layout.tp
-        self.head_dim = cfg.hidden // cfg.heads
-        self.dropout = cfg.dropout
-        self.recompute_core = recompute_core
-        self.tp_rank, self.device = grid.tp_rank, grid.device
-        # QKV rows are laid out head-major ([head][q|k|v][head_dim]) so that a contiguous
-        # column-parallel slice holds whole heads.
-        self.qkv = ColumnParallelLinear(cfg.hidden, 3 * cfg.hidden, grid=grid, name=name + ".qkv",
-                                        seed=seed, std=cfg.init_std,
-                                        sequence_parallel=sequence_parallel)
-        self.proj = RowParallelLinear(cfg.hidden, cfg.hidden, grid=grid, name=name + ".proj",
-                                      seed=seed, std=cfg.init_std / math.sqrt(2 * cfg.layers),
-                                      sequence_parallel=sequence_parallel)
-
-    def core(self, q, k, v, mask=None):
-        """QK^T, causal softmax, dropout, AV: the part selective recomputation reruns. `mask`
-        (bool [batch, 1, seq, seq], True where a query may attend) replaces the causal mask
-        when attention stays within each document."""
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None,
-            dropout_p=self.dropout if self.training else 0.0)
-
-    def forward(self, x, mask=None):
-        qkv = self.qkv(x)  # with sequence parallelism x is a shard, qkv the whole sequence
-        batch, seq = qkv.shape[:2]
-        heads = qkv.view(batch, seq, self.heads, 3, self.head_dim)
-        q, k, v = heads.permute(3, 0, 2, 1, 4).unbind(0)
-        # This rank's heads: their dropout masks must not repeat another rank's. The region
-        # is entered outside the checkpoint, which then stashes and replays its stream.
-        with dropout_region(self.training and self.dropout > 0, self.tp_rank, self.device):
-            if self.recompute_core and torch.is_grad_enabled():
-                out = checkpoint(self.core, q, k, v, mask, use_reentrant=False)
-            else:
-                out = self.core(q, k, v, mask)
-        return self.proj(out.transpose(1, 2).reshape(batch, seq, self.heads * self.head_dim))
-
-
-class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig, grid: ProcessGrid, seed: int, name: str,
-                 sequence_parallel: bool):
-        super().__init__()
-        self.fc = ColumnParallelLinear(cfg.hidden, cfg.ffn, grid=grid, name=name + ".fc",
-                                       seed=seed, std=cfg.init_std,
-                                       sequence_parallel=sequence_parallel)
-        self.proj = RowParallelLinear(cfg.ffn, cfg.hidden, grid=grid, name=name + ".proj",
-                                      seed=seed, std=cfg.init_std / math.sqrt(2 * cfg.layers),
-                                      sequence_parallel=sequence_parallel)
-
-    def forward(self, x):
-        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+        return self.dropout(vectors + position)
 
 
 class Block(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)); parts from training/blocks.py."""
+
     def __init__(self, cfg: ModelConfig, grid: ProcessGrid, seed: int, index: int,
-                 sequence_parallel: bool, recompute: str):
+                 sequence_parallel: bool, recompute: str, core: AttentionCore = causal_core):
         super().__init__()
         name = f"blocks.{index}"
-        self.ln1 = layer_norm(cfg.hidden)
-        self.attn = Attention(cfg, grid, seed, name + ".attn", sequence_parallel,
-                              recompute_core=recompute == "selective")
-        self.ln2 = layer_norm(cfg.hidden)
-        self.mlp = MLP(cfg, grid, seed, name + ".mlp", sequence_parallel)
+        self.ln1 = make_norm(cfg)
+        self.attn = make_attention(cfg, grid, seed, name + ".attn", sequence_parallel,
+                                   recompute_core=recompute == "selective", core=core)
+        self.ln2 = make_norm(cfg)
+        self.mlp = make_mlp(cfg, grid, seed, name + ".mlp", sequence_parallel)
         # the residual stream: replicated over TP, or with sequence parallelism a shard
         self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
 
-    def forward(self, x, mask=None):
-        x = x + self.dropout(self.attn(self.ln1(x), mask))
+    def forward(self, x, positions: torch.Tensor | None = None, mask=None):
+        x = x + self.dropout(self.attn(self.ln1(x), positions, mask))
         return x + self.dropout(self.mlp(self.ln2(x)))
 
 
 class OutputHead(nn.Module):
-    """Final LayerNorm, logits against this rank's vocabulary slice, per-token loss."""
+    """Final norm, logits against this rank's vocabulary slice, per-token loss."""
 
     def __init__(self, cfg: ModelConfig, grid: ProcessGrid, sequence_parallel: bool):
         super().__init__()
-        self.ln = layer_norm(cfg.hidden)
+        self.ln = make_norm(cfg)
         self.group, self.sequence_parallel = grid.group("tp"), sequence_parallel
 
     def forward(self, x, word: VocabParallelEmbedding, targets):
@@ -180,15 +128,25 @@ class GPT(nn.Module):
         self.cfg, self.vocab_size = cfg, vocab_size
         self.recompute_blocks = recompute == "full"
         sequence_parallel = sequence_parallel and grid.layout.tp > 1
+        # Context parallelism: this rank holds a load-balanced slice of every sequence, its
+        # attention core passes K/V around the CP ring, positions follow the slice.
+        cp = grid.layout.cp
+        core = RingAttention(grid.group("cp"), grid.ranks("cp"), grid.cp_rank) if cp > 1 \
+            else causal_core
+        self.positions = (load_balanced_positions(cfg.seq_len, cp, grid.cp_rank, grid.device)
+                          if cp > 1 else None)
         starts = {c.start for c in self.chunks}
         ends = {c.stop for c in self.chunks}
         self.embedding = (Embedding(cfg, vocab_size, grid, seed, sequence_parallel)
                           if 0 in starts else None)
         self.blocks = nn.ModuleDict({
-            str(i): Block(cfg, grid, seed, i, sequence_parallel, recompute)
+            str(i): Block(cfg, grid, seed, i, sequence_parallel, recompute, core)
             for chunk in self.chunks for i in chunk})
         self.head = OutputHead(cfg, grid, sequence_parallel) if cfg.layers in ends else None
-        if self.head is not None and self.embedding is None:
+        if self.head is not None and not cfg.tie_embeddings:
+            self.output = VocabParallelEmbedding(  # an untied output layer, vocabulary-parallel
+                vocab_size, cfg.hidden, grid=grid, name="output", seed=seed, std=cfg.init_std)
+        elif self.head is not None and self.embedding is None:
             # Last stage without the embedding: its own copy of the tied weight, kept equal by
             # summing gradients over the `embedding` group.
             self.output_word = VocabParallelEmbedding(
@@ -207,27 +165,36 @@ class GPT(nn.Module):
         if layers.start == 0 and self.embedding is not None:
             modules.append(self.embedding)
         if layers.stop == self.cfg.layers and self.head is not None:
-            modules += [self.head, getattr(self, "output_word", None) or self.embedding.word]
+            modules += [self.head, self.output_layer()]
         return list(dict.fromkeys(p for module in modules for p in module.parameters()))
 
     def forward(self, inputs, targets=None, chunk: int = 0, documents=None):
         layers = self.chunks[chunk]
-        position_ids = documents.position_ids if documents is not None else None
+        # documents kept apart (config: not with CP): their own positions and mask
+        positions = documents.position_ids if documents is not None else None
+        positions = self.positions if positions is None else positions
         mask = documents.attention_mask if documents is not None else None
-        x = self.embedding(inputs, position_ids) if layers.start == 0 else inputs
+        x = self.embedding(inputs, positions) if layers.start == 0 else inputs
         for i in layers:
             block = self.blocks[str(i)]
             if self.recompute_blocks and torch.is_grad_enabled():
-                x = checkpoint(block, x, mask, use_reentrant=False)
+                x = checkpoint(block, x, positions, mask, use_reentrant=False)
             else:
-                x = block(x, mask)
+                x = block(x, positions, mask)
         if layers.stop != self.cfg.layers:
             return x
-        word = self.embedding.word if self.embedding is not None else self.output_word
-        losses = self.head(x, word, targets)
+        losses = self.head(x, self.output_layer(), targets)
         if documents is None or documents.loss_mask is None:
             return losses.mean()
         return (losses * documents.loss_mask).sum() / documents.loss_mask.sum().clamp_min(1.0)
+
+    def output_layer(self) -> VocabParallelEmbedding:
+        """The weight the logits multiply by: the untied output layer, or the (copy of the)
+        word embedding."""
+        for name in ("output", "output_word"):
+            if hasattr(self, name):
+                return getattr(self, name)
+        return self.embedding.word
 
 
 def split_layers(layers: int, stages: int) -> list[range]:
@@ -267,7 +234,7 @@ def pre_reductions(model: GPT, grid: ProcessGrid) -> dict[nn.Parameter, PreReduc
     each saw one sequence shard (inside the backward: TP ranks run the same one)."""
     found = {}
     embedding = grid.group("embedding")
-    if comm.group_size(embedding) > 1:
+    if comm.group_size(embedding) > 1 and model.cfg.tie_embeddings:
         tied = PreReduction(embedding, in_backward=False)
         for module in (getattr(model.embedding, "word", None),
                        getattr(model, "output_word", None)):
@@ -275,7 +242,9 @@ def pre_reductions(model: GPT, grid: ProcessGrid) -> dict[nn.Parameter, PreReduc
                 found[module.weight] = tied
     tp_sum = PreReduction(grid.group("tp"), in_backward=True)
     for param in model.parameters():
-        if param.sequence_parallel and param not in found:
+        # grouped-query KV heads replicated over TP: each rank's gradient is its heads' part
+        if (param.sequence_parallel or getattr(param, "tp_partial", False)) \
+                and param not in found:
             found[param] = tp_sum
     return found
 
@@ -304,7 +273,13 @@ def full_state_dict(model: GPT, grid: ProcessGrid) -> dict[str, torch.Tensor]:
 
 
 def count_parameters(cfg: ModelConfig, vocab_size: int) -> int:
-    """Parameters of the whole (unsharded) model, tied embedding counted once."""
+    """Parameters of the whole (unsharded) model, a tied embedding counted once."""
     h, f, layers = cfg.hidden, cfg.ffn, cfg.layers
-    per_block = 4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h
-    return vocab_size * h + cfg.seq_len * h + layers * per_block + 2 * h
+    kv = 2 * cfg.kv * (h // cfg.heads)
+    gated = 2 if cfg.mlp == "swiglu" else 1
+    norm = 2 * h if cfg.norm == "layernorm" and cfg.bias else h
+    bias = (h + kv + h + gated * f + h) if cfg.bias else 0
+    per_block = h * (h + kv) + h * h + gated * f * h + f * h + bias + 2 * norm
+    embeddings = vocab_size * h * (1 if cfg.tie_embeddings else 2)
+    positions = cfg.seq_len * h if cfg.position == "learned" else 0
+    return embeddings + positions + layers * per_block + norm

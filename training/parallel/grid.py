@@ -1,13 +1,14 @@
-"""The TP x PP x DP process grid and its named communication groups.
+"""The TP x CP x DP x PP process grid and its named communication groups.
 
-Rank order (Megatron's): TP innermost, then DP, then PP, so a TP group is a block of adjacent
-ranks (one node, NVLink) and a PP group strides across the whole world:
+Rank order (Megatron's): TP innermost, then CP, then DP, then PP, so a TP group is a block of
+adjacent ranks (one node, NVLink) and a PP group strides across the whole world:
 
-    rank = pp_rank * (dp * tp) + dp_rank * tp + tp_rank
+    rank = ((pp_rank * dp + dp_rank) * cp + cp_rank) * tp + tp_rank
 
 Groups are created once, on every rank in the same order (torch requires it), and every other
-module asks for them by name: `tp`, `dp`, `pp`, `model` (TP x PP: one model replica) and
-`embedding` (first and last pipeline stage, which share the tied word embedding).
+module asks for them by name: `tp`, `cp` (ranks sharing each sequence), `dp`, `dp_cp` (the
+ranks that reduce replicated gradients: DP x CP), `pp`, `model` (TP x PP: one model replica's
+weights) and `embedding` (first and last pipeline stage, which share the tied word embedding).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch.distributed as dist
 from training.parallel import comm
 from training.parallel.comm import SOLO
 
-GROUP_NAMES = ("tp", "dp", "pp", "model", "embedding")
+GROUP_NAMES = ("tp", "cp", "dp", "dp_cp", "pp", "model", "embedding")
 
 
 class LayoutError(ValueError):
@@ -39,45 +40,55 @@ class GridLayout:
     tp: int
     pp: int
     dp: int
+    cp: int = 1
 
     @property
     def world_size(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.cp * self.dp * self.pp
 
     def check_world(self, world_size: int) -> None:
         if self.world_size != world_size:
+            cp = f" x cp={self.cp}" if self.cp > 1 else ""
             raise LayoutError(
-                f"parallel layout tp={self.tp} x pp={self.pp} x dp={self.dp} = {self.world_size} "
-                f"ranks, but the world has {world_size} processes"
+                f"parallel layout tp={self.tp} x pp={self.pp} x dp={self.dp}{cp} = "
+                f"{self.world_size} ranks, but the world has {world_size} processes"
             )
 
     def coords(self, rank: int) -> tuple[int, int, int]:
         """(pp_rank, dp_rank, tp_rank) of a global rank."""
-        pp_rank, rest = divmod(rank, self.dp * self.tp)
-        dp_rank, tp_rank = divmod(rest, self.tp)
+        pp_rank, dp_rank, _, tp_rank = self.coords4(rank)
         return pp_rank, dp_rank, tp_rank
 
-    def rank(self, pp_rank: int, dp_rank: int, tp_rank: int) -> int:
-        return pp_rank * self.dp * self.tp + dp_rank * self.tp + tp_rank
+    def coords4(self, rank: int) -> tuple[int, int, int, int]:
+        """(pp_rank, dp_rank, cp_rank, tp_rank) of a global rank."""
+        rest, tp_rank = divmod(rank, self.tp)
+        rest, cp_rank = divmod(rest, self.cp)
+        pp_rank, dp_rank = divmod(rest, self.dp)
+        return pp_rank, dp_rank, cp_rank, tp_rank
+
+    def rank(self, pp_rank: int, dp_rank: int, tp_rank: int, cp_rank: int = 0) -> int:
+        return ((pp_rank * self.dp + dp_rank) * self.cp + cp_rank) * self.tp + tp_rank
 
     def groups(self, name: str) -> list[list[int]]:
         """Every group of that kind, as sorted rank lists partitioning (or covering) the world."""
-        cells = itertools.product(range(self.pp), range(self.dp), range(self.tp))
+        cells = itertools.product(range(self.pp), range(self.dp), range(self.cp), range(self.tp))
         key = {
-            "tp": lambda p, d, t: (p, d),
-            "dp": lambda p, d, t: (p, t),
-            "pp": lambda p, d, t: (d, t),
-            "model": lambda p, d, t: (d,),
+            "tp": lambda p, d, c, t: (p, d, c),
+            "cp": lambda p, d, c, t: (p, d, t),
+            "dp": lambda p, d, c, t: (p, c, t),
+            "dp_cp": lambda p, d, c, t: (p, t),
+            "pp": lambda p, d, c, t: (d, c, t),
+            "model": lambda p, d, c, t: (d, c),
         }
         if name == "embedding":
             ends = sorted({0, self.pp - 1})
-            return [[self.rank(p, d, t) for p in ends]
-                    for d in range(self.dp) for t in range(self.tp)]
+            return [[self.rank(p, d, t, c) for p in ends]
+                    for d in range(self.dp) for c in range(self.cp) for t in range(self.tp)]
         if name not in key:
             raise KeyError(f"unknown group {name!r}; groups are {GROUP_NAMES}")
         found: dict[tuple, list[int]] = {}
-        for p, d, t in cells:
-            found.setdefault(key[name](p, d, t), []).append(self.rank(p, d, t))
+        for p, d, c, t in cells:
+            found.setdefault(key[name](p, d, c, t), []).append(self.rank(p, d, t, c))
         return [sorted(ranks) for ranks in found.values()]
 
 
@@ -103,6 +114,19 @@ class ProcessGrid:
         return self.layout.coords(self.rank)[2]
 
     @property
+    def cp_rank(self) -> int:
+        return self.layout.coords4(self.rank)[2]
+
+    @property
+    def dp_cp_rank(self) -> int:
+        """This rank's place in its `dp_cp` group (ranks sorted: DP-major, then CP)."""
+        return self.dp_rank * self.layout.cp + self.cp_rank
+
+    def ranks(self, name: str) -> list[int]:
+        """The global ranks of this rank's group `name`."""
+        return next(g for g in self.layout.groups(name) if self.rank in g)
+
+    @property
     def is_first_stage(self) -> bool:
         return self.pp_rank == 0
 
@@ -116,7 +140,8 @@ class ProcessGrid:
         return self._groups.get(name, SOLO)
 
     def size(self, name: str) -> int:
-        return {"tp": self.layout.tp, "dp": self.layout.dp, "pp": self.layout.pp,
+        return {"tp": self.layout.tp, "cp": self.layout.cp, "dp": self.layout.dp,
+                "dp_cp": self.layout.dp * self.layout.cp, "pp": self.layout.pp,
                 "model": self.layout.tp * self.layout.pp,
                 "embedding": min(self.layout.pp, 2)}[name]
 
@@ -173,9 +198,9 @@ def _start_process_group(backend: str) -> None:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
-def build_grid(tp: int, pp: int, dp: int, device: str = "cpu") -> ProcessGrid:
+def build_grid(tp: int, pp: int, dp: int, device: str = "cpu", cp: int = 1) -> ProcessGrid:
     """Create the process group (gloo on CPU, NCCL on CUDA) and every named group once."""
-    layout = GridLayout(tp, pp, dp)
+    layout = GridLayout(tp, pp, dp, cp)
     world = int(os.environ.get("WORLD_SIZE", "1")) if not dist.is_initialized() \
         else dist.get_world_size()
     layout.check_world(world)

@@ -85,7 +85,8 @@ class PipelineRuntime:
         return self._stage(chunk) == self.p * self.v - 1
 
     def _peer(self, pp_rank: int) -> int:
-        return self.grid.layout.rank(pp_rank, self.grid.dp_rank, self.grid.tp_rank)
+        return self.grid.layout.rank(pp_rank, self.grid.dp_rank, self.grid.tp_rank,
+                                     self.grid.cp_rank)
 
     def _record(self, *event) -> None:
         if self.events is not None:

@@ -141,13 +141,19 @@ class ColumnParallelLinear(nn.Module):
     `sequence_parallel` the input arrives as a sequence shard and is all-gathered first."""
 
     def __init__(self, in_features, out_features, *, grid, name, seed, std,
-                 sequence_parallel=False):
+                 sequence_parallel=False, bias=True, replicated=False):
         super().__init__()
-        tp, rank = grid.layout.tp, grid.tp_rank
+        # `replicated`: every rank holds all output rows (grouped-query attention's KV heads
+        # when fewer than tp); each rank's gradient is then partial, summed over TP.
+        tp, rank = (1, 0) if replicated else (grid.layout.tp, grid.tp_rank)
         self.group, self.sequence_parallel = grid.group("tp"), sequence_parallel
+        tp_dim = None if replicated else 0
         full = seeded_normal((out_features, in_features), std, seed, name + ".weight")
-        self.weight = tp_parameter(shard(full, 0, rank, tp), tp_dim=0)
-        self.bias = tp_parameter(torch.zeros(out_features // tp), tp_dim=0)
+        self.weight = tp_parameter(shard(full, 0, rank, tp), tp_dim=tp_dim)
+        self.bias = tp_parameter(torch.zeros(out_features // tp), tp_dim=tp_dim) if bias \
+            else None
+        for param in self.parameters():
+            param.tp_partial = replicated and grid.layout.tp > 1
 
     def forward(self, x):
         if self.sequence_parallel:
@@ -161,21 +167,22 @@ class RowParallelLinear(nn.Module):
     `sequence_parallel` the sum is reduce-scattered: each rank keeps its sequence shard."""
 
     def __init__(self, in_features, out_features, *, grid, name, seed, std,
-                 sequence_parallel=False):
+                 sequence_parallel=False, bias=True):
         super().__init__()
         tp, rank = grid.layout.tp, grid.tp_rank
         self.group, self.sequence_parallel = grid.group("tp"), sequence_parallel
         full = seeded_normal((out_features, in_features), std, seed, name + ".weight")
         self.weight = tp_parameter(shard(full, 1, rank, tp), tp_dim=1)
-        self.bias = tp_parameter(torch.zeros(out_features), tp_dim=None)
+        self.bias = tp_parameter(torch.zeros(out_features), tp_dim=None) if bias else None
 
     def forward(self, x):
         if comm.group_size(self.group) == 1:
             return F.linear(x, self.weight, self.bias)
         if self.sequence_parallel:
-            partial = reduce_scatter_to_sequence_parallel(F.linear(x, self.weight), self.group)
-            return partial + self.bias
-        return reduce_from_tensor_parallel(F.linear(x, self.weight), self.group) + self.bias
+            out = reduce_scatter_to_sequence_parallel(F.linear(x, self.weight), self.group)
+        else:
+            out = reduce_from_tensor_parallel(F.linear(x, self.weight), self.group)
+        return out if self.bias is None else out + self.bias
 
 
 class VocabParallelEmbedding(nn.Module):

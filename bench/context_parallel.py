@@ -1,0 +1,102 @@
+"""Context parallelism on CPU: tokens/s and communication share of CP 2 against CP 1 for
+llama_tiny at sequence 1024 and 4096, and the attention core's saved activation memory per
+rank at CP 1, 2 and 4.
+
+1. `pretrain`'s Trainer (gloo ranks on this machine), llama_tiny with `seq_len` set, micro and
+   global batch 1; the median of the step records after the first (warm-up) step.
+2. Bytes autograd keeps for the backward of one attention core call (q, k, v of one rank's
+   slice of a [1, 4 heads, seq, 16] problem), ring attention at CP 1/2/4, with
+   `scaled_dot_product_attention` (one process) for reference.
+
+    .venv/bin/python bench/context_parallel.py [--steps 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+
+import torch
+import torch.distributed as dist
+
+from training.config import TrainingConfig, load_config
+from training.launch import launch
+from training.loop import Trainer, setup_process
+from training.parallel.context import RingAttention
+from training.parallel.grid import destroy_grid
+
+
+def train_worker(cfg_dict: dict) -> dict | None:
+    setup_process()
+    torch.set_flush_denormal(True)
+    trainer = Trainer(TrainingConfig.model_validate(cfg_dict))
+    records = trainer.run()[1:]
+    trainer.close()
+    rank = trainer.grid.rank
+    destroy_grid()
+    if rank:
+        return None
+    return {key: statistics.median(r[key] for r in records)
+            for key in ("tokens_per_s", "comm_share", "step_s")}
+
+
+def throughput(seq: int, cp: int, steps: int) -> dict:
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = load_config("llama_tiny", [
+            f"model.seq_len={seq}", f"parallel.cp={cp}", "batch.micro=1", "batch.global=1",
+            f"train.steps={steps}", "train.eval_every=0", "train.save_every=0",
+            f"train.dir={run_dir}", "parallel.zero=0"]).dump()
+        return launch(cp, train_worker, cfg)[0]
+
+
+def saved_bytes(core, q, k, v) -> int:
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = core(q, k, v)
+    out.sum().backward()
+    for tensor in (q, k, v):  # inputs are the caller's, not the core's
+        storages.pop(tensor.untyped_storage().data_ptr(), None)
+    return sum(storages.values())
+
+
+def memory_worker(seq: int) -> int:
+    dist.init_process_group("gloo")
+    cp, rank = dist.get_world_size(), dist.get_rank()
+    q, k, v = (torch.randn(1, 4, seq // cp, 16, requires_grad=True) for _ in range(3))
+    found = saved_bytes(RingAttention(dist.group.WORLD, list(range(cp)), rank), q, k, v)
+    dist.destroy_process_group()
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    print("| seq | CP | tokens/s | comm share | step s |\n|---:|---:|---:|---:|---:|")
+    for seq in (1024, 4096):
+        for cp in (1, 2):
+            r = throughput(seq, cp, args.steps)
+            print(f"| {seq} | {cp} | {r['tokens_per_s']:,.0f} | {r['comm_share']:.2f} | "
+                  f"{r['step_s']:.2f} |", flush=True)
+    seq = 4096
+    q, k, v = (torch.randn(1, 4, seq, 16, requires_grad=True) for _ in range(3))
+    sdpa = saved_bytes(lambda *t: torch.nn.functional.scaled_dot_product_attention(
+        *t, is_causal=True), q, k, v)
+    print(f"\nattention core, seq {seq}: saved bytes per rank (MiB)\n| core | CP | MiB |\n"
+          f"|---|---:|---:|\n| sdpa (fused, one process) | 1 | {sdpa / 2**20:.1f} |")
+    for cp in (1, 2, 4):
+        found = launch(cp, memory_worker, seq)
+        worst = max(found.values())
+        print(f"| ring | {cp} | {worst / 2**20:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

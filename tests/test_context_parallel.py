@@ -1,0 +1,106 @@
+"""Context parallelism: the TP x CP x DP x PP grid's rank order and groups, its config errors,
+and training equivalence with one process (fp32, 1e-5 losses and parameters) for llama_tiny
+shapes at (TP, CP) = (1, 2) and (2, 2) with sequence parallelism, and for learned positions
+(gpt2 arch) at CP 2. Real processes on gloo over loopback."""
+
+import shutil
+
+import pytest
+import torch
+from test_checkpoint import train_segments
+from test_llama_blocks import llama_config
+from test_pipeline_parallel import train_and_gather
+from test_trainer_equivalence import assert_same_run
+
+from training.checkpoint_format import read_index
+from training.config import ConfigError, parse_config
+from training.launch import launch
+from training.parallel.grid import GridLayout
+
+
+def test_grid_orders_tp_cp_dp_pp_and_names_the_groups():
+    layout = GridLayout(tp=2, pp=2, dp=2, cp=2)
+    assert layout.coords4(0b1011) == (1, 0, 1, 1)  # pp 1, dp 0, cp 1, tp 1
+    assert layout.rank(1, 0, 1, cp_rank=1) == 11
+    assert layout.groups("tp")[0] == [0, 1]
+    assert layout.groups("cp")[0] == [0, 2]
+    assert layout.groups("dp")[0] == [0, 4]
+    assert layout.groups("dp_cp")[0] == [0, 2, 4, 6]
+    assert layout.groups("pp")[0] == [0, 8]
+    assert sorted(map(tuple, layout.groups("model"))) == [
+        (0, 1, 8, 9), (2, 3, 10, 11), (4, 5, 12, 13), (6, 7, 14, 15)]
+
+
+@pytest.mark.parametrize("parallel,model,message", [
+    ({"cp": 3}, {}, r"model.seq_len \(16\) into 2 \* cp chunks"),
+    ({"cp": 2, "tp": 8, "sequence_parallel": True}, {"heads": 8, "hidden": 64, "seq_len": 24},
+     r"each CP rank's 12 tokens over parallel.tp \(8\)"),
+    ({"cp": 2}, {"dropout": 0.1}, r"parallel.cp > 1 needs model.dropout: 0"),
+    ({"cp": 2, "pp": 2}, {}, r"parallel.cp > 1 with parallel.pp > 1 is not supported yet"),
+])
+def test_impossible_context_layouts_are_config_errors(tmp_path, parallel, model, message):
+    raw = llama_config(tmp_path)
+    raw["parallel"].update(parallel)
+    raw["model"].update(model)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+def cp_config(run_dir, **parallel) -> dict:
+    """llama_tiny's shapes at lr 2e-3: at 3e-3 one weight (blocks.0.mlp.proj) ends 1.2e-5 from
+    the reference at CP 2 while losses agree to 1e-6 — Adam turning rounding-sized gradient
+    differences (each CP rank averages its own tokens first) into lr-sized steps."""
+    raw = llama_config(run_dir, **parallel)
+    raw["optim"].update(lr=2e-3, min_lr=1e-3)
+    return raw
+
+
+def gpt2_config(run_dir, **parallel) -> dict:
+    raw = cp_config(run_dir, **parallel)
+    raw["model"] = {"layers": 2, "hidden": 32, "heads": 4, "seq_len": 16, "vocab_size": 60,
+                    "pad_vocab_to": 8}
+    return raw
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    return {arch: train_and_gather([make(tmp_path_factory.mktemp(arch))])[0]
+            for arch, make in (("llama", cp_config), ("gpt2", gpt2_config))}
+
+
+@pytest.mark.parametrize("arch,layout", [
+    ("llama", dict(cp=2)),
+    ("llama", dict(tp=2, cp=2, sequence_parallel=True)),
+    ("gpt2", dict(cp=2)),
+], ids=["llama-cp2", "llama-tp2-cp2-sp", "gpt2-learned-positions-cp2"])
+def test_context_parallel_equals_single_process(references, tmp_path, arch, layout):
+    cfg = (cp_config if arch == "llama" else gpt2_config)(tmp_path, **layout)
+    world = parse_config(cfg).parallel.world_size
+    (result,) = launch(world, train_and_gather, [cfg])[0]
+    assert_same_run(result, references[arch])
+
+
+@pytest.mark.parametrize("zero", [0, 2])
+def test_checkpoint_at_cp2_resumes_at_cp1(tmp_path, zero):
+    """CP ranks hold the same weights; the optimizer state is replicated (stage 0: the
+    parameters round-robin over the DP x CP writers) or sharded over DP x CP (stage 2: each
+    CP rank writes its own shard); either way the run continues at CP 1."""
+    run = tmp_path / "cp2"
+
+    def cfg(run_dir, cp, save_every):
+        raw = cp_config(run_dir, cp=cp)
+        raw["train"]["save_every"] = save_every
+        raw["parallel"]["zero"] = zero
+        return raw
+
+    _, (_, tail, _) = launch(2, train_segments, [(cfg(run, 2, 2), 2), (cfg(run, 2, 0), None)])[0]
+    index = read_index(run / "checkpoints" / "step-00000002")
+    assert index["layout"]["cp"] == 2
+    resumed = tmp_path / "cp1"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(run / "checkpoints" / "step-00000002",
+                    resumed / "checkpoints" / "step-00000002")
+    ((start, losses, _),) = train_segments([(cfg(resumed, 1, 0), None)])
+    assert start == 2
+    torch.testing.assert_close(torch.tensor(losses, dtype=torch.float64),
+                               torch.tensor(tail, dtype=torch.float64), rtol=1e-5, atol=0)
