@@ -22,6 +22,7 @@ from pathlib import Path
 from curation.atomic import atomic_write_parquet, write_json_atomic, write_text_atomic
 from curation.decontam.summary import summarize_decontamination
 from curation.documents import DOCUMENT_COLUMNS, LEDGER_SCHEMA
+from curation.duplicate_ids import needs_check, resolve_duplicate_ids
 from curation.progress import track
 from curation.read_stage import (
     inputs_fingerprint,
@@ -102,15 +103,19 @@ def run_read(spec: Spec, out: Path, client, force: bool) -> StageResult:
         started = time.perf_counter()
         sources = {s.name: s for s in spec.sources}
         pending = [f for f in files if not (folder / "stats" / f"f{f.index:05d}.json").exists()]
+        check_ids = needs_check(spec)
         futures = [client.submit(read_file_task, f, sources[f.source], spec.read, str(folder),
-                                 key=f"read-{f.index:05d}-{key[:8]}", retries=2)
+                                 check_ids, key=f"read-{f.index:05d}-{key[:8]}", retries=2)
                    for f in pending]
         track(futures, "read")
         client.gather(futures)
+        changed = (resolve_duplicate_ids(folder, [f.path for f in files],
+                                         spec.read.on_duplicate_id, client)
+                   if check_ids else {})
         stats = []
         for f in files:
             result = json.loads((folder / "stats" / f"f{f.index:05d}.json").read_text())
-            stats.extend(result["partitions"])
+            stats.extend(changed.get(p["partition"], p) for p in result["partitions"])
         done = _finish_stage(folder, "read", key, params, stats, read_partitions(folder),
                              started)
     return StageResult("read", folder, [folder / p for p in done["partitions"]],

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from curation.atomic import atomic_write_parquet, write_json_atomic
 from curation.documents import DOCUMENT_SCHEMA, LEDGER_SCHEMA
+from curation.duplicate_ids import write_keys
 from curation.io import expand_paths, read_documents
 from curation.stage_stats import partition_stats
 
@@ -61,8 +62,12 @@ def inputs_fingerprint(files: list[InputFile]) -> str:
     return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 
-def read_file_task(file: InputFile, source_spec, read_config, stage_dir: str) -> dict:
-    """Stream one input file into partitions; write its stats last (marks it done)."""
+def read_file_task(file: InputFile, source_spec, read_config, stage_dir: str,
+                   write_id_keys: bool = False) -> dict:
+    """Stream one input file into partitions; write its stats last (marks it done).
+
+    With `write_id_keys`, each partition's ids also go to a keys file for the uniqueness
+    check (`curation.duplicate_ids`)."""
     stage_dir = Path(stage_dir)
     stats = []
     chunks = read_documents(
@@ -75,6 +80,8 @@ def read_file_task(file: InputFile, source_spec, read_config, stage_dir: str) ->
         atomic_write_parquet(ledger, stage_dir / "ledger" / name, schema=LEDGER_SCHEMA)
         atomic_write_parquet(docs[DOCUMENT_SCHEMA.names], stage_dir / "data" / name,
                              schema=DOCUMENT_SCHEMA)
+        if write_id_keys:
+            write_keys(docs, file.index, name, stage_dir)
         stats.append(partition_stats(name, None, docs, ledger))
     result = {"file": file.path, "source": file.source, "partitions": stats}
     write_json_atomic(stage_dir / "stats" / f"f{file.index:05d}.json", result)
