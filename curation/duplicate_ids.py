@@ -16,11 +16,9 @@ partition is idempotent (a partition already shorter than its keys file is done)
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from curation.atomic import atomic_write_parquet, write_json_atomic
 from curation.documents import LEDGER_SCHEMA, REMOVED, ledger_rows
@@ -28,6 +26,7 @@ from curation.io import InputError
 from curation.readers.records import READ_STAGE
 from curation.stage_context import read_partition
 from curation.stage_stats import partition_stats
+from curation.storage import dask_storage_options, out_path, parquet_rows, read_parquet_table
 
 KEYS_DIR = "id_keys"
 DECISIONS_DIR = "duplicate_ids"
@@ -45,7 +44,7 @@ def needs_check(spec) -> bool:
     return any(s.id_field is not None for s in spec.sources)
 
 
-def write_keys(docs: pd.DataFrame, file_index: int, name: str, stage_dir: Path) -> None:
+def write_keys(docs: pd.DataFrame, file_index: int, name: str, stage_dir) -> None:
     """One read partition's keys: what the shuffle needs to find and place every copy."""
     keys = pd.DataFrame({
         "id": docs["id"].astype(str).to_numpy(),
@@ -55,7 +54,7 @@ def write_keys(docs: pd.DataFrame, file_index: int, name: str, stage_dir: Path) 
         "pos": np.arange(len(docs), dtype="int64"),
         "chunk": [name] * len(docs),
     })
-    atomic_write_parquet(keys, Path(stage_dir) / KEYS_DIR / name)
+    atomic_write_parquet(keys, out_path(stage_dir) / KEYS_DIR / name)
 
 
 def later_copies(keys: pd.DataFrame) -> pd.DataFrame:
@@ -69,15 +68,16 @@ def later_copies(keys: pd.DataFrame) -> pd.DataFrame:
         .reset_index(drop=True)
 
 
-def find_duplicates(stage_dir: Path, client) -> int:
+def find_duplicates(stage_dir, client) -> int:
     """Shuffle the keys by id on the cluster; write the later copies; return their count."""
     import dask.dataframe as dd
 
-    stage_dir = Path(stage_dir)
+    stage_dir = out_path(stage_dir)
     marker = stage_dir / DONE_MARKER
     if marker.exists():
         return json.loads(marker.read_text())["duplicates"]
-    keys = dd.read_parquet(str(stage_dir / KEYS_DIR))
+    options = dask_storage_options(stage_dir)
+    keys = dd.read_parquet(str(stage_dir / KEYS_DIR), storage_options=options)
     meta = later_copies(keys._meta)
     later = keys.shuffle(on="id", npartitions=max(1, keys.npartitions)).map_partitions(
         later_copies, meta=meta)
@@ -85,20 +85,20 @@ def find_duplicates(stage_dir: Path, client) -> int:
     count = int(later.map_partitions(len).sum().compute())
     if count:
         later.to_parquet(str(stage_dir / DECISIONS_DIR), partition_on=["chunk"],
-                         write_index=False, overwrite=True)
+                         write_index=False, overwrite=True, storage_options=options)
     write_json_atomic(marker, {"duplicates": count})
     return count
 
 
-def first_duplicate(stage_dir: Path) -> pd.Series:
+def first_duplicate(stage_dir) -> pd.Series:
     """The earliest later copy (by file, then row): what an `error` run reports."""
-    table = pq.read_table(str(Path(stage_dir) / DECISIONS_DIR),
-                          columns=["id", "file", "row", "first_file", "first_row"])
+    table = read_parquet_table(out_path(stage_dir) / DECISIONS_DIR,
+                               columns=["id", "file", "row", "first_file", "first_row"])
     frame = table.to_pandas()
     return frame.sort_values(["file", "row"], kind="stable").iloc[0]
 
 
-def duplicate_error(stage_dir: Path, count: int, paths: list[str]) -> DuplicateIdError:
+def duplicate_error(stage_dir, count: int, paths: list[str]) -> DuplicateIdError:
     row = first_duplicate(stage_dir)
     more = f" ({count - 1} more later copies)" if count > 1 else ""
     return DuplicateIdError(
@@ -108,8 +108,8 @@ def duplicate_error(stage_dir: Path, count: int, paths: list[str]) -> DuplicateI
         f"ledger the rest")
 
 
-def chunks_with_duplicates(stage_dir: Path) -> list[str]:
-    folder = Path(stage_dir) / DECISIONS_DIR
+def chunks_with_duplicates(stage_dir) -> list[str]:
+    folder = out_path(stage_dir) / DECISIONS_DIR
     if not folder.exists():
         return []
     return sorted(p.name.split("=", 1)[1] for p in folder.glob("chunk=*"))
@@ -117,8 +117,8 @@ def chunks_with_duplicates(stage_dir: Path) -> list[str]:
 
 def apply_decisions_task(stage_dir: str, chunk: str, paths: list[str]) -> dict:
     """Drop one partition's later copies into their own ledger file; return its new stats."""
-    stage_dir = Path(stage_dir)
-    decisions = pq.read_table(str(stage_dir / DECISIONS_DIR / f"chunk={chunk}")).to_pandas()
+    stage_dir = out_path(stage_dir)
+    decisions = read_parquet_table(stage_dir / DECISIONS_DIR / f"chunk={chunk}").to_pandas()
     decisions = decisions.sort_values("pos", kind="stable")
     detail = [{"first_file": paths[f], "first_row": int(r), "file": paths[g], "row": int(w)}
               for f, r, g, w in zip(decisions["first_file"], decisions["first_row"],
@@ -129,7 +129,7 @@ def apply_decisions_task(stage_dir: str, chunk: str, paths: list[str]) -> dict:
                          schema=LEDGER_SCHEMA)
     data_path = stage_dir / "data" / chunk
     docs = read_partition(data_path)
-    n_keys = pq.ParquetFile(str(stage_dir / KEYS_DIR / chunk)).metadata.num_rows
+    n_keys = parquet_rows(stage_dir / KEYS_DIR / chunk)
     if len(docs) == n_keys:  # not applied yet (an applied partition is shorter)
         keep = np.ones(len(docs), dtype=bool)
         keep[decisions["pos"].to_numpy()] = False
@@ -140,7 +140,7 @@ def apply_decisions_task(stage_dir: str, chunk: str, paths: list[str]) -> dict:
     return partition_stats(chunk, None, docs, ledger)
 
 
-def resolve_duplicate_ids(stage_dir: Path, paths: list[str], on_duplicate: str,
+def resolve_duplicate_ids(stage_dir, paths: list[str], on_duplicate: str,
                           client) -> dict[str, dict]:
     """Find later copies of ids; stop (`error`) or ledger them. Returns the changed
     partitions' stats by partition name."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from curation.stages.heuristics import HeuristicsStage
 from curation.stages.language import LanguageStage
 from curation.stages.normalize import NormalizeStage
 from curation.stages.quality import QualityStage
+from curation.storage import copy_file, out_path, remove_tree
 from curation.tokenize import tokenize_corpus, train_or_load_tokenizer
 
 # The canonical order of the flow; the index is the stage folder's number.
@@ -73,7 +73,7 @@ def _open_stage_dir(folder: Path, key: str, force: bool) -> dict | None:
             return manifest
     key_path = folder / KEY_FILE
     if folder.exists() and (force or not key_path.exists() or key_path.read_text() != key):
-        shutil.rmtree(folder)
+        remove_tree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
     write_text_atomic(key_path, key)
@@ -124,7 +124,7 @@ def run_read(spec: Spec, out: Path, client, force: bool) -> StageResult:
 
 def process_partition_task(stage, in_path: str, part: int, folder: str) -> dict:
     """Run one stage on one partition on a worker; write data, ledger, then stats."""
-    folder = Path(folder)
+    folder = out_path(folder)
     docs = read_partition(in_path)
     result = stage.process(docs, part, folder)
     kept = result.kept.reset_index(drop=True)
@@ -183,7 +183,7 @@ def _split_by_source_task(in_path: str, part: int, curated: str) -> None:
     for source, group in docs.groupby("source", sort=True):
         columns = DOCUMENT_COLUMNS + [c for c in group.columns if c not in DOCUMENT_COLUMNS]
         atomic_write_parquet(group[columns].reset_index(drop=True),
-                             Path(curated) / str(source) / f"part-{part:05d}.parquet")
+                             out_path(curated) / str(source) / f"part-{part:05d}.parquet")
 
 
 def finalize(results: list[StageResult], out: Path, client) -> None:
@@ -194,7 +194,7 @@ def finalize(results: list[StageResult], out: Path, client) -> None:
     if marker.exists() and json.loads(marker.read_text()).get("key") == key:
         return
     for name in ("curated", "ledger"):
-        shutil.rmtree(out / name, ignore_errors=True)
+        remove_tree(out / name)
     futures = [client.submit(_split_by_source_task, str(p), k, str(out / "curated"),
                              key=f"curated-{k:05d}-{key[:8]}", retries=2)
                for k, p in enumerate(last.partitions)]
@@ -204,11 +204,7 @@ def finalize(results: list[StageResult], out: Path, client) -> None:
     ledger_dir.mkdir(parents=True)
     for result in results:
         for path in sorted((result.folder / "ledger").glob("*.parquet")):
-            target = ledger_dir / f"{result.folder.name}-{path.name}"
-            try:
-                target.hardlink_to(path)
-            except OSError:
-                shutil.copyfile(path, target)
+            copy_file(path, ledger_dir / f"{result.folder.name}-{path.name}")
     write_json_atomic(marker, {"key": key})
 
 
@@ -237,7 +233,7 @@ def tokenize(spec: Spec, out: Path, client, curated_key: str, force: bool) -> No
 def run_stages(spec: Spec, out: Path, client, force: bool = False,
                until: str | None = None) -> list[StageResult]:
     """Read, then every enabled stage in order (stopping before `until`, when given)."""
-    out = Path(out)
+    out = out_path(out)
     out.mkdir(parents=True, exist_ok=True)
     freeze_spec(spec, out)
     results = [run_read(spec, out, client, force)]
@@ -254,7 +250,7 @@ def run_stages(spec: Spec, out: Path, client, force: bool = False,
 
 def run_pipeline(spec: Spec, out: Path, client, force: bool = False) -> list[StageResult]:
     """Run every enabled stage, then write curated data, the ledger and token shards."""
-    out = Path(out)
+    out = out_path(out)
     results = run_stages(spec, out, client, force)
     finalize(results, out, client)
     if spec.stages.decontaminate is not None:

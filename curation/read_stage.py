@@ -11,13 +11,13 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from curation.atomic import atomic_write_parquet, write_json_atomic
 from curation.documents import DOCUMENT_SCHEMA, LEDGER_SCHEMA
 from curation.duplicate_ids import write_keys
 from curation.io import expand_paths, read_documents
 from curation.stage_stats import partition_stats
+from curation.storage import out_path
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def read_file_task(file: InputFile, source_spec, read_config, stage_dir: str,
 
     With `write_id_keys`, each partition's ids also go to a keys file for the uniqueness
     check (`curation.duplicate_ids`)."""
-    stage_dir = Path(stage_dir)
+    stage_dir = out_path(stage_dir)
     stats = []
     chunks = read_documents(
         file.path, source=file.source, file_key=file.key, fmt=source_spec.format,
@@ -88,6 +88,6 @@ def read_file_task(file: InputFile, source_spec, read_config, stage_dir: str,
     return result
 
 
-def read_partitions(stage_dir: Path) -> list[Path]:
+def read_partitions(stage_dir) -> list:
     """The read step's partitions in order (by file, then chunk)."""
     return sorted((stage_dir / "data").glob("f*-c*.parquet"))
