@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import yaml
 
 from curation.documents import REMOVED
+from curation.storage import out_path, parquet_file, read_parquet_table
 
 MANIFEST = "_manifest.json"
 EXCERPT_CHARS = 160
@@ -41,7 +41,7 @@ class StageRun:
 def stage_runs(out: Path) -> list[StageRun]:
     """Finished stages in the order they ran (the folder number)."""
     runs = []
-    for path in sorted((Path(out) / "stages").glob(f"*/{MANIFEST}")):
+    for path in sorted((out_path(out) / "stages").glob(f"*/{MANIFEST}")):
         manifest = json.loads(path.read_text(encoding="utf-8"))
         if manifest.get("complete"):
             runs.append(StageRun(manifest["stage"], path.parent, manifest))
@@ -49,7 +49,7 @@ def stage_runs(out: Path) -> list[StageRun]:
 
 
 def frozen_spec(out: Path) -> dict:
-    path = Path(out) / "spec.yaml"
+    path = out_path(out) / "spec.yaml"
     if not path.is_file():
         return {}
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -60,7 +60,7 @@ def read_parquet_columns(files: list[Path], columns: list[str],
     """Selected columns of many parquet files (optionally only rows whose id is in `ids`)."""
     tables = []
     for path in files:
-        table = pq.read_table(path, columns=columns)
+        table = read_parquet_table(path, columns=columns)
         if ids is not None:
             table = table.filter(pc.is_in(table["id"], pa.array(ids, pa.string())))
         tables.append(table)
@@ -71,7 +71,7 @@ def read_parquet_columns(files: list[Path], columns: list[str],
 
 def read_ledger(out: Path) -> pd.DataFrame:
     """OUT/ledger as one frame, rows in stage order (the file names start with NN_)."""
-    files = sorted((Path(out) / "ledger").glob("*.parquet"))
+    files = sorted((out_path(out) / "ledger").glob("*.parquet"))
     frame = read_parquet_columns(files, ["id", "source", "stage", "action", "reason", "detail"])
     return frame.reset_index(drop=True)
 
@@ -89,7 +89,7 @@ def funnel(out: Path) -> pd.DataFrame:
 def token_totals(out: Path) -> dict[str, dict]:
     """Per source: documents and tokens in its token shards (OUT/tokens/<source>/manifest.json)."""
     totals = {}
-    for path in sorted((Path(out) / "tokens").glob("*/manifest.json")):
+    for path in sorted((out_path(out) / "tokens").glob("*/manifest.json")):
         manifest = json.loads(path.read_text(encoding="utf-8"))
         totals[path.parent.name] = {"documents": int(manifest["documents"]),
                                     "tokens": int(manifest["tokens"])}
@@ -152,8 +152,8 @@ def _details(ledger: pd.DataFrame, stage: str, action: str = REMOVED) -> pd.Data
 
 
 def curated_columns(out: Path, columns: list[str]) -> pd.DataFrame:
-    files = sorted((Path(out) / "curated").glob("*/*.parquet"))
-    present = [c for c in columns if files and c in pq.read_schema(files[0]).names]
+    files = sorted((out_path(out) / "curated").glob("*/*.parquet"))
+    present = [c for c in columns if files and c in parquet_file(files[0]).schema_arrow.names]
     return read_parquet_columns(files, present) if present else pd.DataFrame()
 
 

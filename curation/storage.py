@@ -14,7 +14,9 @@ its users keep them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -41,6 +43,15 @@ def resolved(path):
     """An absolute local path (symlinks resolved), or the URL as it is."""
     path = out_path(path)
     return path if is_remote(path) else path.resolve()
+
+
+def joined(base, relative: str):
+    """`base / relative` with `..` folded away (a manifest's relative tokenizer path)."""
+    base = out_path(base)
+    if not is_remote(base):
+        return (base / relative).resolve()
+    protocol, rest = str(base).split("://", 1)
+    return out_path(f"{protocol}://{posixpath.normpath(posixpath.join(rest, relative))}")
 
 
 def is_remote(path) -> bool:
@@ -89,6 +100,39 @@ def read_ipc_table(path) -> pa.Table:
         with path.open("rb") as handle:
             return pa.ipc.open_file(pa.BufferReader(handle.read())).read_all()
     return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+
+
+def file_stamp(path) -> list:
+    """[size, modification stamp] of a file: what says it was rewritten."""
+    path = out_path(path)
+    if not is_remote(path):
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    info = path.fs.info(path.path)
+    return [info.get("size"), str(info.get("ETag") or info.get("LastModified")
+                                  or info.get("mtime") or "")]
+
+
+_LOCAL_COPIES: dict[str, tuple[list, str]] = {}
+
+
+def local_copy(path) -> str:
+    """A local file with `path`'s content, for libraries that only open local files (fastText,
+    numpy archives): the file itself, or a copy kept per process and fetched again when the
+    object changes."""
+    path = out_path(path)
+    if not is_remote(path):
+        return str(path)
+    stamp = file_stamp(path)
+    cached = _LOCAL_COPIES.get(str(path))
+    if cached and cached[0] == stamp and os.path.exists(cached[1]):
+        return cached[1]
+    if cached:
+        shutil.rmtree(os.path.dirname(cached[1]), ignore_errors=True)
+    local = os.path.join(tempfile.mkdtemp(prefix="textmill-copy-"), path.name)
+    path.fs.get_file(path.path, local)
+    _LOCAL_COPIES[str(path)] = (stamp, local)
+    return local
 
 
 def copy_file(source, target) -> None:

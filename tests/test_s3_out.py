@@ -6,6 +6,7 @@ disk, and a run cut off on S3 resumes there.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from curation.pipeline import run_pipeline
 from curation.spec import load_spec
 from tests.run_outputs import assert_same_outputs
 from tests.test_dask_cluster import SPEC, free_port
-from tests.test_pipeline import write_corpus
+from tests.test_pipeline import sentence, write_corpus
 
 MOTO = str(Path(sys.executable).with_name("moto_server"))
 
@@ -71,12 +72,20 @@ def new_bucket(name: str) -> str:
     return f"s3://{name}"
 
 
+# Every stage that keeps files of its own in OUT (the quality model, the task n-gram tables).
+S3_SPEC = SPEC.replace("stages: {", """stages: {
+  quality: {positive: [a], negative: [b], threshold: 0.2, epoch: 5, min_count: 1},
+  decontaminate: {ngram: 8, tasks: [{name: qa, paths: [qa.jsonl], fields: [question]}]},
+  """)
+
+
 @pytest.fixture(scope="module")
 def runs(s3_client, tmp_path_factory):
     """The spec run once on local disk and once on S3."""
     root = tmp_path_factory.mktemp("s3corpus")
     write_corpus(root)
-    (root / "spec.yaml").write_text(SPEC)
+    (root / "qa.jsonl").write_text(json.dumps({"question": sentence(12)}) + "\n")
+    (root / "spec.yaml").write_text(S3_SPEC)
     spec = load_spec(root / "spec.yaml")
     local = root / "local"
     run_pipeline(spec, local, s3_client)
@@ -96,18 +105,81 @@ def test_s3_out_matches_local_out(runs):
 
 @pytest.mark.slow
 def test_a_cut_run_on_s3_resumes_there(runs, s3_client, capfd):
-    spec, local, _ = runs
+    spec, local, remote = runs
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    remote = new_bucket("resume") + "/run"
-    run_pipeline(spec, remote, s3_client)
     # Cut off during fuzzy dedup: its manifest and one finished partition are gone, and
     # nothing after it was written.
-    stage = "resume/run/stages/06_fuzzy_dedup"
+    run = remote.removeprefix("s3://")
+    stage = f"{run}/stages/06_fuzzy_dedup"
     fs.rm(f"{stage}/_manifest.json")
     fs.rm(f"{stage}/stats/part-00001.json")
-    for later in ("curated", "ledger", "tokens"):
-        fs.rm(f"resume/run/{later}", recursive=True)
+    for later in ("stages/07_decontaminate", "curated", "ledger", "tokens"):
+        fs.rm(f"{run}/{later}", recursive=True)
     capfd.readouterr()
     run_pipeline(spec, remote, s3_client)
     assert "exact_dedup: finished earlier with the same inputs; skipped" in capfd.readouterr().err
     assert_same_outputs(str(local), remote)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_pretrain_reads_s3_through_a_verified_local_cache(runs, tmp_path, monkeypatch):
+    from training.cli import main as pretrain
+
+    _, local, remote = runs
+    monkeypatch.setenv("TEXTMILL_DATA_CACHE", str(tmp_path / "cache"))
+    common = ["tiny", "--set", "model.seq_len=16", "--set", "train.steps=3",
+              "--set", "train.eval_every=3", "--set", "train.save_every=100",
+              "--set", "batch.global=4", "--set", "batch.micro=2"]
+    assert pretrain([*common, "--set", f"data.curated={local}",
+                     "--set", f"train.dir={tmp_path / 'local'}"]) == 0
+    assert pretrain([*common, "--set", f"data.curated={remote}",
+                     "--set", f"train.dir={tmp_path / 'remote'}"]) == 0
+    assert [r["loss"] for r in metrics(tmp_path / "remote")] == \
+        [r["loss"] for r in metrics(tmp_path / "local")]
+    cached = sorted((tmp_path / "cache").glob("*/tokens/*/shard-*.arrow"))
+    assert cached and all(p.read_bytes() == (local / p.relative_to(p.parents[2])).read_bytes()
+                          for p in cached)
+
+
+@pytest.mark.slow
+def test_a_shard_that_does_not_match_its_manifest_is_never_cached(runs, tmp_path):
+    from training.data.remote_cache import local_curated
+    from training.data.shards import ShardError
+
+    _, local, remote = runs
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    copy = new_bucket("corrupt") + "/run"
+    fs.put(str(local) + "/", copy.removeprefix("s3://"), recursive=True)
+    shard = next(p for p in fs.find("corrupt/run/tokens") if p.endswith(".arrow"))
+    data = bytearray(fs.cat_file(shard))
+    data[-20] ^= 0xFF  # same size, different bytes
+    fs.pipe_file(shard, bytes(data))
+    with pytest.raises(ShardError, match="sha256 .* does not match"):
+        local_curated(copy, cache_root=tmp_path)
+    assert not list(tmp_path.glob(f"*/tokens/*/{Path(shard).name}"))
+    assert not list(tmp_path.glob("*/_copied.json"))
+
+
+@pytest.mark.slow
+def test_report_and_inspect_read_s3_in_place(runs, capsys):
+    from curation.cli import main as curate
+
+    _, local, remote = runs
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    run = remote.removeprefix("s3://")
+    assert curate(["report", remote]) == 0
+    assert fs.exists(f"{run}/report.md") and fs.exists(f"{run}/report.html")
+    assert any(p.endswith(".png") for p in fs.find(f"{run}/report"))
+    assert "exact_dedup" in fs.cat_file(f"{run}/report.md").decode()
+    assert not fs.exists(f"{run}/s3:")
+    capsys.readouterr()
+    assert curate(["inspect", "shard", f"{remote}/tokens/a"]) == 0
+    shard = capsys.readouterr().out
+    assert "sha256: OK" in shard and "MISMATCH" not in shard
+    assert curate(["inspect", "doc", remote, "b/all.jsonl/0"]) == 0
+    doc = capsys.readouterr().out
+    assert "curated: no — removed by" in doc

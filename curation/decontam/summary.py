@@ -7,11 +7,13 @@ Built from the ledger rather than from the stage, because the per-document facts
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pandas as pd
+
+from curation.atomic import write_text_atomic
+from curation.storage import read_parquet_table
 
 STAGE = "decontaminate"
 
@@ -25,9 +27,7 @@ def summarize_decontamination(
     document's whole length counts as removed for every task that matched it.
     """
     if not isinstance(ledger, pd.DataFrame):
-        import pyarrow.parquet as pq
-
-        ledger = pq.read_table(ledger).to_pandas()
+        ledger = read_parquet_table(ledger).to_pandas()
     rows = ledger[ledger["stage"] == STAGE]
     hit: dict[str, set] = defaultdict(set)
     dropped: dict[str, set] = defaultdict(set)
@@ -62,9 +62,5 @@ def summarize_decontamination(
         "documents_modified": int((rows["action"] == "modified").sum()),
         "documents_dropped": int((rows["action"] == "removed").sum()),
     }
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    os.replace(tmp, out_path)
+    write_text_atomic(out_path, json.dumps(summary, indent=2, ensure_ascii=False))
     return summary

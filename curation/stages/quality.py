@@ -28,6 +28,7 @@ from curation.quality.model import (
 from curation.quality.sampling import keep_decisions, uniform_draws
 from curation.stage_context import ClusterStageContext
 from curation.stages.base import Stage, StageOutput
+from curation.storage import local_copy, out_path, resolved
 
 MODEL_POINTER = "model.json"
 
@@ -127,7 +128,7 @@ def gather_training_texts(ctx, config: QualityConfig, seed: int) -> tuple[list[s
 
 def ensure_quality_model(ctx, config: QualityConfig, seed: int, force: bool = False) -> dict:
     """Train into OUT/quality/ unless a model with the same training parameters is there."""
-    quality_dir = Path(ctx.out) / "quality"
+    quality_dir = out_path(ctx.out) / "quality"
     params = config.training_params(seed)
     metrics_path = quality_dir / "metrics.json"
     if not force and (quality_dir / "model.bin").exists() and metrics_path.exists():
@@ -148,7 +149,7 @@ def ensure_quality_model(ctx, config: QualityConfig, seed: int, force: bool = Fa
 
 def train_quality(config: QualityConfig, spec, partitions, out, client, force=False) -> dict:
     """`curate train-quality`: train and save OUT/quality/model.bin from document partitions."""
-    out = Path(out)
+    out = out_path(out)
     ctx = ClusterStageContext(spec, out, out / "quality", partitions, client)
     return ensure_quality_model(ctx, config, spec.seed, force=force)
 
@@ -175,16 +176,16 @@ class QualityStage(Stage):
         model = self._given_model()
         if model is None:
             ensure_quality_model(ctx, self.config, self.spec.seed)
-            model = Path(ctx.out) / "quality" / "model.bin"
-        workdir = Path(ctx.workdir)
+            model = out_path(ctx.out) / "quality" / "model.bin"
+        workdir = out_path(ctx.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / MODEL_POINTER).write_text(json.dumps({"path": str(Path(model).resolve())}))
+        (workdir / MODEL_POINTER).write_text(json.dumps({"path": str(resolved(model))}))
 
     def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
-        pointer = Path(workdir) / MODEL_POINTER
+        pointer = out_path(workdir) / MODEL_POINTER
         if not pointer.exists():
             raise FileNotFoundError(f"{pointer}: quality.prepare has not run")
-        model = load_model(json.loads(pointer.read_text())["path"])
+        model = load_model(local_copy(json.loads(pointer.read_text())["path"]))
         docs = docs.reset_index(drop=True)
         scores = positive_probability(model, preprocess(docs["text"]))
         ids = docs["id"].astype(str).tolist()

@@ -18,6 +18,7 @@ import yaml
 from training.data.blend import blend_indices, normalise_weights
 from training.data.cache import cached_indices
 from training.data.gpt_dataset import GPTDataset, build_sample_indices, samples_per_epoch
+from training.data.remote_cache import local_curated
 from training.data.shards import MANIFEST_NAME, ShardError, SourceShards
 
 SPLITS = ("train", "valid", "test")
@@ -169,7 +170,7 @@ def build_blended_dataset(curated_out: Path, seq_len: int, seed: int,
     defaults to what the epochs yield). Without `weights` and `epochs` the blend is read from
     OUT/spec.yaml. Every rank calls this; rank 0 builds missing indices, others wait.
     """
-    curated_out = Path(curated_out)
+    curated_out = local_curated(curated_out)  # object storage: a verified local copy
     if weights is not None and epochs is not None:
         raise ValueError("give weights= or epochs=, not both")
     if weights is None and epochs is None:
