@@ -16,6 +16,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from curation.cli import main as curate
 from curation.pipeline import run_pipeline
 from curation.spec import load_spec
 from tests.run_outputs import assert_same_outputs
@@ -104,7 +105,7 @@ def test_s3_out_matches_local_out(runs):
 
 
 @pytest.mark.slow
-def test_a_cut_run_on_s3_resumes_there(runs, s3_client, capfd):
+def test_a_cut_run_on_s3_resumes_there_through_the_cli(runs, capfd):
     spec, local, remote = runs
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     # Cut off during fuzzy dedup: its manifest and one finished partition are gone, and
@@ -116,8 +117,10 @@ def test_a_cut_run_on_s3_resumes_there(runs, s3_client, capfd):
     for later in ("stages/07_decontaminate", "curated", "ledger", "tokens"):
         fs.rm(f"{run}/{later}", recursive=True)
     capfd.readouterr()
-    run_pipeline(spec, remote, s3_client)
+    spec_path = str(spec.base_dir / "spec.yaml")
+    assert curate(["run", spec_path, "--out", remote, "--workers", "2"]) == 0
     assert "exact_dedup: finished earlier with the same inputs; skipped" in capfd.readouterr().err
+    assert fs.exists(f"{run}/report.md")
     assert_same_outputs(str(local), remote)
 
 
@@ -166,8 +169,6 @@ def test_a_shard_that_does_not_match_its_manifest_is_never_cached(runs, tmp_path
 
 @pytest.mark.slow
 def test_report_and_inspect_read_s3_in_place(runs, capsys):
-    from curation.cli import main as curate
-
     _, local, remote = runs
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     run = remote.removeprefix("s3://")
