@@ -33,6 +33,9 @@ DECISIONS_DIR = "duplicate_ids"
 DONE_MARKER = "duplicate_ids.done.json"
 REASON = "duplicate_id"
 LEDGER_SUFFIX = "-duplicate_id.parquet"
+# Keys per partition after the shuffle: ~50 MB of ids, few enough partitions that the
+# shuffle's fixed cost per partition does not dominate a small corpus.
+KEYS_PER_PARTITION = 1_000_000
 
 
 class DuplicateIdError(InputError):
@@ -68,7 +71,7 @@ def later_copies(keys: pd.DataFrame) -> pd.DataFrame:
         .reset_index(drop=True)
 
 
-def find_duplicates(stage_dir, client) -> int:
+def find_duplicates(stage_dir, client, documents: int) -> int:
     """Shuffle the keys by id on the cluster; write the later copies; return their count."""
     import dask.dataframe as dd
 
@@ -79,7 +82,8 @@ def find_duplicates(stage_dir, client) -> int:
     options = dask_storage_options(stage_dir)
     keys = dd.read_parquet(str(stage_dir / KEYS_DIR), storage_options=options)
     meta = later_copies(keys._meta)
-    later = keys.shuffle(on="id", npartitions=max(1, keys.npartitions)).map_partitions(
+    nparts = max(1, -(-documents // KEYS_PER_PARTITION))
+    later = keys.shuffle(on="id", npartitions=nparts).map_partitions(
         later_copies, meta=meta)
     later = later.persist()
     count = int(later.map_partitions(len).sum().compute())
@@ -140,13 +144,13 @@ def apply_decisions_task(stage_dir: str, chunk: str, paths: list[str]) -> dict:
     return partition_stats(chunk, None, docs, ledger)
 
 
-def resolve_duplicate_ids(stage_dir, paths: list[str], on_duplicate: str,
-                          client) -> dict[str, dict]:
+def resolve_duplicate_ids(stage_dir, paths: list[str], on_duplicate: str, client,
+                          documents: int) -> dict[str, dict]:
     """Find later copies of ids; stop (`error`) or ledger them. Returns the changed
     partitions' stats by partition name."""
     from curation.progress import track
 
-    count = find_duplicates(stage_dir, client)
+    count = find_duplicates(stage_dir, client, documents)
     if not count:
         return {}
     if on_duplicate == "error":

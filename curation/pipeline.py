@@ -109,13 +109,15 @@ def run_read(spec: Spec, out: Path, client, force: bool) -> StageResult:
                    for f in pending]
         track(futures, "read")
         client.gather(futures)
-        changed = (resolve_duplicate_ids(folder, [f.path for f in files],
-                                         spec.read.on_duplicate_id, client)
-                   if check_ids else {})
         stats = []
         for f in files:
             result = json.loads((folder / "stats" / f"f{f.index:05d}.json").read_text())
-            stats.extend(changed.get(p["partition"], p) for p in result["partitions"])
+            stats.extend(result["partitions"])
+        if check_ids:
+            changed = resolve_duplicate_ids(folder, [f.path for f in files],
+                                            spec.read.on_duplicate_id, client,
+                                            sum(p["kept"] for p in stats))
+            stats = [changed.get(p["partition"], p) for p in stats]
         done = _finish_stage(folder, "read", key, params, stats, read_partitions(folder),
                              started)
     return StageResult("read", folder, [folder / p for p in done["partitions"]],

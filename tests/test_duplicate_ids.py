@@ -74,7 +74,10 @@ def test_later_copies_are_ordered_by_file_then_row():
     assert later[["first_file", "first_row"]].values.tolist() == [[0, 4], [0, 4]]
 
 
-def test_every_copy_ends_curated_or_ledgered_once(dask_cluster_client, tmp_path):
+def test_every_copy_ends_curated_or_ledgered_once(dask_cluster_client, tmp_path, monkeypatch):
+    import curation.duplicate_ids
+
+    monkeypatch.setattr(curation.duplicate_ids, "KEYS_PER_PARTITION", 3)  # a real shuffle
     records = write_corpus(tmp_path / "in")
     out = tmp_path / "out"
     run_pipeline(make_spec(tmp_path / "in"), out, dask_cluster_client)
