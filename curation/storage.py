@@ -34,6 +34,8 @@ def out_path(path: str | os.PathLike):
     """A local `Path`, or a `UPath` on the URL's filesystem that never lists from cache."""
     if not is_url(path):
         return Path(path)
+    if str(path).startswith("file://"):
+        return Path(str(path)[len("file://"):])
     from upath import UPath
 
     return UPath(str(path), **FRESH_LISTINGS)
