@@ -26,7 +26,7 @@ import langdetect  # noqa: E402
 import numpy as np  # noqa: E402
 from langdetect import DetectorFactory  # noqa: E402
 
-from curation.stages.langid_profiles import load_profiles  # noqa: E402
+from curation.language.langid_profiles import load_profiles  # noqa: E402
 from curation.stages.language import detect_languages  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curation.atomic import atomic_write_parquet, write_json_atomic, write_text_atomic
-from curation.decontam.summary import summarize_decontamination
 from curation.documents import DOCUMENT_COLUMNS, LEDGER_SCHEMA
 from curation.duplicate_ids import needs_check, resolve_duplicate_ids
+from curation.layout import STEP_MANIFEST as MANIFEST
 from curation.progress import track
 from curation.read_stage import (
     inputs_fingerprint,
@@ -32,22 +32,10 @@ from curation.read_stage import (
 from curation.spec import Spec
 from curation.stage_context import ClusterStageContext, read_partition
 from curation.stage_stats import add_stats, check_accounting, partition_stats
-from curation.stages.decontaminate import DecontaminateStage
-from curation.stages.exact_dedup import ExactDedupStage
-from curation.stages.fuzzy_dedup import FuzzyDedupStage
-from curation.stages.heuristics import HeuristicsStage
-from curation.stages.language import LanguageStage
-from curation.stages.normalize import NormalizeStage
-from curation.stages.quality import QualityStage
+from curation.stages.registry import STAGES
 from curation.storage import copy_file, out_path, remove_tree
 from curation.tokenize import tokenize_corpus, train_or_load_tokenizer
 
-# The canonical order of the flow; the index is the stage folder's number.
-STAGE_CLASSES = [
-    NormalizeStage, LanguageStage, HeuristicsStage, QualityStage,
-    ExactDedupStage, FuzzyDedupStage, DecontaminateStage,
-]
-MANIFEST = "_manifest.json"
 KEY_FILE = "_key"
 
 
@@ -81,12 +69,17 @@ def _open_stage_dir(folder: Path, key: str, force: bool) -> dict | None:
 
 
 def _finish_stage(folder: Path, name: str, key: str, params: dict, stats: list[dict],
-                  partitions: list[Path], started: float) -> dict:
+                  partitions: list[Path], started: float,
+                  sources_in_scope: list[str] | None = None) -> dict:
+    """The manifest; `totals.skipped_sources` lists the sources the stage was not applied to."""
+    totals = add_stats(stats)
+    if sources_in_scope is not None:
+        totals["skipped_sources"] = sorted(set(totals["by_source"]) - set(sources_in_scope))
     manifest = {
         "stage": name, "key": key, "params": params, "complete": True,
         "seconds": round(time.perf_counter() - started, 3),
         "partitions": [str(p.relative_to(folder)) for p in partitions],
-        "totals": add_stats(stats), "per_partition": stats,
+        "totals": totals, "per_partition": stats,
     }
     write_json_atomic(folder / MANIFEST, manifest)
     return manifest
@@ -149,7 +142,8 @@ def run_stage(stage, index: int, previous: StageResult, spec: Spec, out: Path, c
     done = _open_stage_dir(folder, key, force)
     if done is None:
         started = time.perf_counter()
-        ctx = ClusterStageContext(spec, out, folder, previous.partitions, client)
+        scope = stage.sources_in_scope()
+        ctx = ClusterStageContext(spec, out, folder, previous.partitions, client, scope)
         stage.prepare(ctx)
         pending = [(k, p) for k, p in enumerate(previous.partitions)
                    if not (folder / "stats" / f"part-{k:05d}.json").exists()]
@@ -162,7 +156,7 @@ def run_stage(stage, index: int, previous: StageResult, spec: Spec, out: Path, c
                  for k in range(len(previous.partitions))]
         parts = [folder / "data" / f"part-{k:05d}.parquet"
                  for k in range(len(previous.partitions))]
-        done = _finish_stage(folder, stage.name, key, params, stats, parts, started)
+        done = _finish_stage(folder, stage.name, key, params, stats, parts, started, scope)
         skipped = False
     else:
         skipped = True
@@ -171,9 +165,9 @@ def run_stage(stage, index: int, previous: StageResult, spec: Spec, out: Path, c
 
 
 def enabled_stages(spec: Spec) -> list[tuple[int, object]]:
-    """(folder number, stage) for every stage the spec turns on, in canonical order."""
+    """(folder number, stage) for every stage the spec turns on, in the registry's order."""
     stages = []
-    for index, cls in enumerate(STAGE_CLASSES, start=1):
+    for index, cls in enumerate(STAGES, start=1):
         config = getattr(spec.stages, cls.name)
         if config is not None:
             stages.append((index, cls(config, spec)))
@@ -255,8 +249,8 @@ def run_pipeline(spec: Spec, out: Path, client, force: bool = False) -> list[Sta
     out = out_path(out)
     results = run_stages(spec, out, client, force)
     finalize(results, out, client)
-    if spec.stages.decontaminate is not None:
-        summarize_decontamination(out / "ledger", out / "decontamination.json")
+    for _, stage in enabled_stages(spec):
+        stage.summarize(out)
     if spec.tokenizer is not None:
         curated_key = json.loads((out / "curated" / MANIFEST).read_text())["key"]
         tokenize(spec, out, client, curated_key, force)

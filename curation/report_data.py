@@ -19,9 +19,10 @@ import pyarrow.compute as pc
 import yaml
 
 from curation.documents import REMOVED
+from curation.layout import STEP_MANIFEST as MANIFEST
+from curation.shards import MANIFEST_NAME
 from curation.storage import out_path, parquet_file, read_parquet_table
 
-MANIFEST = "_manifest.json"
 EXCERPT_CHARS = 160
 
 
@@ -89,7 +90,7 @@ def funnel(out: Path) -> pd.DataFrame:
 def token_totals(out: Path) -> dict[str, dict]:
     """Per source: documents and tokens in its token shards (OUT/tokens/<source>/manifest.json)."""
     totals = {}
-    for path in sorted((out_path(out) / "tokens").glob("*/manifest.json")):
+    for path in sorted((out_path(out) / "tokens").glob(f"*/{MANIFEST_NAME}")):
         manifest = json.loads(path.read_text(encoding="utf-8"))
         totals[path.parent.name] = {"documents": int(manifest["documents"]),
                                     "tokens": int(manifest["tokens"])}
@@ -195,7 +196,8 @@ def quality_scores(out: Path, ledger: pd.DataFrame) -> QualityScores | None:
                             "score": removed.get("score", pd.Series(dtype=float)),
                             "kept": False})
     scores = pd.concat([kept, removed], ignore_index=True)
-    scores["exempt"] = scores["source"].isin(config.get("exempt") or [])
+    scores["exempt"] = scores["source"].isin(
+        runs["quality"].manifest["totals"].get("skipped_sources", []))
     threshold = config.get("threshold")
     return QualityScores(scores, "pareto" if threshold is None else "threshold",
                          threshold, float(config.get("alpha", 9.0)))

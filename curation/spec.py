@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from curation.config import StrictModel, check_safe_name
-from curation.stages.decontaminate import DecontaminateConfig
-from curation.stages.exact_dedup import ExactDedupConfig
-from curation.stages.fuzzy_dedup import FuzzyDedupConfig
-from curation.stages.heuristics import HeuristicsConfig
-from curation.stages.language import LanguageConfig
-from curation.stages.normalize import NormalizeConfig
-from curation.stages.quality import QualityConfig
+from curation.stages.registry import STAGES
 from curation.tokenize import TokenizerConfig
 
 
@@ -64,16 +65,12 @@ class ReadConfig(StrictModel):
     on_duplicate_id: Literal["ledger", "error"] = "ledger"
 
 
-class StagesSpec(StrictModel):
-    """The stages to run; a stage left out is skipped. Order is always the canonical one."""
-
-    normalize: NormalizeConfig | None = None
-    language: LanguageConfig | None = None
-    heuristics: HeuristicsConfig | None = None
-    quality: QualityConfig | None = None
-    exact_dedup: ExactDedupConfig | None = None
-    fuzzy_dedup: FuzzyDedupConfig | None = None
-    decontaminate: DecontaminateConfig | None = None
+# The stages to run, one optional key per registered stage; a stage left out is skipped.
+# Order is always the registry's.
+StagesSpec = create_model(
+    "StagesSpec", __base__=StrictModel,
+    **{cls.name: (cls.config_class | None, None) for cls in STAGES},
+)
 
 
 class Spec(StrictModel):
@@ -161,15 +158,18 @@ def _cross_checks(spec: Spec) -> list[str]:
     for i, name in enumerate(names):
         if name in names[:i]:
             problems.append(f"sources[{i}].name: duplicate source name {name!r}")
-    quality = spec.stages.quality
-    if quality is not None:
-        for key in ("positive", "negative", "exempt"):
-            for j, name in enumerate(getattr(quality, key)):
-                if name not in names:
-                    problems.append(
-                        f"stages.quality.{key}[{j}]: no source named {name!r} "
-                        f"(sources: {', '.join(names)})"
-                    )
+    named = [(f"stages.quality.{key}", getattr(spec.stages.quality, key))
+             for key in ("positive", "negative") if spec.stages.quality is not None]
+    for cls in STAGES:
+        config = getattr(spec.stages, cls.name)
+        for key in ("only", "exempt"):
+            if config is not None and getattr(config, key) is not None:
+                named.append((f"stages.{cls.name}.{key}", getattr(config, key)))
+    for where, listed in named:
+        for j, name in enumerate(listed):
+            if name not in names:
+                problems.append(f"{where}[{j}]: no source named {name!r} "
+                                f"(sources: {', '.join(names)})")
     weighted = [s.weight is not None or s.epochs is not None for s in spec.sources]
     if any(weighted) and not all(weighted):
         for i, has in enumerate(weighted):
@@ -182,7 +182,6 @@ def _cross_checks(spec: Spec) -> list[str]:
 
 def _file_checks(spec: Spec) -> list[str]:
     """Every file the spec names exists: inputs, task files, a given model or tokenizer."""
-    from curation.decontam.tasks import task_files
     from curation.io import InputError, expand_paths
 
     problems = []
@@ -191,17 +190,13 @@ def _file_checks(spec: Spec) -> list[str]:
             expand_paths(source.paths, spec.base_dir)
         except InputError as exc:
             problems.append(f"sources[{i}].paths: {exc}")
-    if spec.stages.decontaminate is not None:
-        for j, task in enumerate(spec.stages.decontaminate.tasks):
-            try:
-                task_files(task.paths, spec.base_dir, task.name)
-            except FileNotFoundError as exc:
-                problems.append(f"stages.decontaminate.tasks[{j}].paths: {exc}")
-    named = [("stages.quality.model", spec.stages.quality and spec.stages.quality.model),
-             ("tokenizer.path", spec.tokenizer and spec.tokenizer.path)]
-    for where, path in named:
-        if path and not (spec.base_dir / path).is_file():
-            problems.append(f"{where}: no file at {spec.base_dir / path}")
+    for cls in STAGES:
+        config = getattr(spec.stages, cls.name)
+        if config is not None:
+            problems += [f"stages.{cls.name}.{p}" for p in config.missing_files(spec.base_dir)]
+    path = spec.tokenizer and spec.tokenizer.path
+    if path and not (spec.base_dir / path).is_file():
+        problems.append(f"tokenizer.path: no file at {spec.base_dir / path}")
     return problems
 
 

@@ -12,21 +12,26 @@ def _human_bytes(n: int) -> str:
 
 
 def summary_rows(stage_totals: list[tuple[str, dict]]) -> list[list[str]]:
-    """One row per (stage, source) plus a stage total: docs in/kept/removed/modified, bytes."""
+    """One row per (stage, source) plus a stage total: docs in/kept/removed/modified, bytes,
+    and whether the stage ran on the source (`no`: out of its only/exempt scope)."""
     rows = []
     for stage, totals in stage_totals:
+        skipped = set(totals.get("skipped_sources", ()))
         for source, c in totals["by_source"].items():
-            rows.append(_row(stage, source, c))
-        rows.append(_row(stage, "(all)", totals))
+            rows.append(_row(stage, source, c, "no" if source in skipped else "yes"))
+        sources = len(totals["by_source"])
+        ran = f"{sources - len(skipped)} of {sources}" if skipped else "all"
+        rows.append(_row(stage, "(all)", totals, ran))
     return rows
 
 
-def _row(stage: str, source: str, c: dict) -> list[str]:
-    return [stage, source, f"{c['docs_in']:,}", f"{c['kept']:,}", f"{c['removed']:,}",
+def _row(stage: str, source: str, c: dict, ran: str) -> list[str]:
+    return [stage, source, ran, f"{c['docs_in']:,}", f"{c['kept']:,}", f"{c['removed']:,}",
             f"{c['modified']:,}", _human_bytes(c["bytes_in"]), _human_bytes(c["bytes_out"])]
 
 
-HEADER = ["stage", "source", "docs in", "kept", "removed", "modified", "bytes in", "bytes out"]
+HEADER = ["stage", "source", "ran", "docs in", "kept", "removed", "modified", "bytes in",
+          "bytes out"]
 
 
 def format_table(rows: list[list[str]]) -> str:
@@ -34,7 +39,7 @@ def format_table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
 
     def line(r):
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w)
                          for i, (c, w) in enumerate(zip(r, widths, strict=True)))
     return "\n".join([line(HEADER), line(["-" * w for w in widths]), *map(line, rows)])
 

@@ -39,7 +39,7 @@ def test_config_from_a_path(tmp_path):
 
 
 @pytest.mark.parametrize("override,message", [
-    (["model.hiden=64"], r"model\.hiden: Extra inputs are not permitted"),
+    (["model.hiden=64"], r"--set model\.hiden=64: unknown key model\.hiden \(allowed: dropout, "),
     (["device=tpu"], r"device: Input should be 'cpu' or 'cuda'"),
     (["dtype=fp16"], r"dtype: Input should be 'fp32' or 'bf16'"),
     (["parallel.recompute=some"], r"parallel\.recompute: Input should be 'none', 'full' or"),

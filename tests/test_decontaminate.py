@@ -46,15 +46,14 @@ def ref_keys(task_texts, n=13, min_words=8):
     return keys
 
 
-def ref_occurrences(texts, keys):
+def ref_document_counts(texts, keys):
+    """Per key: how many texts contain it (Megatron's filter_ngrams.py counts documents)."""
     counts = Counter()
     lengths = {len(k) for k in keys}
     for text in texts:
         words = [w for w, _, _ in ref_words(text)]
-        for n in lengths:
-            for i in range(len(words) - n + 1):
-                if tuple(words[i : i + n]) in keys:
-                    counts[tuple(words[i : i + n])] += 1
+        counts.update({tuple(words[i : i + n]) for n in lengths
+                       for i in range(len(words) - n + 1)} & keys)
     return counts
 
 
@@ -95,7 +94,7 @@ def ref_pieces(text, keys, window=200, min_piece=200):
 def ref_decontaminate(texts, task_texts, max_matches=10, max_splits=10):
     """{index: new text or None (dropped)} for every document the reference changes."""
     keys = ref_keys(task_texts)
-    counts = ref_occurrences(texts, keys)
+    counts = ref_document_counts(texts, keys)
     active = {k for k in keys if 0 < counts[k] < max_matches}
     changed = {}
     for i, text in enumerate(texts):
@@ -152,6 +151,8 @@ def crafted_corpus(rng, tasks):
         "no_sentence_end": " ".join(rng.choices(FILLER_WORDS, k=120)) + " " + gram_b + " "
         + " ".join(rng.choices(FILLER_WORDS, k=120)),
     }
+    # One page repeating a task 13-gram more often than the cap: one document, not common.
+    docs["one_page_repeats"] = f(400) + " " + (words_of(b, 0, 13) + ". ") * 11 + f(400)
     for k in range(12):  # the `common` 13-gram is everywhere: above the frequency cap
         docs[f"common_{k}"] = f(400) + " " + common + " " + f(400)
     return docs
@@ -220,7 +221,7 @@ def test_matches_reference_on_crafted_documents(tmp_path, client):
     # the planted cases behave as designed (so the comparison below is not vacuous)
     assert expected["many_splits"] is None and expected["short_pieces"] is None
     assert {"start", "middle", "end", "overlap", "two_far", "short_left", "short_task",
-            "case_punct", "no_sentence_end"} <= set(expected)
+            "case_punct", "no_sentence_end", "one_page_repeats"} <= set(expected)
     assert not any(k.startswith(("common_", "clean", "tiny")) for k in expected)
 
     assert list(ledger.columns) == LEDGER_COLUMNS

@@ -184,3 +184,25 @@ def test_accounting_every_document_kept_or_removed_once():
         docs.iloc[:0], 0, None
     )
     assert empty.kept.empty and empty.ledger.empty
+
+
+def test_gopher_measures_the_document_as_it_entered_not_after_c4_lines():
+    """C4's line filter would cut the bullet menu and leave clean prose; Gopher judges the
+    page as it arrived (datatrove/FineWeb order), where 95% of the lines are bullets."""
+    text = PROSE + "\n" + "\n".join(["- menu item"] * 100)
+    both = {"c4": {}, "gopher_quality": {}}
+    assert removed_as(both, text) == (
+        "gopher_quality.bullet_lines",
+        {"value": round(100 / 105, 6), "threshold": 0.9, "limit": "max"},
+    )
+    out, rows = run({"c4": {}}, [text])  # C4 alone keeps the prose it cut out
+    assert out.kept["text"].tolist() == [PROSE]
+
+
+def test_text_column_in_several_arrow_chunks():
+    """pandas 3 keeps a concatenated `str` column as several Arrow chunks."""
+    halves = [pd.DataFrame({"id": [str(i)], "source": "s", "meta": "{}", "text": [PROSE]},
+                           dtype="str") for i in range(2)]
+    docs = pd.concat(halves, ignore_index=True)
+    out = HeuristicsStage({"c4": {}, "gopher_quality": {}}, spec=None).process(docs, 0, None)
+    assert out.kept["id"].tolist() == ["0", "1"]

@@ -105,3 +105,35 @@ def test_c4_page_rules_switch_off():
     out, rows = run(off, texts)
     assert out.kept["text"].tolist() == texts
     assert rows == {}
+
+
+def test_c4_drops_ellipsis_lines_and_deletes_citation_markers():
+    lines = PROSE.split("\n")
+    text = "\n".join([
+        lines[0][:-1] + "[1].",  # a citation before the full stop
+        lines[1][:-1] + "[citation needed].",
+        lines[2] + "[edit][]",
+        "And then the story goes on and on...",  # ends in ".", but an ellipsis
+        *lines[3:],
+    ])
+    out, rows = run(C4, [text])
+    assert out.kept["text"].tolist() == [PROSE]
+    detail = json.loads(rows["0"].detail)
+    assert detail["citations_removed"] == 4
+    assert detail["lines_removed_by_rule"] == {"ellipsis": 1}
+
+
+def test_c4_citation_only_document_is_modified_not_cut():
+    text = PROSE.replace("below.", "below.[12]")
+    out, rows = run(C4, [text])
+    assert out.kept["text"].tolist() == [PROSE]
+    assert json.loads(rows["0"].detail) == {
+        "lines_removed": 0, "chars_removed": 4, "lines_removed_by_rule": {},
+        "citations_removed": 1}
+
+
+def test_c4_ellipsis_and_citation_rules_switch_off():
+    text = PROSE[:-1] + "[3].\nAnd then the story goes on and on..."
+    off = {"c4": {"remove_citations": False, "drop_ellipsis_lines": False}}
+    out, rows = run(off, [text])
+    assert out.kept["text"].tolist() == [text] and rows == {}

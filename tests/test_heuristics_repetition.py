@@ -9,6 +9,8 @@ from heuristics_planting import (
     unique_words,
 )
 
+from curation.heuristics import gopher_repetition
+from curation.heuristics.pieces import as_text_array
 from curation.stages.heuristics import (
     GopherRepetitionConfig,
 )
@@ -16,7 +18,7 @@ from curation.stages.heuristics import (
 
 def only(rule: str, threshold: float | None = None) -> dict:
     """A repetition config with every rule off except `rule` (at its default or `threshold`)."""
-    fields = dict.fromkeys(GopherRepetitionConfig.model_fields)
+    fields = dict.fromkeys(f for f in GopherRepetitionConfig.model_fields if f.startswith("max_"))
     fields[rule] = (
         threshold if threshold is not None else GopherRepetitionConfig.model_fields[rule].default
     )
@@ -122,3 +124,22 @@ def test_repetition_defaults_pass_distinct_text_and_stop_the_repetitive():
     assert removed_as(config, PROSE) is None
     reason, _ = removed_as(config, "\n".join([PROSE] * 3))
     assert reason == "gopher_repetition.dup_line_fraction"
+
+
+@pytest.mark.parametrize("occurrences, share", [("all", 0.2), ("repeats", 0.1)])
+def test_duplicate_ngram_reading_is_a_parameter(occurrences, share):
+    """90 distinct words, then the first ten again: one 10-gram said twice. Counting every
+    occurrence covers 20 of 100 words; counting only the repeat covers 10."""
+    words = unique_words(90) + unique_words(10)
+    config = GopherRepetitionConfig(dup_ngram_occurrences=occurrences)
+    measured = gopher_repetition.measure(as_text_array([" ".join(words)]), config)
+    for n in range(5, 11):
+        assert measured[f"dup_{n}gram_char_fraction"][0] == pytest.approx(share)
+    assert GopherRepetitionConfig().dup_ngram_occurrences == "all"  # the paper's reading
+
+
+def test_duplicate_ngram_repeats_reading_counts_later_copies_once_each():
+    words = unique_words(70) + unique_words(10, start=70) * 3  # one 10-gram three times
+    config = GopherRepetitionConfig(dup_ngram_occurrences="repeats")
+    measured = gopher_repetition.measure(as_text_array([" ".join(words)]), config)
+    assert measured["dup_10gram_char_fraction"][0] == pytest.approx(20 / 100)

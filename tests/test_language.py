@@ -13,7 +13,7 @@ from langdetect import DetectorFactory, detector_factory
 from pydantic import ValidationError
 
 from curation.documents import DOCUMENT_COLUMNS, LEDGER_COLUMNS
-from curation.stages.langid_profiles import _pack_strings, load_profiles
+from curation.language.langid_profiles import _pack_strings, load_profiles
 from curation.stages.language import (
     LanguageConfig,
     LanguageStage,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from ftfy.badness import MOJIBAKE_CATEGORIES, is_bad
 
-from curation.stages import mojibake_scan
-from curation.stages.mojibake_scan import looks_bad
+from curation.normalize import mojibake_scan
+from curation.normalize.mojibake_scan import looks_bad
 
 LANGID = Path(__file__).resolve().parents[2] / "shared" / "data" / "langid-sample.jsonl"
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from curation.stages import ftfy_lines
-from curation.stages.ftfy_lines import fix_text_by_line
+from curation.normalize import ftfy_lines
+from curation.normalize.ftfy_lines import fix_text_by_line
 from curation.stages.normalize import (
     NormalizeConfig,
     NormalizeStage,

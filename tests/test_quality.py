@@ -202,3 +202,26 @@ def test_training_sample_is_balanced_unless_asked_otherwise(tmp_path, client):
     # the balanced sample is the unbalanced one cut to size, so it does not depend on order
     assert set(negative[:n_pos]) == set(gather_training_texts(
         ctx, QualityConfig(positive=["pydocs"], negative=["web"], **SMALL_MODEL), 1234)[1])
+
+
+def test_model_is_retrained_when_its_training_data_change(tmp_path, client):
+    """Same parameters, same ids, different texts: a different model, not the cached one."""
+    docs = corpus()
+    spec = SimpleNamespace(name="t", seed=1234, base_dir=tmp_path, sources=[])
+    config = QualityConfig(positive=["pydocs"], negative=["web"], max_docs_per_class=200,
+                           **SMALL_MODEL)
+    stage = QualityStage(config, spec)
+    model = tmp_path / "quality" / "model.bin"
+    run(stage, spec, tmp_path, client, partitions(tmp_path, docs, 2, "before"), "q")
+    first = model.stat().st_mtime_ns, json.loads(model.with_name("metrics.json").read_text())
+    run(stage, spec, tmp_path, client, partitions(tmp_path, docs, 3, "again"), "q")
+    assert model.stat().st_mtime_ns == first[0]  # same sample: reused
+
+    edited = docs.copy()
+    positive = edited["source"] == "pydocs"
+    edited.loc[positive, "text"] = edited.loc[positive, "text"] + " Revised edition."
+    run(stage, spec, tmp_path, client, partitions(tmp_path, edited, 2, "after"), "q")
+    metrics = json.loads(model.with_name("metrics.json").read_text())
+    assert model.stat().st_mtime_ns != first[0]
+    assert metrics["params"] == first[1]["params"]
+    assert metrics["params_hash"] != first[1]["params_hash"]

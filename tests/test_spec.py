@@ -28,6 +28,11 @@ def test_shipped_specs_validate():
     assert len(weights) == 15
     assert weights["openwebtext2"] == 0.19336 and weights["nih-exporter"] == 0.00208
     assert sum(weights.values()) == pytest.approx(1.0, abs=1e-4)
+    # MT-NLG filtered only its own Common Crawl snapshots; code keeps any language
+    snapshots = ["cc-2021-04", "cc-2020-50"]
+    assert mtnlg.stages.heuristics.only == snapshots and mtnlg.stages.quality.only == snapshots
+    assert mtnlg.stages.language.exempt == ["github"]
+    assert mtnlg.stages.exact_dedup.only is None and mtnlg.stages.exact_dedup.exempt is None
     demo = load_spec(ROOT / "corpus_specs" / "demo.yaml", check_files=False)
     assert demo.stages.exact_dedup is not None
 
@@ -89,6 +94,18 @@ def test_missing_files_are_reported_per_source(tmp_path):
     assert info.value.problems[0].startswith("sources[1].paths:")
     assert "b/*.jsonl" in info.value.problems[0]
     assert load_spec(tmp_path / "spec.yaml", check_files=False).source("b").name == "b"
+
+
+def test_files_named_by_stages_are_checked(tmp_path):
+    write_jsonl(tmp_path / "a" / "one.jsonl", [{"text": "hello"}])
+    stages = {"quality": {"positive": ["a"], "negative": ["a2"], "model": "q.bin"},
+              "decontaminate": {"tasks": [{"name": "t", "paths": ["t.jsonl"], "fields": ["q"]}]}}
+    sources = [{"name": "a", "paths": ["a/*.jsonl"]}, {"name": "a2", "paths": ["a/*.jsonl"]}]
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(minimal(sources=sources, stages=stages)))
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path / "spec.yaml")
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "stages.quality.model", "stages.decontaminate.tasks[0].paths"]
 
 
 def test_bad_yaml_names_line(tmp_path):

@@ -10,17 +10,34 @@ before any process starts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from training.config import ConfigError, load_config
 from training.launch import launch, under_launcher
 from training.loop import check_supported, run_worker
 from training.parallel.grid import GridLayout, LayoutError
-from training.parallel.zero import NonFiniteStepsError
+from training.preflight import PreflightError, check_curated
+from training.rank_failures import (
+    DEBUG_ENV,
+    INTERRUPTED_EXIT,
+    Interrupted,
+    RankFailure,
+    launch_reporting,
+    run_reporting,
+)
+from training.run_messages import remove_partial_checkpoints
+
+INTERRUPTED = "interrupted; rerun the same command to resume"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="pretrain", description="Pretrain a GPT.")
+    commands = "\n".join(f"  pretrain {name:<10} {about}"
+                          for name, (_, about) in SUBCOMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="pretrain", description="Pretrain a GPT.",
+        epilog=f"sub-commands (each takes --help):\n{commands}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="a shipped config name (tiny, gpt_125m, ...) or a path")
     parser.add_argument("--nproc", type=int, help="processes to start (default tp * pp * dp)")
     parser.add_argument("--tp", type=int, help="shortcut for --set parallel.tp=N")
@@ -28,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dp", type=int, help="shortcut for --set parallel.dp=N")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config key (repeatable)")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"full tracebacks from failing ranks (or {DEBUG_ENV}=1)")
     return parser.parse_args(argv)
 
 
@@ -54,32 +73,60 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
+SUBCOMMANDS = {
+    "export-hf": (export_main, "CHECKPOINT OUT: a Hugging Face folder (GPT-2) of a checkpoint"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["export-hf"]:
-        return export_main(argv[1:])
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:  # before or after the ranks (during them, `train` handles it)
+        print(f"pretrain: {INTERRUPTED}", file=sys.stderr)
+        return INTERRUPTED_EXIT
+
+
+def _main(argv: list[str]) -> int:
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]][0](argv[1:])
     args = parse_args(argv)
-    overrides = list(args.overrides)
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"  # the ranks inherit it
+    overrides, labels = list(args.overrides), {}
     for axis in ("tp", "pp", "dp"):
         if getattr(args, axis) is not None:
             overrides.append(f"parallel.{axis}={getattr(args, axis)}")
+            labels[overrides[-1]] = f"--{axis} {getattr(args, axis)}"
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides, labels)
         layout = GridLayout(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.dp)
         if not under_launcher():
             layout.check_world(args.nproc or layout.world_size)
         check_supported(cfg)
-    except (ConfigError, LayoutError, RuntimeError) as err:
+        if not cfg.data.is_synthetic:
+            check_curated(cfg.data.curated)
+    except (ConfigError, LayoutError, PreflightError, RuntimeError) as err:
         print(f"pretrain: {err}", file=sys.stderr)
         return 2
+    return train(cfg.dump(), layout.world_size, cfg.train.dir)
+
+
+def train(cfg_dict: dict, world_size: int, run_dir: str) -> int:
+    """Run the ranks here (a world of one, or one rank under torchrun) or start them; a
+    failure is the root cause's one line, Ctrl-C one line and no half-written checkpoint."""
     try:
-        if under_launcher() or layout.world_size == 1:
-            run_worker(cfg.dump())
+        if under_launcher() or world_size == 1:
+            run_reporting(run_worker, cfg_dict)
         else:
-            launch(layout.world_size, run_worker, cfg.dump())
-    except NonFiniteStepsError as err:
+            launch_reporting(launch, world_size, run_worker, cfg_dict)
+    except RankFailure as err:
         print(f"pretrain: {err}", file=sys.stderr)
         return 1
+    except (Interrupted, KeyboardInterrupt):
+        if not under_launcher():  # under torchrun the other ranks may still be writing
+            remove_partial_checkpoints(run_dir)
+        print(f"pretrain: {INTERRUPTED}", file=sys.stderr)
+        return INTERRUPTED_EXIT
     return 0
 
 

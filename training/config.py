@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from curation.config import StrictModel
+from training.config_messages import describe
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -229,28 +230,36 @@ def apply_override(raw: dict, assignment: str) -> None:
             section = ".".join(parents[: i + 1])
             raise ConfigError(f"--set {assignment!r}: {section} is not a section")
         node = child
-    node[leaf] = yaml.safe_load(value)
+    try:
+        node[leaf] = yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({err})") from None
 
 
-def parse_config(raw: dict, source: str = "<config>") -> TrainingConfig:
+def parse_config(raw: dict, source: str = "<config>",
+                 flags: dict[str, str] | None = None) -> TrainingConfig:
+    """Validate `raw`; `flags` maps key paths set on the command line to their flag, so
+    their problems name the flag (training/config_messages.py)."""
     try:
         return TrainingConfig.model_validate(raw)
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            message = e["msg"].removeprefix("Value error, ")
-            if e["type"] != "value_error":  # a cross-field check already names its values
-                message += f" (got {e.get('input')!r})"
-            lines.append(f"  {where}: {message}")
-        raise ConfigError(f"invalid training config {source}:\n" + "\n".join(lines)) from None
+        raise ConfigError(describe(err, TrainingConfig, source, flags or {})) from None
 
 
-def load_config(name_or_path: str | Path, overrides: list[str] = ()) -> TrainingConfig:
+def load_config(name_or_path: str | Path, overrides: list[str] = (),
+                labels: dict[str, str] | None = None) -> TrainingConfig:
+    """The config file with `overrides` (`key.path=value`) applied; `labels` names the flag
+    of an override in messages (default `--set key.path=value`)."""
     path = resolve_config_path(name_or_path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a training config must be a YAML mapping")
+    flags = {}
     for assignment in overrides:
         apply_override(raw, assignment)
-    return parse_config(raw, str(path))
+        label = (labels or {}).get(assignment, f"--set {assignment}")
+        flags[assignment.partition("=")[0].strip()] = label
+    return parse_config(raw, str(path), flags)

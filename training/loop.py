@@ -27,6 +27,7 @@ from training.parallel.data import GradBuckets
 from training.parallel.grid import build_grid, destroy_grid
 from training.parallel.pipeline import PipelineRuntime
 from training.parallel.zero import DistributedOptimizer, NonFiniteStepsError
+from training.run_messages import RunReport, layout_line
 
 
 def setup_process() -> None:
@@ -81,9 +82,9 @@ class Trainer:
         stages = split_layers(cfg.model.layers, p.pp * p.virtual_stages)
         if grid.rank == 0 and len(stages) > 1:
             even = len({len(r) for r in stages}) == 1
-            print(f"pipeline: {len(stages)} stages over {p.pp} ranks, "
+            print(f"pipeline: {layout_line(p, len(stages))}, "
                   f"{'even' if even else 'UNEVEN'} split of {cfg.model.layers} layers: "
-                  + ", ".join(f"stage {s} (rank {s % p.pp}) blocks {r.start}-{r.stop - 1}"
+                  + ", ".join(f"stage {s} (pp rank {s % p.pp}) blocks {r.start}-{r.stop - 1}"
                               for s, r in enumerate(stages)), flush=True)
         chunks = [stages[c * p.pp + grid.pp_rank] for c in range(p.virtual_stages)]
         return GPT(cfg.model, self.vocab_size, grid, cfg.train.seed, chunks,
@@ -248,7 +249,10 @@ def run_worker(cfg_dict: dict) -> list[dict]:
     cfg = TrainingConfig.model_validate(cfg_dict)
     trainer = Trainer(cfg)
     try:
-        return trainer.run(on_save=save_checkpoint)
+        report = RunReport(trainer)  # a changed LR schedule, or nothing left to do
+        records = trainer.run(on_save=save_checkpoint)
+        report.finish(records)
+        return records
     finally:
         trainer.close()
         destroy_grid()

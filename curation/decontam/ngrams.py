@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from curation.hashing import GOLDEN_GAMMA, splitmix64
+
 WORD = re.compile(r"\w+")
 _SEPARATOR = "\x00"  # never part of a \w+ word, never produced by str.lower()
-_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
-_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_2 = np.uint64(0x94D049BB133111EB)
+_MULTIPLIER = GOLDEN_GAMMA
 MAX_TASKS = 64  # task membership is a 64-bit mask per key
 
 
@@ -58,14 +58,6 @@ def hash_words(texts: Sequence[str]) -> Words:
     return Words(hashes.astype(np.uint64, copy=False), offsets)
 
 
-def _finalize(h: np.ndarray) -> np.ndarray:
-    h = h ^ (h >> np.uint64(30))
-    h = h * _MIX_1
-    h = h ^ (h >> np.uint64(27))
-    h = h * _MIX_2
-    return h ^ (h >> np.uint64(31))
-
-
 def ngram_hashes(words: Words, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Hash of every n-gram that lies inside one text.
 
@@ -80,7 +72,7 @@ def ngram_hashes(words: Words, n: int) -> tuple[np.ndarray, np.ndarray]:
     for j in range(n):
         h = (h ^ words.hashes[j : j + m]) * _MULTIPLIER
         h ^= h >> np.uint64(29)
-    h = _finalize(h)
+    h = splitmix64(h)
     text_of_word = np.repeat(np.arange(len(words.counts)), words.counts)
     starts = np.arange(m, dtype=np.int64)
     inside = starts + n <= words.offsets[text_of_word[:m] + 1]

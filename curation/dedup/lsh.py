@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from curation.dedup.minhash import mix64
+from curation.hashing import splitmix64
 
 _GRID = 1001  # points of the trapezoid integrals over s in [0, 1]
 
@@ -58,11 +58,11 @@ def band_hashes(signatures: np.ndarray, bands: int, rows: int, seed: int) -> np.
     if bands * rows > num_perm:
         raise ValueError(f"fuzzy_dedup: bands*rows = {bands * rows} exceeds num_perm {num_perm}")
     grid = signatures[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
-    salt = mix64(np.arange(bands, dtype=np.uint64) + np.uint64(seed & 0xFFFFFFFF) * np.uint64(
+    salt = splitmix64(np.arange(bands, dtype=np.uint64) + np.uint64(seed & 0xFFFFFFFF) * np.uint64(
         0x100000001))
     h = np.broadcast_to(salt, (n, bands)).copy()
     for j in range(rows):
-        h = mix64(h ^ grid[:, :, j])
+        h = splitmix64(h ^ grid[:, :, j])
     return h.view(np.int64)
 
 
@@ -72,8 +72,8 @@ def band_ranks(id_hashes: np.ndarray, bands: int) -> np.ndarray:
     A different order per band gives a bucket shared in several bands different anchors,
     so a pair that fails verification against one anchor still meets in another band.
     """
-    salted = id_hashes.astype(np.uint64)[:, None] ^ mix64(np.arange(bands, dtype=np.uint64))
-    return mix64(salted).view(np.int64)
+    salted = id_hashes.astype(np.uint64)[:, None] ^ splitmix64(np.arange(bands, dtype=np.uint64))
+    return splitmix64(salted).view(np.int64)
 
 
 def bucket_anchor_edges(buckets: pd.DataFrame) -> pd.DataFrame:

@@ -19,10 +19,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.hashing import GOLDEN_GAMMA, splitmix64
+
 WORD = "word"
 CHAR = "char"
 
-_ROLL = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier that combines n-gram units
+_ROLL = GOLDEN_GAMMA  # odd multiplier that combines n-gram units
 _POSITION = np.uint64(0xD6E8FEB86659FD93)  # spreads a character's position in its word
 _BATCH_BYTES = 1 << 16  # text per shingling batch: its per-character arrays stay in cache
 _CHUNK_ELEMENTS = 1 << 18  # shingles x permutations per numpy step (2 MiB of uint64)
@@ -47,16 +49,6 @@ class Shingles:
         first[1:] = (hashes[1:] != hashes[:-1]) | (doc[1:] != doc[:-1])
         counts = np.bincount(doc[first], minlength=len(self))
         return Shingles(hashes[first], _offsets(counts))
-
-
-def mix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser: spreads every input bit over the whole 64-bit word."""
-    x = np.asarray(x, dtype=np.uint64)
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:
@@ -122,7 +114,7 @@ def _word_units(points: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.
     values ^= values >> np.uint64(29)  # non-linear, so no two spellings sum alike
     values *= _POSITION
     values *= word  # separators add nothing to the word they follow
-    hashes = mix64(np.add.reduceat(values, first))
+    hashes = splitmix64(np.add.reduceat(values, first))
     doc = np.searchsorted(_offsets(counts)[1:], first, side="right")
     return hashes, np.bincount(doc, minlength=len(counts)).astype(np.int64)
 
@@ -145,7 +137,7 @@ def _char_units(points: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.
     first_space = space & ~np.concatenate([[False], space[:-1]])
     keep = ~space | (first_space & follows & preceded)
     units = np.where(space, np.uint32(ord(" ")), points)[keep]
-    return mix64(units.astype(np.uint64)), np.bincount(doc[keep], minlength=n_docs)
+    return splitmix64(units.astype(np.uint64)), np.bincount(doc[keep], minlength=n_docs)
 
 
 def _whole_document_hashes(units: np.ndarray, counts: np.ndarray, docs: np.ndarray) -> np.ndarray:
@@ -155,10 +147,10 @@ def _whole_document_hashes(units: np.ndarray, counts: np.ndarray, docs: np.ndarr
     take = np.repeat(offsets[docs], lengths) + (
         np.arange(lengths.sum()) - np.repeat(_offsets(lengths)[:-1], lengths))
     position = (take - np.repeat(offsets[docs], lengths)).astype(np.uint64)
-    mixed = mix64(units[take] ^ mix64(position + np.uint64(1)))
+    mixed = splitmix64(units[take] ^ splitmix64(position + np.uint64(1)))
     sums = np.zeros(len(docs), dtype=np.uint64)
     np.add.at(sums, np.repeat(np.arange(len(docs)), lengths), mixed)
-    return mix64(sums ^ lengths.astype(np.uint64))
+    return splitmix64(sums ^ lengths.astype(np.uint64))
 
 
 def shingle_hashes(texts, ngram: int, kind: str = WORD) -> Shingles:
@@ -198,7 +190,7 @@ def _shingle_batch(texts: pa.Array, ngram: int, kind: str) -> Shingles:
     doc = np.repeat(np.arange(len(counts)), counts)
     position = np.arange(len(units)) - np.repeat(starts, counts)
     window_ok = position <= (counts - ngram)[doc]
-    windows = mix64(rolled[window_ok])
+    windows = splitmix64(rolled[window_ok])
     window_doc = doc[window_ok]
     # Documents shorter than one n-gram: a single shingle, the whole normalised text.
     short = np.flatnonzero(counts < ngram)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from curation.atomic import atomic_path, write_text_atomic
 from curation.storage import is_remote, out_path
+from curation.worker_cache import load_once
 
 POSITIVE = "__label__positive"
 NEGATIVE = "__label__negative"
@@ -38,7 +39,6 @@ def preprocess(texts: Sequence[str] | pd.Series) -> list[str]:
     return series.str.lower().str.replace(r"\s+", " ", regex=True).str.strip().tolist()
 
 
-_MODELS: dict[str, tuple[int, object]] = {}
 _MMAP_THRESHOLD = 128 * 1024  # glibc's default, pinned (no adaptive growth)
 _TRAIN_SCRIPT = """
 import json, sys
@@ -61,14 +61,13 @@ def _train_in_fresh_process(train_kwargs: dict, out: Path) -> None:
 
 def load_model(path: str | Path):
     """The fastText model at `path`, loaded once per process (again if the file changes)."""
+    return load_once(path, _load_fasttext)
+
+
+def _load_fasttext(path: str):
     import fasttext
 
-    path = str(path)
-    mtime = os.stat(path).st_mtime_ns
-    cached = _MODELS.get(path)
-    if cached is None or cached[0] != mtime:
-        _MODELS[path] = (mtime, fasttext.load_model(path))
-    return _MODELS[path][1]
+    return fasttext.load_model(path)
 
 
 def positive_probability(model, texts: Sequence[str]) -> np.ndarray:

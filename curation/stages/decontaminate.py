@@ -1,10 +1,11 @@
 """The `decontaminate` stage: MT-NLG's 13-gram removal of evaluation-task text.
 
 `prepare` builds the task key table once (a sorted uint64 array written to the work
-directory, which workers memory-load once per process), then counts every key's
-occurrences over the whole corpus and keeps only keys seen fewer than `max_matches`
-times: a task n-gram that common is a phrase, not a leak. `process` finds the remaining
-keys in a partition with vectorised probes and cuts only the documents that contain one.
+directory, which workers memory-load once per process), then counts, for every key, the
+corpus documents that contain it and keeps only keys found in fewer than `max_matches`
+documents: a task n-gram that widespread is a phrase, not a leak. `process` finds the
+remaining keys in a partition with vectorised probes and cuts only the documents that
+contain one.
 
 A cut document keeps its id; its text becomes its clean pieces joined by a blank line,
 with a `modified` ledger row listing every cut. (Megatron's tool writes each piece as a
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +33,12 @@ from curation.decontam.ngrams import (
     build_task_table,
     find_matches,
 )
+from curation.decontam.summary import summarize_decontamination
 from curation.decontam.tasks import read_task_texts, task_files
 from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
-from curation.stages.base import Stage, StageOutput
-from curation.storage import file_stamp, local_copy, out_path
+from curation.stages.base import ScopedConfig, Stage, StageOutput
+from curation.storage import file_stamp, out_path
+from curation.worker_cache import load_once
 
 TASK_TABLE = "task_ngrams.npz"
 ACTIVE_TABLE = "active_ngrams.npz"
@@ -50,7 +52,7 @@ class TaskSpec(StrictModel):
     fields: list[str] = Field(min_length=1)
 
 
-class DecontaminateConfig(StrictModel):
+class DecontaminateConfig(ScopedConfig):
     ngram: int = Field(13, ge=2)
     max_matches: int = Field(10, ge=1)
     tasks: list[TaskSpec] = Field(min_length=1, max_length=MAX_TASKS)
@@ -68,28 +70,39 @@ class DecontaminateConfig(StrictModel):
             raise ValueError(f"task names must be unique, got {names}")
         return self
 
-
-_TABLES: dict[str, tuple[int, TaskTable]] = {}
+    def missing_files(self, base_dir: Path) -> list[str]:
+        problems = []
+        for j, task in enumerate(self.tasks):
+            try:
+                task_files(task.paths, base_dir, task.name)
+            except FileNotFoundError as exc:
+                problems.append(f"tasks[{j}].paths: {exc}")
+        return problems
 
 
 def load_table(path: Path | str) -> TaskTable:
     """The task table at `path`, loaded once per worker process (reloaded if rewritten)."""
-    path = local_copy(path)
-    mtime = os.stat(path).st_mtime_ns
-    cached = _TABLES.get(path)
-    if cached is None or cached[0] != mtime:
-        _TABLES[path] = (mtime, TaskTable.load(Path(path)))
-    return _TABLES[path][1]
+    return load_once(path, _load_task_table)
+
+
+def _load_task_table(path: str) -> TaskTable:
+    return TaskTable.load(Path(path))
 
 
 def count_task_ngrams(docs: pd.DataFrame, part: int, table_path: str):
-    """First pass on one partition: (key indices, occurrences) of the task keys in it."""
-    matches = find_matches(docs["text"].tolist(), load_table(table_path))
-    return np.unique(matches.key, return_counts=True)
+    """First pass on one partition: (key indices, documents containing each) of the task
+    keys in it. A key repeated inside one document counts once, as in Megatron's
+    filter_ngrams.py: the cap asks how widespread a phrase is, not how often one page
+    repeats it."""
+    table = load_table(table_path)
+    matches = find_matches(docs["text"].tolist(), table)
+    pairs = np.unique(matches.text.astype(np.int64) * len(table) + matches.key)
+    return np.unique(pairs % len(table), return_counts=True)
 
 
 class DecontaminateStage(Stage):
     name = "decontaminate"
+    config_class = DecontaminateConfig
 
     def _task_files(self) -> list[tuple[TaskSpec, list[Path]]]:
         base = Path(getattr(self.spec, "base_dir", "."))
@@ -133,9 +146,13 @@ class DecontaminateStage(Stage):
         write_json_atomic(done, stats)
         print(f"decontaminate: {stats['task_keys']} task keys, {stats['keys_in_corpus']} seen "
               f"in the corpus, {stats['keys_over_cap']} ignored as too common "
-              f"(>= {self.config.max_matches} occurrences)")
+              f"(in >= {self.config.max_matches} documents)")
 
-    def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def summarize(self, out: Path) -> None:
+        """OUT/decontamination.json: per task, what was cut and dropped (from the ledger)."""
+        summarize_decontamination(out_path(out) / "ledger", out_path(out) / "decontamination.json")
+
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
         path = out_path(workdir) / ACTIVE_TABLE
         if not path.exists():
             raise FileNotFoundError(f"{path}: decontaminate.prepare has not run")

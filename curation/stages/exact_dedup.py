@@ -15,15 +15,15 @@ import numpy as np
 import pandas as pd
 
 from curation.atomic import atomic_write_parquet, write_json_atomic
-from curation.config import StrictModel
+from curation.dedup.keeper import keeper_first
 from curation.documents import REMOVED, ledger_rows
-from curation.stages.base import Stage, StageContext, StageOutput
+from curation.stages.base import ScopedConfig, Stage, StageContext, StageOutput
 from curation.storage import dask_storage_options, out_path, parquet_rows, read_parquet_table
 
 DONE_MARKER = "decisions.done.json"
 
 
-class ExactDedupConfig(StrictModel):
+class ExactDedupConfig(ScopedConfig):
     # Compare texts after lower-casing and collapsing whitespace (off: byte-exact).
     ignore_case_and_space: bool = False
 
@@ -57,8 +57,7 @@ def _hash_partition(docs: pd.DataFrame, part: int, priorities: dict[str, int],
 
 def pick_duplicates(keys: pd.DataFrame) -> pd.DataFrame:
     """For each group of equal hashes, every row but the keeper, with the keeper's id."""
-    ordered = keys.assign(neg_priority=-keys["priority"]).sort_values(
-        ["h_hi", "h_lo", "neg_priority", "id"], kind="stable")
+    ordered = keeper_first(keys, ["h_hi", "h_lo"], keys["priority"])
     group_start = ~ordered.duplicated(["h_hi", "h_lo"], keep="first")
     keeper = ordered["id"].where(group_start).ffill()
     size = ordered.groupby(["h_hi", "h_lo"], sort=False)["id"].transform("size")
@@ -68,6 +67,7 @@ def pick_duplicates(keys: pd.DataFrame) -> pd.DataFrame:
 
 class ExactDedupStage(Stage):
     name = "exact_dedup"
+    config_class = ExactDedupConfig
 
     def prepare(self, ctx: StageContext) -> None:
         import dask.dataframe as dd
@@ -97,7 +97,7 @@ class ExactDedupStage(Stage):
                               overwrite=True, storage_options=options)
         write_json_atomic(ctx.workdir / DONE_MARKER, {"documents": int(total)})
 
-    def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
         decisions = read_part_decisions(workdir / "decisions", part)
         if decisions.empty:
             return StageOutput(kept=docs, ledger=ledger_rows(docs.iloc[:0], self.name, REMOVED, ""))

@@ -26,13 +26,13 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from curation.atomic import atomic_write_parquet, write_json_atomic
-from curation.config import StrictModel
 from curation.dedup.components import connected_component_labels
+from curation.dedup.keeper import keeper_first
 from curation.dedup.lsh import band_hashes, band_ranks, bucket_anchor_edges, optimal_bands_rows
 from curation.dedup.minhash import MinHasher, shingle_hashes
 from curation.dedup.verify import decode_sets, encode_sets, pair_jaccard
 from curation.documents import REMOVED, ledger_rows
-from curation.stages.base import Stage, StageContext, StageOutput
+from curation.stages.base import ScopedConfig, Stage, StageContext, StageOutput
 from curation.storage import dask_storage_options, out_path, read_parquet_table
 
 DEFAULT_NGRAM = {"word": 5, "char": 24}
@@ -40,7 +40,7 @@ DONE_MARKER = "decisions.done.json"
 ROW_BITS = 32  # doc key = partition << 32 | row
 
 
-class FuzzyDedupConfig(StrictModel):
+class FuzzyDedupConfig(ScopedConfig):
     # Shingles: word n-grams (default 5) or character n-grams (default 24); None = default.
     shingle: Literal["word", "char"] = "word"
     ngram: int | None = Field(default=None, ge=1)
@@ -140,8 +140,7 @@ def choose_keepers(members: pd.DataFrame, priorities: dict[str, int]) -> pd.Data
     unknown = sorted(set(members["source"]) - set(priorities))
     if unknown:
         raise ValueError(f"fuzzy_dedup: documents from sources not in the spec: {unknown}")
-    ordered = members.assign(neg_priority=-members["source"].map(priorities).astype("int64"))
-    ordered = ordered.sort_values(["label", "neg_priority", "id"], kind="stable")
+    ordered = keeper_first(members, ["label"], members["source"].map(priorities))
     grouped = ordered.groupby("label", sort=False)["id"]
     keeper = grouped.transform("first")
     return pd.DataFrame({
@@ -158,6 +157,7 @@ def choose_keepers(members: pd.DataFrame, priorities: dict[str, int]) -> pd.Data
 
 class FuzzyDedupStage(Stage):
     name = "fuzzy_dedup"
+    config_class = FuzzyDedupConfig
 
     def prepare(self, ctx: StageContext) -> None:
         if (ctx.workdir / DONE_MARKER).exists():
@@ -223,7 +223,7 @@ class FuzzyDedupStage(Stage):
         what = [cfg.shingle, cfg.ngram_size, cfg.num_perm, seed, bands, rows]
         return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
 
-    def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
         folder = out_path(workdir) / "decisions" / f"part={part}"
         decisions = read_parquet_table(folder).to_pandas() if folder.exists() else None
         if decisions is None or not (~decisions["keep"]).any():

@@ -1,12 +1,19 @@
 """The `heuristics` stage: C4 line clean-up, then C4, Gopher quality and Gopher
 repetition document rules.
 
-Order (fixed): the C4 line filter rewrites each text; then the document rules run on the
-rewritten text, family by family — C4 page rules, Gopher quality, Gopher repetition —
-each family in the order its module documents. A document is removed under the first
-rule it fails (the ledger reason is that rule's name, the detail its measured value and
-threshold); a kept document whose lines were cut gets a `modified` row. The costly
-repetition measures are computed only for documents that passed everything before them.
+Order (fixed): the C4 line filter rewrites each text and the C4 page rules judge the
+rewritten text; the Gopher rules measure the document as it entered the stage, before
+the C4 line filter changed it (the order datatrove and FineWeb use: Gopher's thresholds
+were set on whole pages, and the line filter would remove exactly the ellipsis and
+bullet lines its rules count). Rules are checked family by family — C4 page rules,
+Gopher quality, Gopher repetition — each family in the order its module documents. A
+document is removed under the first rule it fails (the ledger reason is that rule's
+name, the detail its measured value and threshold); a kept document gets the rewritten
+text and, when the line filter changed it, a `modified` row. The costly repetition
+measures are computed only for documents that passed everything before them.
+
+Gopher's stop-word rule uses the `lang` column the language stage adds (English when
+the language stage did not run).
 
 In the spec, `{gopher_quality: {}, gopher_repetition: {}, c4: {}}` switches every family
 on with the papers' defaults; a family left out (or null) is off, and so is any single
@@ -15,21 +22,21 @@ threshold set to null.
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from curation.config import StrictModel
 from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
-from curation.stages.base import Stage, StageOutput
-from curation.stages.heuristic_rules import c4, gopher_quality, gopher_repetition
-from curation.stages.heuristic_rules.c4 import C4Config
-from curation.stages.heuristic_rules.gopher_quality import GopherQualityConfig
-from curation.stages.heuristic_rules.gopher_repetition import GopherRepetitionConfig
-from curation.stages.heuristic_rules.pieces import as_text_array
-from curation.stages.heuristic_rules.rules import NOT_FAILED, Rule, first_failures
+from curation.heuristics import c4, gopher_quality, gopher_repetition
+from curation.heuristics.c4 import C4Config
+from curation.heuristics.gopher_quality import GopherQualityConfig
+from curation.heuristics.gopher_repetition import GopherRepetitionConfig
+from curation.heuristics.pieces import as_text_array
+from curation.heuristics.rules import NOT_FAILED, Rule, first_failures
+from curation.stages.base import ScopedConfig, Stage, StageOutput
 
 __all__ = [
     "C4Config",
@@ -40,7 +47,7 @@ __all__ = [
 ]
 
 
-class HeuristicsConfig(StrictModel):
+class HeuristicsConfig(ScopedConfig):
     """Which rule families run; None (or left out) means off, `{}` the paper defaults."""
 
     gopher_quality: GopherQualityConfig | None = None
@@ -50,44 +57,48 @@ class HeuristicsConfig(StrictModel):
 
 class HeuristicsStage(Stage):
     name = "heuristics"
+    config_class = HeuristicsConfig
 
-    def __init__(self, config: HeuristicsConfig | dict | None, spec):
-        if not isinstance(config, HeuristicsConfig):
-            config = HeuristicsConfig.model_validate(config or {})
-        super().__init__(config, spec)
+    def params(self) -> dict:
+        # The stop-word lists ship with stopwordsiso: a new release may change results.
+        return {**super().params(), "stopwordsiso": version("stopwordsiso")}
 
-    def _measures(self, texts: pa.Array) -> tuple[dict[str, np.ndarray], list[Rule]]:
+    def _measures(
+        self, entered: pa.Array, filtered: pa.Array, langs
+    ) -> tuple[dict[str, np.ndarray], list[Rule]]:
         """Every switched-on rule, in the order documents are judged, and the measures
-        they bound. Repetition is measured only for documents that pass the cheaper
+        they bound: C4's on the `filtered` texts, Gopher's on the texts as they
+        `entered`. Repetition is measured only for documents that pass the cheaper
         rules before it (elsewhere its measures are NaN, which fails no rule)."""
         config = self.config
         measures: dict[str, np.ndarray] = {}
         rules: list[Rule] = []
         if config.c4:
-            measures.update(c4.measure(texts))
+            measures.update(c4.measure(filtered))
             rules += c4.rules(config.c4)
         if config.gopher_quality:
-            measures.update(gopher_quality.measure(texts, config.gopher_quality.stop_words))
+            measures.update(gopher_quality.measure(entered, config.gopher_quality, langs))
             rules += gopher_quality.rules(config.gopher_quality)
         if config.gopher_repetition:
-            passing = first_failures(rules, measures, np.ones(len(texts), bool)) == NOT_FAILED
+            passing = first_failures(rules, measures, np.ones(len(entered), bool)) == NOT_FAILED
             rows = np.flatnonzero(passing)
-            subset = gopher_repetition.measure(texts.take(rows), config.gopher_repetition)
+            subset = gopher_repetition.measure(entered.take(rows), config.gopher_repetition)
             for key, values in subset.items():
-                measures[key] = np.full(len(texts), np.nan)
+                measures[key] = np.full(len(entered), np.nan)
                 measures[key][rows] = values
             rules += gopher_repetition.rules(config.gopher_repetition)
         return measures, rules
 
-    def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
         docs = docs.reset_index(drop=True)
-        texts = as_text_array(docs["text"])
+        entered = texts = as_text_array(docs["text"])
         lines_cut = None
         if self.config.c4 and self.config.c4.filters_lines():
             lines_cut = c4.filter_lines(self.config.c4, texts)
             texts = lines_cut.texts
 
-        measures, rules = self._measures(texts)
+        langs = docs["lang"] if "lang" in docs.columns else None
+        measures, rules = self._measures(entered, texts, langs)
         failed = first_failures(rules, measures, np.ones(len(docs), bool))
         removed = np.flatnonzero(failed != NOT_FAILED)
         removed_rows = ledger_rows(
@@ -107,7 +118,8 @@ class HeuristicsStage(Stage):
         )
         ledger = [removed_rows]
         if lines_cut is not None:
-            modified = np.flatnonzero(keep & (lines_cut.lines_removed > 0))
+            changed = (lines_cut.lines_removed > 0) | (lines_cut.citations_removed > 0)
+            modified = np.flatnonzero(keep & changed)
             ledger.append(
                 ledger_rows(
                     docs.iloc[modified],
@@ -122,11 +134,14 @@ class HeuristicsStage(Stage):
 
 def _line_cut_detail(cut: c4.LineFilterResult, i: int) -> dict:
     by_rule = {rule: int(counts[i]) for rule, counts in cut.lines_removed_by_rule.items()}
-    return {
+    detail = {
         "lines_removed": int(cut.lines_removed[i]),
         "chars_removed": int(cut.chars_removed[i]),
         "lines_removed_by_rule": {rule: n for rule, n in by_rule.items() if n},
     }
+    if cut.citations_removed[i]:
+        detail["citations_removed"] = int(cut.citations_removed[i])
+    return detail
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -19,16 +19,15 @@ from langdetect.detector import Detector
 from langdetect.utils.ngram import NGram
 from pydantic import Field
 
-from curation.config import StrictModel
 from curation.documents import REMOVED, ledger_rows
-from curation.stages.base import Stage, StageOutput
-from curation.stages.langid_profiles import (
+from curation.language.langid_profiles import (
     BITS_PER_CHAR,
     FIXED_POINT_SCALE,
     LanguageProfiles,
     load_profiles,
     lookup_ngrams,
 )
+from curation.stages.base import ScopedConfig, Stage, StageOutput
 
 SPACE = ord(" ")
 SEPARATOR = "\x00"  # joins documents; langdetect maps it to a space like all Basic Latin
@@ -37,7 +36,7 @@ BLOCK_DOCS = 32
 BLOCK_NGRAMS = 1 << 17
 
 
-class LanguageConfig(StrictModel):
+class LanguageConfig(ScopedConfig):
     min_score: float = Field(0.8, gt=0.0, le=1.0)
     # langdetect also reads only the first 10,000 characters of a document.
     max_chars: int = Field(10_000, ge=1, le=1_000_000)
@@ -204,15 +203,25 @@ class LanguageStage(Stage):
     """Keeps documents in a language their source allows, identified clearly enough."""
 
     name = "language"
+    config_class = LanguageConfig
     config: LanguageConfig
 
     def params(self) -> dict:
         # The profiles ship with langdetect: a new release may change every result.
         return {**super().params(), "langdetect": version("langdetect")}
 
-    def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def _detect(self, docs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
-        langs, scores = detect_languages(docs["text"].tolist(), cfg.max_chars, cfg.evidence_ngrams)
+        return detect_languages(docs["text"].tolist(), cfg.max_chars, cfg.evidence_ngrams)
+
+    def annotate(self, docs: pd.DataFrame, workdir: Path) -> pd.DataFrame:
+        """Out of scope: the language is detected and recorded, nothing is removed."""
+        langs, scores = self._detect(docs)
+        return docs.assign(lang=langs.astype(str), lang_score=scores)
+
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+        cfg = self.config
+        langs, scores = self._detect(docs)
         sources = docs["source"].astype(str).to_numpy()
         allowed_lists = {name: self._allowed(name) for name in np.unique(sources)}
         allowed = np.ones(len(docs), dtype=bool)

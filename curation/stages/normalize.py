@@ -35,10 +35,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.config import StrictModel
 from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
-from curation.stages.base import Stage, StageOutput
-from curation.stages.ftfy_lines import FTFY_SENSITIVE_ASCII, fix_text_by_line
+from curation.normalize.ftfy_lines import FTFY_SENSITIVE_ASCII, fix_text_by_line
+from curation.stages.base import ScopedConfig, Stage, StageOutput
 
 HORIZONTAL_SPACE = (
     "\t\x0b\x0c \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
@@ -47,7 +46,7 @@ _TRAILING_SPACE = "[" + HORIZONTAL_SPACE + "]+\n"
 _MANY_NEWLINES = "\n{4,}"
 
 
-class NormalizeConfig(StrictModel):
+class NormalizeConfig(ScopedConfig):
     fix_unicode: bool = True  # ftfy.fix_text: mojibake, HTML entities, curly quotes, controls
     nfc: bool = True  # Unicode NFC composition
     whitespace: bool = True  # the whitespace rules in this module's docstring
@@ -107,9 +106,10 @@ class NormalizeStage(Stage):
     """Kept: every document with non-empty normalised text; `modified` rows say what changed."""
 
     name = "normalize"
+    config_class = NormalizeConfig
 
     def __init__(self, config: NormalizeConfig | None, spec):
-        super().__init__(config or NormalizeConfig(), spec)
+        super().__init__(config, spec)
         self._ftfy = _ftfy_config(self.config)
 
     def _fix_unicode(self, text: str) -> str:
@@ -117,7 +117,7 @@ class NormalizeStage(Stage):
             return fix_text_by_line(text, self._ftfy)  # NFC inside when config.nfc
         return unicodedata.normalize("NFC", text)
 
-    def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
         config = self.config
         before = pa.array(docs["text"].to_numpy(dtype=object), type=pa.large_string())
         slow = _needs_unicode_pass(before, config)

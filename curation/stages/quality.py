@@ -2,9 +2,11 @@
 
 `prepare` makes sure a model exists: the spec's `model` path, or one trained from the
 positive and negative sources into OUT/quality/ (reused on rerun when its training
-parameters match). The training sample is a bottom-k by seeded id hash per class, so
-it is the same whatever the partitioning. `process` scores a partition in one batched
-call, adds `quality_score` and applies the keep rule; exempt sources are scored only.
+parameters and its training sample are the same). The training sample is a bottom-k by
+seeded id hash per class, so it is the same whatever the partitioning. `run` scores a
+partition in one batched call, adds `quality_score` and applies the keep rule. Sources
+out of the stage's scope (`exempt`, or not in `only`) are scored and never removed; the
+training sample is drawn from the positive and negative sources whatever the scope.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from curation.config import StrictModel
 from curation.documents import REMOVED, empty_ledger, ledger_rows
 from curation.quality.model import (
     load_model,
@@ -27,19 +28,18 @@ from curation.quality.model import (
 )
 from curation.quality.sampling import keep_decisions, uniform_draws
 from curation.stage_context import ClusterStageContext
-from curation.stages.base import Stage, StageOutput
-from curation.storage import local_copy, out_path, resolved
+from curation.stages.base import ScopedConfig, Stage, StageOutput
+from curation.storage import out_path, resolved
 
 MODEL_POINTER = "model.json"
 
 
-class QualityConfig(StrictModel):
+class QualityConfig(ScopedConfig):
     """`threshold` given: keep when score >= threshold; else GPT-3's Pareto rule with
     `alpha`. Setting both is an error, so the rule in force is never ambiguous."""
 
     positive: list[str] = Field(min_length=1)
     negative: list[str] = Field(min_length=1)
-    exempt: list[str] = []
     alpha: float = Field(9.0, gt=0)
     threshold: float | None = Field(None, ge=0, le=1)
     model: str | None = None
@@ -63,6 +63,11 @@ class QualityConfig(StrictModel):
         if both:
             raise ValueError(f"quality: sources both positive and negative: {sorted(both)}")
         return self
+
+    def missing_files(self, base_dir: Path) -> list[str]:
+        if self.model and not (Path(base_dir) / self.model).is_file():
+            return [f"model: no file at {Path(base_dir) / self.model}"]
+        return []
 
     @property
     def rule(self) -> str:
@@ -105,17 +110,18 @@ def sample_class_texts(docs, part, positive, negative, seed, cutoffs):
 
 
 def gather_training_texts(ctx, config: QualityConfig, seed: int) -> tuple[list[str], list[str]]:
-    """A bounded, partitioning-independent sample of positive and negative texts."""
+    """A bounded, partitioning-independent sample of positive and negative texts (in the
+    order of their id hashes, so the same data give the same lists)."""
     k = config.max_docs_per_class
     args = (list(config.positive), list(config.negative), seed)
     firsts = ctx.map(smallest_class_hashes, *args, k, columns=["id", "source"],
-                     desc="quality: sample training ids")
+                     desc="quality: sample training ids", all_sources=True)
     cutoffs = []
     for cls in (0, 1):
         merged = np.sort(np.concatenate([f[cls] for f in firsts] or [np.zeros(0)]))
         cutoffs.append(float(merged[min(k, len(merged)) - 1]) if len(merged) else -1.0)
     seconds = ctx.map(sample_class_texts, *args, cutoffs, columns=["id", "source", "text"],
-                      desc="quality: gather training texts")
+                      desc="quality: gather training texts", all_sources=True)
     classes = []
     for cls in (0, 1):
         rows = sorted(row for s in seconds for row in s[cls])[:k]
@@ -126,21 +132,34 @@ def gather_training_texts(ctx, config: QualityConfig, seed: int) -> tuple[list[s
     return classes[1], classes[0]
 
 
+def training_data_fingerprint(positive: list[str], negative: list[str]) -> str:
+    """sha256 of the training sample, class by class, text by text, in sample order."""
+    digest = hashlib.sha256()
+    for label, texts in (("positive", positive), ("negative", negative)):
+        digest.update(f"{label}:{len(texts)}\n".encode())
+        for text in texts:
+            digest.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
+    return digest.hexdigest()
+
+
 def ensure_quality_model(ctx, config: QualityConfig, seed: int, force: bool = False) -> dict:
-    """Train into OUT/quality/ unless a model with the same training parameters is there."""
+    """Train into OUT/quality/ unless the model there was trained with the same parameters
+    on the same sample (its key hashes both: same parameters over changed sources is a
+    different model)."""
     quality_dir = out_path(ctx.out) / "quality"
     params = config.training_params(seed)
     metrics_path = quality_dir / "metrics.json"
+    positive, negative = gather_training_texts(ctx, config, seed)
+    key = _params_hash({**params, "data": training_data_fingerprint(positive, negative)})
     if not force and (quality_dir / "model.bin").exists() and metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
-        if metrics.get("params_hash") == _params_hash(params):
+        if metrics.get("params_hash") == key:
             return metrics
-    positive, negative = gather_training_texts(ctx, config, seed)
     metrics = train_quality_model(
         positive, negative, quality_dir, seed,
         epoch=config.epoch, lr=config.lr, word_ngrams=config.word_ngrams, dim=config.dim,
         bucket=config.bucket, min_count=config.min_count, holdout=config.holdout,
-        extra_metrics={"params": params, "params_hash": _params_hash(params)},
+        extra_metrics={"params": params, "params_hash": key},
     )
     print(f"quality classifier (held out): precision {metrics['precision']:.3f}, "
           f"recall {metrics['recall']:.3f}, AUC {metrics['auc']:.3f}, counts {metrics['counts']}")
@@ -156,6 +175,7 @@ def train_quality(config: QualityConfig, spec, partitions, out, client, force=Fa
 
 class QualityStage(Stage):
     name = "quality"
+    config_class = QualityConfig
 
     def _given_model(self) -> Path | None:
         if self.config.model is None:
@@ -181,18 +201,20 @@ class QualityStage(Stage):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / MODEL_POINTER).write_text(json.dumps({"path": str(resolved(model))}))
 
-    def process(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def annotate(self, docs: pd.DataFrame, workdir: Path) -> pd.DataFrame:
+        """Every document gets its `quality_score`; out of scope it is only scored."""
         pointer = out_path(workdir) / MODEL_POINTER
         if not pointer.exists():
             raise FileNotFoundError(f"{pointer}: quality.prepare has not run")
-        model = load_model(local_copy(json.loads(pointer.read_text())["path"]))
-        docs = docs.reset_index(drop=True)
-        scores = positive_probability(model, preprocess(docs["text"]))
+        model = load_model(json.loads(pointer.read_text())["path"])
+        return docs.assign(quality_score=positive_probability(model, preprocess(docs["text"])))
+
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+        docs = self.annotate(docs.reset_index(drop=True), workdir)
+        scores = docs["quality_score"].to_numpy()
         ids = docs["id"].astype(str).tolist()
         keep, draws = keep_decisions(scores, ids, self.spec.seed, self.config.alpha,
                                      self.config.threshold)
-        keep |= docs["source"].isin(self.config.exempt).to_numpy()
-        docs = docs.assign(quality_score=scores)
         removed = np.flatnonzero(~keep)
         if len(removed) == 0:
             return StageOutput(docs, empty_ledger())

@@ -22,9 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curation.shards import file_sha256
-
-MANIFEST_NAME = "manifest.json"
+from curation.shards import MANIFEST_NAME, file_sha256
 
 
 class ShardError(ValueError):

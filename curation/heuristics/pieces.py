@@ -49,8 +49,11 @@ class Pieces:
 
 
 def as_text_array(texts) -> pa.Array:
-    """Texts as one large_string array (64-bit offsets: a partition may exceed 2 GiB)."""
-    return pa.array(texts, type=pa.large_string())
+    """Texts as one large_string array (64-bit offsets: a partition may exceed 2 GiB).
+    A pandas column backed by several Arrow chunks (pandas 3's `str` after a concat)
+    becomes one array."""
+    array = pa.array(texts, type=pa.large_string())
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def _from_lists(lists: pa.ListArray, n_docs: int) -> Pieces:

@@ -16,7 +16,7 @@ import ftfy
 from ftfy import chardata
 from ftfy.fixes import uncurl_quotes
 
-from curation.stages.mojibake_scan import char_class, looks_bad
+from curation.normalize.mojibake_scan import char_class, looks_bad
 
 # ASCII that ftfy.fix_text would change beyond line breaks: the control characters it
 # removes (terminal escapes start with one) and anything shaped like an HTML entity.

@@ -4,26 +4,38 @@ Words are whitespace-separated tokens; lines are the non-blank lines. Rules, in 
 `word_count`, `mean_word_length`, `symbol_word_ratio` (the larger of the '#' and the
 ellipsis ratios, since the paper bounds each), `bullet_lines`, `ellipsis_lines`,
 `alpha_words`, `stop_words` (how many *distinct* stop words the text uses).
+
+Stop words are those of the document's language: the `lang` the language stage detected.
+English, and every document when no language is known, uses `stop_words` (the paper's
+eight); any other language uses the stopwords-iso list of that language (the
+`stopwordsiso` package). A language with no list there is not judged by this rule.
+The paper's threshold of two distinct stop words was set for its eight English words;
+the stopwords-iso lists are longer, so for other languages the rule is more lenient:
+it still removes word salad, keyword lists and tables, which hold no function words.
 """
 
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import stopwordsiso
 from pydantic import Field, model_validator
 
 from curation.config import StrictModel
-from curation.stages.heuristic_rules.pieces import (
+from curation.heuristics.pieces import (
     per_doc_sum,
     ratio,
     split_lines,
     split_words,
     stripped_nonblank,
 )
-from curation.stages.heuristic_rules.rules import Rule, bound
+from curation.heuristics.rules import Rule, bound
 
 # A line starting with one of these (after indentation) is a bullet point.
 BULLET_LINE = r"^[-*•‣⁃◦●○▪▫■□·]"
@@ -47,6 +59,9 @@ class GopherQualityConfig(StrictModel):
     stop_words: tuple[str, ...] = Field(
         ("the", "be", "to", "of", "and", "that", "have", "with"), min_length=1
     )
+    # Count the stop words of each document's detected language (see the module
+    # docstring); false: every document against `stop_words`, as the paper did.
+    stop_words_by_language: bool = True
 
     @model_validator(mode="after")
     def _ranges_are_ordered(self) -> GopherQualityConfig:
@@ -60,18 +75,67 @@ class GopherQualityConfig(StrictModel):
         return self
 
 
-def _distinct_stop_words(words, stop_words: tuple[str, ...]) -> np.ndarray:
-    """Per document: how many different stop words occur (case-insensitive)."""
-    vocabulary = sorted({w.lower() for w in stop_words})
+ENGLISH = "en"
+LANGUAGE_SEPARATOR = "\x00"  # joins a language code and a word into one lookup key
+
+
+@cache
+def stop_word_list(lang: str) -> frozenset[str] | None:
+    """stopwords-iso's list for a language code (langdetect's `zh-cn` is `zh`), or None."""
+    base = lang.split("-")[0].lower()
+    return frozenset(stopwordsiso.stopwords(base)) if stopwordsiso.has_lang(base) else None
+
+
+def _stop_word_lists(
+    langs: np.ndarray, english: tuple[str, ...], by_language: bool
+) -> dict[str, frozenset[str]]:
+    """The list each language present uses; a language without one is left out."""
+    lists = {ENGLISH: frozenset(w.lower() for w in english)}
+    if by_language:
+        for lang in set(langs) - {ENGLISH}:
+            found = stop_word_list(lang)
+            if found is not None:
+                lists[lang] = found
+    return lists
+
+
+def _distinct_stop_words(
+    words, langs: np.ndarray, english: tuple[str, ...], by_language: bool
+) -> np.ndarray:
+    """Per document: how many different stop words of its language occur
+    (case-insensitive); NaN for a document whose language has no list."""
+    lists = _stop_word_lists(langs, english, by_language)
     bare = pc.utf8_trim(pc.utf8_lower(words.values), characters=WORD_EDGE_PUNCTUATION)
-    index = pc.index_in(bare, value_set=pa.array(vocabulary, type=bare.type))
+    present = set(langs)
+    if len(present) == 1 and present <= set(lists):  # one language: look words up as they are
+        vocabulary = sorted(lists[present.pop()])
+        keys = bare
+    else:
+        vocabulary = sorted(lang + LANGUAGE_SEPARATOR + w for lang, ws in lists.items() for w in ws)
+        word_lang = pa.array(langs[words.doc], type=bare.type)
+        separator = pa.scalar(LANGUAGE_SEPARATOR, bare.type)
+        keys = pc.binary_join_element_wise(word_lang, bare, separator)
+    index = pc.index_in(keys, value_set=pa.array(vocabulary, type=bare.type))
     found = np.asarray(pc.fill_null(index, -1), dtype=np.int64)
     hit = found >= 0
     pairs = np.unique(words.doc[hit] * len(vocabulary) + found[hit])
-    return np.bincount(pairs // len(vocabulary), minlength=words.n_docs).astype(np.float64)
+    counts = np.bincount(pairs // len(vocabulary), minlength=words.n_docs).astype(np.float64)
+    counts[~np.isin(langs, list(lists))] = np.nan
+    return counts
 
 
-def measure(texts: pa.Array, stop_words: tuple[str, ...]) -> dict[str, np.ndarray]:
+def document_languages(langs: Sequence[str] | None, n_docs: int, by_language: bool) -> np.ndarray:
+    """The language each document's stop words are taken from: its detected `lang` when
+    known and counted by language, else English (the paper's list)."""
+    if langs is None or not by_language:
+        return np.full(n_docs, ENGLISH, dtype=object)
+    langs = np.asarray(pd.Series(langs, dtype=object).fillna(""), dtype=object)
+    return np.where(langs == "", ENGLISH, langs)
+
+
+def measure(
+    texts: pa.Array, config: GopherQualityConfig, langs: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
     """The document measures the Gopher quality rules bound."""
     words = split_words(texts)
     n_words = per_doc_sum(words)
@@ -95,7 +159,12 @@ def measure(texts: pa.Array, stop_words: tuple[str, ...]) -> dict[str, np.ndarra
         "bullet_line_fraction": ratio(per_doc_sum(lines, bullet), n_lines),
         "ellipsis_line_fraction": ratio(per_doc_sum(lines, ends_in_ellipsis), n_lines),
         "alpha_word_fraction": ratio(per_doc_sum(words, has_letter), n_words),
-        "stop_words": _distinct_stop_words(words, stop_words),
+        "stop_words": _distinct_stop_words(
+            words,
+            document_languages(langs, len(texts), config.stop_words_by_language),
+            config.stop_words,
+            config.stop_words_by_language,
+        ),
     }
 
 

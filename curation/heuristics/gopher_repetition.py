@@ -9,8 +9,10 @@ Definitions used here:
   whitespace-separated words; whitespace is not counted). Only an n-gram
   seen at least twice counts (a single occurrence is not repetition); ties go to the
   n-gram that occurs first. Overlapping occurrences count each character once.
-- duplicate n-gram character share (n = 5..10): the characters covered by every
-  occurrence of every n-gram that occurs more than once, each character counted once.
+- duplicate n-gram character share (n = 5..10): the characters covered by the
+  occurrences of the n-grams that occur more than once, each character counted once.
+  Which occurrences is `dup_ngram_occurrences`: "all" (every occurrence, the first
+  included) or "repeats" (only those after the first). See GopherRepetitionConfig.
 
 N-grams are compared by a 64-bit hash of their word ids, computed for all documents of a
 partition at once; a hash table over (document, hash) keys finds the repeats.
@@ -21,13 +23,16 @@ Rules, in order: `dup_line_fraction`, `dup_paragraph_fraction`, `dup_line_char_f
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
 from curation.config import StrictModel
-from curation.stages.heuristic_rules.pieces import (
+from curation.hashing import GOLDEN_GAMMA, splitmix64
+from curation.heuristics.pieces import (
     Pieces,
     per_doc_sum,
     ratio,
@@ -36,14 +41,31 @@ from curation.stages.heuristic_rules.pieces import (
     split_words,
     stripped_nonblank,
 )
-from curation.stages.heuristic_rules.rules import Rule, bound
+from curation.heuristics.rules import Rule, bound
 
 TOP_NGRAM_SIZES = (2, 3, 4)
 DUP_NGRAM_SIZES = (5, 6, 7, 8, 9, 10)
 
 
 class GopherRepetitionConfig(StrictModel):
-    """Each threshold is the paper's; None switches that rule off."""
+    """Each threshold is the paper's; None switches that rule off.
+
+    `dup_ngram_occurrences` — which characters the duplicate n-gram shares count:
+    - "all" (the default): every occurrence of a repeated n-gram, the first included.
+      This is the reading the paper's thresholds were set for. Appendix A of Rae et al.
+      defines the measure as the fraction of characters "contained within all duplicate
+      n-grams", taking care not to count characters of overlapping n-grams twice: every
+      occurrence of an n-gram that occurs more than once is a duplicate n-gram. The
+      sibling measure for n = 2..4 counts every occurrence of the most frequent n-gram,
+      and the thresholds of both families form one series (0.20, 0.18, 0.16 for top
+      2..4-grams, then 0.15 down to 0.10 for duplicate 5..10-grams), i.e. one scale.
+      Dolma reads it the same way.
+    - "repeats": only the occurrences after the first, as datatrove's GopherRepetition
+      filter (and so FineWeb) computes it; a passage said twice scores half as much, so
+      with the paper's thresholds this reading removes fewer documents.
+    """
+
+    dup_ngram_occurrences: Literal["all", "repeats"] = "all"
 
     max_dup_line_fraction: float | None = Field(0.30, ge=0, le=1)
     max_dup_paragraph_fraction: float | None = Field(0.30, ge=0, le=1)
@@ -64,17 +86,6 @@ class GopherRepetitionConfig(StrictModel):
 
     def dup_ngram_threshold(self, n: int) -> float | None:
         return getattr(self, f"max_dup_{n}gram_char_fraction")
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: spreads ids over all 64 bits so sums of them rarely collide."""
-    x = x.astype(np.uint64, copy=True)
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
 
 
 def _duplicate_pieces(pieces: Pieces) -> dict[str, np.ndarray]:
@@ -104,8 +115,8 @@ class _RepeatedNgrams:
         self.words = words
         self.word_chars = words.lengths().astype(np.float64)
         self.total_chars = per_doc_sum(words, self.word_chars)
-        self.word_hash = _mix(words.ids() + 1)
-        self.doc_salt = _mix(words.doc.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+        self.word_hash = splitmix64(words.ids() + 1)
+        self.doc_salt = splitmix64(words.doc.astype(np.uint64) + GOLDEN_GAMMA)
         self.n = 1
         self.starts = np.arange(len(words))  # where the counted n-grams start
         self._hash = self.word_hash.copy()  # their hashes (valid at `starts`)
@@ -127,7 +138,7 @@ class _RepeatedNgrams:
         candidate = candidate[candidate + n < len(doc)]
         candidate = candidate[repeated_at[candidate + 1] & (doc[candidate] == doc[candidate + n])]
         with np.errstate(over="ignore"):
-            self._hash[candidate] = _mix(
+            self._hash[candidate] = splitmix64(
                 self._hash[candidate] * np.uint64(0x100000001B3) ^ self.word_hash[candidate + n]
             )
         self.starts, self.n = candidate, n + 1
@@ -142,8 +153,14 @@ class _RepeatedNgrams:
         covered = np.where(depth > 0, self.word_chars, 0.0)
         return ratio(per_doc_sum(self.words, covered), self.total_chars)
 
-    def duplicate_share(self) -> np.ndarray:
-        return self._covered_char_share(self.starts[self.repeated])
+    def duplicate_share(self, occurrences: str) -> np.ndarray:
+        """Share of characters under repeated n-grams: under all their occurrences, or
+        (`occurrences="repeats"`) under those after the first."""
+        counted = self.repeated.copy()
+        if occurrences == "repeats":
+            _, first = np.unique(self.group, return_index=True)  # `starts` ascend
+            counted[first] = False
+        return self._covered_char_share(self.starts[counted])
 
     def top_share(self) -> np.ndarray:
         groups = np.flatnonzero(self.counts > 1)  # codes: in order of first occurrence
@@ -175,7 +192,9 @@ def measure(texts: pa.Array, config: GopherRepetitionConfig) -> dict[str, np.nda
         if ngrams.n in TOP_NGRAM_SIZES and ngrams.n in wanted:
             measures[f"top_{ngrams.n}gram_char_fraction"] = ngrams.top_share()
         elif ngrams.n in wanted:
-            measures[f"dup_{ngrams.n}gram_char_fraction"] = ngrams.duplicate_share()
+            measures[f"dup_{ngrams.n}gram_char_fraction"] = ngrams.duplicate_share(
+                config.dup_ngram_occurrences
+            )
     return measures
 
 

@@ -19,6 +19,8 @@ import numpy as np
 from langdetect.detector import Detector
 from langdetect.utils.ngram import NGram
 
+from curation.hashing import GOLDEN_GAMMA
+
 PROFILE_DIR = Path(langdetect.__file__).parent / "profiles"
 CODE_POINTS = 0x110000
 BITS_PER_CHAR = 21  # every Unicode code point fits in 21 bits, so a 3-gram fits in 63
@@ -34,7 +36,7 @@ FIXED_POINT_SCALE = 2.0**16
 MAX_NGRAM_PENALTY = 4.5
 # Open-addressing hash table of the vocabulary: a few vectorised probes per n-gram are
 # about twice as fast as a binary search over ~90,000 sorted keys.
-HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio, odd
+HASH_MULTIPLIER = GOLDEN_GAMMA  # Fibonacci hashing
 HASH_BITS = 18  # 262,144 slots: a load of about 1/3, so most look-ups end at one probe
 
 

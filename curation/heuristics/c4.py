@@ -1,11 +1,24 @@
 """The C4 rules (Raffel et al. 2020, "Colossal Clean Crawled Corpus").
 
-Line rules cut boilerplate out of a page, then page rules judge what is left. A line is
-kept when it is blank (blank lines keep paragraph structure; they hold no content) or
-passes every line rule. Line rules, in order (a removed line is counted under the first
-it fails): `word_too_long`, `javascript`, `policy`, `too_few_words`,
-`no_terminal_punctuation`. Page rules, in order: `empty_after_line_filter`,
-`lorem_ipsum`, `curly_bracket`, `sentence_count`.
+Line rules cut boilerplate out of a page, then page rules judge what is left. First,
+citation markers (`[1]`, `[]`, `[edit]`, `[citation needed]`) are deleted from every
+line, as the C4 reference (TensorFlow Datasets' c4_utils.clean_page) does before it
+judges a line. A line is then kept when it is blank or passes every line rule. Line
+rules, in order (a removed line is counted under the first it fails): `word_too_long`,
+`javascript`, `policy`, `too_few_words`, `no_terminal_punctuation`, `ellipsis` (a line
+ending in "...", which the reference drops although it ends in "."). Page rules, in
+order: `empty_after_line_filter`, `lorem_ipsum`, `curly_bracket`, `sentence_count`.
+
+Deliberate differences from the reference, each for a reason:
+- blank lines are kept (they hold no content, but keep paragraph structure for the
+  Gopher paragraph rules and for readers); runs of them become one;
+- kept lines keep their indentation (code blocks and verse keep their shape); the
+  reference strips every line;
+- `”` also ends a line (the reference predates curly quotes in normalised text);
+- the page rules (lorem ipsum, `{`) look at the whole page, not only at lines that
+  survived the line rules: a page with code in it is dropped even when the code lines
+  would have been cut;
+- the order of the line rules only decides which rule a removed line is counted under.
 """
 
 from __future__ import annotations
@@ -18,18 +31,20 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curation.config import StrictModel
-from curation.stages.heuristic_rules.pieces import (
+from curation.heuristics.pieces import (
     Pieces,
     per_doc_sum,
     split_lines,
     split_words,
 )
-from curation.stages.heuristic_rules.rules import Rule, bound
+from curation.heuristics.rules import Rule, bound
 
 # A sentence ends with terminal punctuation (optionally closed by quotes or a bracket)
 # followed by whitespace or the end of the text: "3.5" does not end one ("e.g. " does).
 SENTENCE_END = r"[.!?]+[\"'”’)]*(\s|$)"
 BLANK_LINE_RUN = r"\n[ \t\r\f\v]*\n([ \t\r\f\v]*\n)+"
+CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
+ELLIPSIS = "..."
 
 
 class C4Config(StrictModel):
@@ -50,6 +65,8 @@ class C4Config(StrictModel):
         ),
         min_length=1,
     )
+    remove_citations: bool = True
+    drop_ellipsis_lines: bool = True
     drop_lorem_ipsum: bool = True
     drop_curly_bracket: bool = True
     min_sentences: int | None = Field(5, ge=1)
@@ -61,6 +78,8 @@ class C4Config(StrictModel):
             or self.max_word_chars is not None
             or self.drop_javascript_lines
             or self.policy_phrases is not None
+            or self.remove_citations
+            or self.drop_ellipsis_lines
         )
 
 
@@ -69,6 +88,7 @@ class LineFilterResult:
     """The filtered texts and, per document, what the line rules took out."""
 
     texts: pa.Array
+    citations_removed: np.ndarray
     lines_removed: np.ndarray
     chars_removed: np.ndarray
     lines_removed_by_rule: dict[str, np.ndarray]
@@ -93,12 +113,33 @@ def _line_rule_failures(config: C4Config, lines: Pieces) -> dict[str, np.ndarray
     if config.terminal_punctuation is not None:
         ends = [np.asarray(pc.ends_with(stripped, end)) for end in config.terminal_punctuation]
         failures["no_terminal_punctuation"] = ~np.logical_or.reduce(ends)
+    if config.drop_ellipsis_lines:
+        failures["ellipsis"] = np.asarray(pc.ends_with(stripped, ELLIPSIS))
     return failures
 
 
+def _delete_citations(lines: Pieces) -> tuple[Pieces, np.ndarray]:
+    """Lines with citation markers deleted, and per document how many were. Only lines
+    with a "[" are searched: the regular expression is the costly part of the filter."""
+    bracket = np.asarray(pc.match_substring(lines.values, "["))
+    candidates = lines.values.filter(pa.array(bracket))
+    found = np.zeros(len(lines), dtype=np.float64)
+    found[bracket] = np.asarray(pc.count_substring_regex(candidates, CITATION))
+    citations = per_doc_sum(lines, found).astype(np.int64)
+    if not citations.any():
+        return lines, citations
+    cleaned = pc.replace_substring_regex(candidates, CITATION, "")
+    values = pc.replace_with_mask(lines.values, pa.array(bracket), cleaned)
+    return Pieces(values, lines.doc, lines.n_docs), citations
+
+
 def filter_lines(config: C4Config, texts: pa.Array) -> LineFilterResult:
-    """Drop the lines that fail a line rule; runs of blank lines left behind become one."""
+    """Delete citation markers, drop the lines that fail a line rule; runs of blank lines
+    left behind become one."""
     lines = split_lines(texts)
+    citations = np.zeros(len(texts), dtype=np.int64)
+    if config.remove_citations:
+        lines, citations = _delete_citations(lines)
     blank = np.asarray(pc.utf8_length(pc.utf8_trim_whitespace(lines.values))) == 0
     removed = np.zeros(len(lines), dtype=bool)
     by_rule = {}
@@ -114,12 +155,12 @@ def filter_lines(config: C4Config, texts: pa.Array) -> LineFilterResult:
         pa.LargeListArray.from_arrays(offsets, kept.values), pa.scalar("\n", texts.type)
     )
     tidied = pc.utf8_trim_whitespace(pc.replace_substring_regex(joined, BLANK_LINE_RUN, "\n\n"))
-    changed = pa.array(lines_removed > 0)
+    changed = pa.array((lines_removed > 0) | (citations > 0))
     filtered = pc.if_else(changed, tidied, texts)
     chars_removed = np.asarray(pc.utf8_length(texts), dtype=np.int64) - np.asarray(
         pc.utf8_length(filtered), dtype=np.int64
     )
-    return LineFilterResult(filtered, lines_removed, chars_removed, by_rule)
+    return LineFilterResult(filtered, citations, lines_removed, chars_removed, by_rule)
 
 
 def measure(texts: pa.Array) -> dict[str, np.ndarray]:

@@ -1,0 +1,1 @@
+"""The language stage's helpers: langdetect's profiles packed for scoring in bulk."""
