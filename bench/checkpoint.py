@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from training.checkpoint import (
     flat_moments,
@@ -30,6 +29,7 @@ from training.config import TrainingConfig
 from training.launch import launch
 from training.loop import Trainer, setup_process
 from training.model import count_parameters
+from training.parallel import comm
 from training.parallel.grid import destroy_grid
 
 MODEL = {"layers": 12, "hidden": 768, "heads": 12, "seq_len": 512, "vocab_size": 16384}
@@ -43,12 +43,10 @@ def config(run_dir: str, tp: int, pp: int, dp: int) -> dict:
 
 
 def timed(fn) -> float:
-    if dist.get_world_size() > 1:
-        dist.barrier()
+    comm.barrier()
     start = time.perf_counter()
     fn()
-    if dist.get_world_size() > 1:
-        dist.barrier()
+    comm.barrier()
     return time.perf_counter() - start
 
 

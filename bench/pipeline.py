@@ -18,11 +18,10 @@ import statistics
 import tempfile
 import time
 
-import torch.distributed as dist
-
 from training.config import TrainingConfig
 from training.launch import launch
 from training.loop import Trainer, setup_process
+from training.parallel import comm
 from training.parallel.grid import destroy_grid
 from training.parallel.schedule_sim import bubble_fraction, simulate
 from training.parallel.schedules import Kind, build_schedule
@@ -56,10 +55,10 @@ def measure(cfg_dicts: list[dict], steps: int) -> list[dict]:
         for step in range(steps + 1):
             trainer.buckets.zero_grad()
             runtime.compute_seconds = {Kind.FORWARD: 0.0, Kind.BACKWARD: 0.0}
-            dist.barrier()
+            comm.barrier()
             start = time.perf_counter()
             runtime.run(micro_batches)
-            dist.barrier()
+            comm.barrier()
             wall = time.perf_counter() - start
             if step == 0:
                 continue  # warm-up: allocator, first-touch, thread pools

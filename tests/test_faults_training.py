@@ -29,7 +29,7 @@ from training.launch import launch
 from training.loop import Trainer, setup_process
 from training.model import full_state_dict
 from training.parallel.grid import destroy_grid
-from training.parallel.zero import NonFiniteStepsError
+from training.parallel.optimizer import NonFiniteStepsError
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8

@@ -24,7 +24,6 @@ from curation.shards import (
     write_manifest,
 )
 from training.data import (
-    GlobalBatchSampler,
     IndexBuildError,
     ShardError,
     SourceShards,
@@ -216,32 +215,6 @@ def test_epochs_blend_from_the_frozen_spec(mtnlg_out):
     expected = [2 * samples_per_epoch(lengths[0], 8), samples_per_epoch(lengths[1], 8)]
     assert len(train) == sum(expected)
     assert np.bincount(train.blend_source).tolist() == expected
-
-
-def test_global_batches_do_not_depend_on_dp_size_and_resume_exactly():
-    total, global_batch = 240, 24
-
-    def global_batches(dp_size, micro, consumed=0):
-        ranks = [list(GlobalBatchSampler(total, global_batch, micro, r, dp_size, consumed))
-                 for r in range(dp_size)]
-        steps = len(ranks[0]) * dp_size * micro // global_batch
-        per_step = len(ranks[0]) // steps
-        return [np.concatenate([m for r in ranks for m in r[s * per_step:(s + 1) * per_step]])
-                for s in range(steps)]
-
-    reference = global_batches(1, 4)
-    assert len(reference) == 10
-    for dp_size, micro in [(2, 3), (3, 2), (4, 6), (8, 1)]:
-        batches = global_batches(dp_size, micro)
-        assert all(np.array_equal(a, b) for a, b in zip(reference, batches, strict=True))
-    for consumed_steps in range(10):
-        resumed = global_batches(4, 3, consumed=consumed_steps * global_batch)
-        assert all(np.array_equal(a, b)
-                   for a, b in zip(reference[consumed_steps:], resumed, strict=True))
-    with pytest.raises(ValueError, match="whole number of global batches"):
-        GlobalBatchSampler(total, global_batch, 4, 0, 2, consumed_samples=5)
-    with pytest.raises(ValueError, match="not a multiple"):
-        GlobalBatchSampler(total, global_batch, 5, 0, 2)
 
 
 def test_empty_source_is_an_error_naming_its_manifest(tmp_path):

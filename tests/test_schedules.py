@@ -22,9 +22,9 @@ from training.parallel.schedules import (
     Action,
     Kind,
     Op,
+    Payload,
     Schedule,
     Step,
-    Tensor,
     build_schedule,
     gpipe,
     interleaved_one_f_one_b,
@@ -32,7 +32,7 @@ from training.parallel.schedules import (
 )
 
 F, B = Kind.FORWARD, Kind.BACKWARD
-ACT, GRAD = Tensor.ACTIVATION, Tensor.GRADIENT
+ACT, GRAD = Payload.ACTIVATION, Payload.GRADIENT
 
 PM = [(1, 1), (1, 4), (2, 1), (2, 4), (3, 5), (4, 4), (4, 8), (4, 16), (8, 3)]
 PMV = [(1, 2, 2), (2, 2, 2), (2, 4, 2), (2, 8, 3), (3, 6, 2), (4, 4, 2), (4, 8, 2), (4, 8, 4)]
@@ -124,8 +124,8 @@ def test_1f1b_batches_each_send_with_the_next_compute_receive():
 
 def test_interleaved_last_rank_feeds_rank_0_next_chunk():
     schedule = interleaved_one_f_one_b(2, 2, 2)
-    last = [op for step in schedule.ranks[1] for op in step.sends if op.tensor is ACT]
-    first = [op for step in schedule.ranks[0] for op in step.recvs if op.tensor is ACT]
+    last = [op for step in schedule.ranks[1] for op in step.sends if op.payload is ACT]
+    first = [op for step in schedule.ranks[0] for op in step.recvs if op.payload is ACT]
     assert last == [P2P(Op.SEND, 0, ACT, 0, 0), P2P(Op.SEND, 0, ACT, 1, 0)]
     assert first == [P2P(Op.RECV, 1, ACT, 0, 1), P2P(Op.RECV, 1, ACT, 1, 1)]
 

@@ -102,9 +102,18 @@ def test_layout_equals_single_process(reference, tmp_path, tp, dp):
     assert_same_run(sharded, reference[0])
 
 
-def test_zero1_at_one_rank_equals_plain(reference, tmp_path):
-    (result,) = train_and_gather([tiny_config(zero1=True, dir=str(tmp_path))])
-    assert_same_run(result, reference[0])
+def test_zero1_at_one_rank_shards_and_equals_plain(reference, tmp_path):
+    """At dp = 1 ZeRO-1 still takes its sharded path (reduce-scatter into a separate shard
+    buffer, all-gather back), with one shard: the same run as plain AdamW."""
+    setup_process()
+    trainer = Trainer(TrainingConfig.model_validate(tiny_config(zero1=True, dir=str(tmp_path))))
+    buckets = trainer.buckets
+    assert buckets.sharded and buckets.local_grads.data_ptr() != buckets.grads.data_ptr()
+    records = trainer.run()
+    trainer.close()
+    params = full_state_dict(trainer.model, trainer.grid)
+    destroy_grid()
+    assert_same_run((records, params), reference[0])
 
 
 def test_batch_rampup_and_split_run(reference, tmp_path):

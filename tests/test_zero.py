@@ -7,9 +7,9 @@ from torch import nn
 
 from training.config import OptimConfig
 from training.launch import launch
-from training.parallel.data import GradBuckets
+from training.parallel.grad_buckets import GradBuckets
 from training.parallel.grid import build_grid, destroy_grid
-from training.parallel.zero import DistributedOptimizer
+from training.parallel.optimizer import DistributedOptimizer
 
 DP, STEPS = 2, 5
 SHAPES = [(7, 5), (5,), (3, 11), (11,), (4, 4)]  # odd sizes: buckets need padding

@@ -61,14 +61,9 @@ def checkpoint_root(trainer: Trainer) -> Path:
     return Path(trainer.cfg.train.dir) / "checkpoints"
 
 
-def model_chunks(model) -> list[nn.Module]:
-    """The model pieces of this rank: one GPT, or a pipeline rank's virtual chunks."""
-    return list(model) if isinstance(model, list | tuple | nn.ModuleList) else [model]
-
-
 def global_parameters(trainer: Trainer) -> list[tuple[str, nn.Parameter]]:
     """(global name, parameter) of this rank, in a fixed order; names come from the model."""
-    return [pair for chunk in model_chunks(trainer.model) for pair in chunk.named_parameters()]
+    return list(trainer.model.named_parameters())
 
 
 def global_box(param: nn.Parameter, trainer: Trainer) -> tuple[list[int], list[int]]:
@@ -88,11 +83,6 @@ def layout_of(trainer: Trainer) -> dict:
 
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def _barrier() -> None:
-    if _world_size() > 1:
-        dist.barrier()
 
 
 def flat_moments(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -132,7 +122,7 @@ def save_checkpoint(trainer: Trainer) -> Path:
     if grid.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    _barrier()
+    comm.barrier()
     moments = flat_moments(trainer)
     file, dp = rank_file_name(grid.rank), grid.layout.dp
     tensors, entries = {}, {}
@@ -155,11 +145,11 @@ def save_checkpoint(trainer: Trainer) -> Path:
     fsync_path(tmp / file)
     part = {"file": file, "sha256": file_sha256(tmp / file), "entries": entries}
     write_json_atomic(tmp / f"{file}.part.json", part)
-    _barrier()
+    comm.barrier()
     if grid.rank == 0:
         _write_index(trainer, tmp)
         publish(root, tmp, trainer.step, trainer.cfg.train.keep_last)
-    _barrier()
+    comm.barrier()
     return root / step_dir_name(trainer.step)
 
 
@@ -242,7 +232,7 @@ def resume_latest(trainer: Trainer) -> Path | None:
             verify(path, index, sorted(index["files"])[rank::world])
         except CheckpointError as err:
             problem = str(err)
-        ok = torch.tensor([0 if problem else 1])
+        ok = torch.tensor([0 if problem else 1], device=trainer.grid.device)
         comm.all_reduce(ok, dist.group.WORLD, op=dist.ReduceOp.MIN)
         if ok.item():
             load_checkpoint(trainer, path, index)

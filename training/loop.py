@@ -1,8 +1,8 @@
 """The training loop: a global batch per step as micro-batches with gradient accumulation (or
-through a pipeline schedule when pp > 1), bucketed DP gradient reduction overlapping the last
-backward, clipping by the global norm, AdamW (sharded over DP with ZeRO-1), Megatron's LR
-schedule and batch ramp-up, validation every `eval_every` steps, and one metrics record per
-step."""
+through a pipeline schedule when pp > 1), bucketed DP gradient reduction overlapping each model
+chunk's last backward, clipping by the global norm, AdamW (sharded over DP with ZeRO-1),
+Megatron's LR schedule and batch ramp-up, validation every `eval_every` steps, and one metrics
+record per step."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from training.batches import BatchSource, build_batch_sources
 from training.checkpoint import resume_latest, save_checkpoint
 from training.config import TrainingConfig, padded_vocab_size
 from training.metrics import MetricsWriter, step_record
-from training.model import GPT, counts_in_global_norm, split_layers
+from training.model import GPT, counts_in_global_norm, pre_reductions, split_layers
 from training.optim import global_batch_size, learning_rate
 from training.parallel import comm
 from training.parallel.comm import COMM_CLOCK, SOLO
-from training.parallel.data import GradBuckets
+from training.parallel.grad_buckets import GradBuckets
 from training.parallel.grid import build_grid, destroy_grid
+from training.parallel.optimizer import DistributedOptimizer, NonFiniteStepsError
 from training.parallel.pipeline import PipelineRuntime
-from training.parallel.zero import DistributedOptimizer, NonFiniteStepsError
 from training.run_messages import RunReport, layout_line
 
 
@@ -60,7 +60,8 @@ class Trainer:
         self.model = self._build_model()
         params = list(dict.fromkeys(self.model.parameters()))
         self.buckets = GradBuckets(params, grid.group("dp"), dp_rank=grid.dp_rank,
-                                   bucket_mb=p.bucket_mb, shard=p.zero1)
+                                   bucket_mb=p.bucket_mb, shard=p.zero1,
+                                   pre_reductions=pre_reductions(self.model, grid))
         world = dist.group.WORLD if dist.get_world_size() > 1 else SOLO
         self.optimizer = DistributedOptimizer(
             self.buckets, cfg.optim, norm_group=world if self.buckets.sharded else
@@ -68,7 +69,6 @@ class Trainer:
         self.autocast = (torch.autocast(grid.device.type, dtype=torch.bfloat16)
                          if cfg.dtype == "bf16" else nullcontext())
         self.pipeline = self._build_pipeline()
-        self.grad_reductions = self._model_parallel_grad_reductions()
         self.consumed_samples = 0
         self.step = 0
         self.skipped_steps, self.skips_in_a_row = 0, 0  # steps with a NaN/Inf loss or norm
@@ -96,34 +96,9 @@ class Trainer:
             return None
         seq = m.seq_len // p.tp if p.sequence_parallel else m.seq_len
         return PipelineRuntime(self.model, self.grid, p.schedule, p.virtual_stages,
-                               (self.cfg.batch.micro, seq, m.hidden), self.autocast)
-
-    def _model_parallel_grad_reductions(self) -> list[tuple[list, object]]:
-        """Gradients summed over a model-parallel group before the DP reduction: the tied word
-        embedding's two copies (first and last stage), and with sequence parallelism the
-        TP-replicated weights that each saw one sequence shard."""
-        reductions = []
-        tied = [module.weight for module in (getattr(self.model.embedding, "word", None),
-                                             getattr(self.model, "output_word", None))
-                if module is not None]
-        if tied and comm.group_size(self.grid.group("embedding")) > 1:
-            reductions.append((tied, self.grid.group("embedding")))
-        sharded = [prm for prm in self.model.parameters() if prm.sequence_parallel]
-        if sharded:
-            reductions.append((sharded, self.grid.group("tp")))
-        return reductions
-
-    def _finish_grads(self) -> None:
-        """After the last backward: model-parallel sums, then the DP reduction (started during
-        the last backward when there are no model-parallel sums to wait for)."""
-        for params, group in self.grad_reductions:
-            flat = comm.all_reduce(torch.cat([prm.grad.reshape(-1) for prm in params]), group)
-            for prm, reduced in zip(params, flat.split([prm.numel() for prm in params]),
-                                    strict=True):
-                prm.grad.copy_(reduced.view_as(prm.grad))
-        if self.grad_reductions:
-            self.buckets.start_grad_sync()
-        self.buckets.finish_grad_sync()
+                               (self.cfg.batch.micro, seq, m.hidden), self.autocast,
+                               wire_dtype=torch.bfloat16 if self.cfg.dtype == "bf16"
+                               else torch.float32)
 
     def _mean_over_dp(self, value: torch.Tensor) -> float:
         return comm.all_reduce(value.detach().float().clone(), self.grid.group("dp")).item() \
@@ -139,20 +114,20 @@ class Trainer:
         global_batch = global_batch_size(self.consumed_samples, self.cfg.batch)
         micro_batches = self._micro_batches(self.train_source, self.consumed_samples, global_batch)
         self.buckets.zero_grad()
-        overlap_dp = None if self.grad_reductions else self.buckets.start_grad_sync
         if self.pipeline is not None:
-            loss_sum = self.pipeline.run(micro_batches, before_last_backward=overlap_dp)
+            loss_sum = self.pipeline.run(micro_batches, before_last_backward=lambda chunk:
+                                         self.buckets.arm(self.model.chunk_parameters(chunk)))
             comm.all_reduce(loss_sum, self.grid.group("pp"))  # the loss is on the last stage
         else:
             loss_sum = torch.zeros((), device=self.grid.device)
             for i, micro in enumerate(micro_batches):
-                if i == len(micro_batches) - 1 and overlap_dp is not None:
-                    overlap_dp()
+                if i == len(micro_batches) - 1:
+                    self.buckets.arm()
                 with self.autocast:
                     loss = self.model(micro[:, :-1], micro[:, 1:])
                 (loss / len(micro_batches)).backward()
                 loss_sum += loss.detach()
-        self._finish_grads()
+        self.buckets.finish_grad_sync()
         self.step += 1
         self.lr = learning_rate(self.step, self.cfg.optim, self.cfg.train.steps)
         loss = self._mean_over_dp(loss_sum / len(micro_batches))

@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 
 from training.config import ModelConfig
 from training.parallel import comm
+from training.parallel.grad_buckets import PreReduction
 from training.parallel.grid import ProcessGrid
 from training.parallel.rng import RegionDropout, dropout_region
 from training.parallel.tensor import (
@@ -190,6 +191,17 @@ class GPT(nn.Module):
             # Replicated over TP but fed by one sequence shard: the TP sum is its gradient.
             param.sequence_parallel = sequence_parallel and param.tp_dim is None
 
+    def chunk_parameters(self, chunk: int) -> list[nn.Parameter]:
+        """The parameters model chunk `chunk` uses (its blocks, the embedding when it starts the
+        model, the head and tied output weight when it ends it)."""
+        layers = self.chunks[chunk]
+        modules = [self.blocks[str(i)] for i in layers]
+        if layers.start == 0 and self.embedding is not None:
+            modules.append(self.embedding)
+        if layers.stop == self.cfg.layers and self.head is not None:
+            modules += [self.head, getattr(self, "output_word", None) or self.embedding.word]
+        return list(dict.fromkeys(p for module in modules for p in module.parameters()))
+
     def forward(self, inputs, targets=None, chunk: int = 0):
         layers = self.chunks[chunk]
         x = self.embedding(inputs) if layers.start == 0 else inputs
@@ -235,6 +247,26 @@ def saved_activation_bytes(run: Callable[[], torch.Tensor], model: nn.Module) ->
     return sum(storages.values())
 
 
+def pre_reductions(model: GPT, grid: ProcessGrid) -> dict[nn.Parameter, PreReduction]:
+    """Gradients summed over a model-parallel group before the DP reduction: the tied word
+    embedding's two copies (first and last stage; deferred to after the backward, the stages
+    finish at different times), and with sequence parallelism the TP-replicated weights that
+    each saw one sequence shard (inside the backward: TP ranks run the same one)."""
+    found = {}
+    embedding = grid.group("embedding")
+    if comm.group_size(embedding) > 1:
+        tied = PreReduction(embedding, in_backward=False)
+        for module in (getattr(model.embedding, "word", None),
+                       getattr(model, "output_word", None)):
+            if module is not None:
+                found[module.weight] = tied
+    tp_sum = PreReduction(grid.group("tp"), in_backward=True)
+    for param in model.parameters():
+        if param.sequence_parallel and param not in found:
+            found[param] = tp_sum
+    return found
+
+
 def counts_in_global_norm(param: nn.Parameter, grid: ProcessGrid) -> bool:
     """Count each distinct weight once across the model-parallel group: TP-replicated ones on
     TP rank 0 only, a pipeline stage's copy of the tied embedding not at all."""
@@ -251,9 +283,9 @@ def full_state_dict(model: GPT, grid: ProcessGrid) -> dict[str, torch.Tensor]:
     for name, param in model.named_parameters():
         tensor = param.detach()
         if param.tp_dim is not None and tp > 1:
-            parts = [torch.empty_like(tensor) for _ in range(tp)]
-            torch.distributed.all_gather(parts, tensor.contiguous(), group=group)
-            tensor = torch.cat(parts, dim=param.tp_dim)
+            stacked = tensor.new_empty((tp * tensor.shape[0], *tensor.shape[1:]))
+            comm.all_gather_into(stacked, tensor.contiguous(), group)
+            tensor = torch.cat(stacked.chunk(tp), dim=param.tp_dim)
         full[name] = tensor.clone()
     return full
 

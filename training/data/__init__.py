@@ -4,13 +4,11 @@ from training.data.blend import blend_indices, normalise_weights
 from training.data.cache import IndexBuildError
 from training.data.dataset import BlendedDataset, build_blended_dataset
 from training.data.gpt_dataset import GPTDataset
-from training.data.sampler import GlobalBatchSampler
 from training.data.shards import ShardError, SourceShards
 
 __all__ = [
     "BlendedDataset",
     "GPTDataset",
-    "GlobalBatchSampler",
     "IndexBuildError",
     "ShardError",
     "SourceShards",

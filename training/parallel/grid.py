@@ -22,6 +22,7 @@ import psutil
 import torch
 import torch.distributed as dist
 
+from training.parallel import comm
 from training.parallel.comm import SOLO
 
 GROUP_NAMES = ("tp", "dp", "pp", "model", "embedding")
@@ -192,9 +193,11 @@ def build_grid(tp: int, pp: int, dp: int, device: str = "cpu") -> ProcessGrid:
             handle = dist.new_group(ranks) if world > 1 and len(ranks) > 1 else None
             if grid.rank in ranks and len(ranks) > 1:
                 grid._groups[name] = handle
+                comm.name_group(handle, name)
     return grid
 
 
 def destroy_grid() -> None:
+    comm.forget_groups()
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from math import gcd, lcm
 
-from training.parallel.schedules import P2P, Action, Kind, Op, Schedule, Tensor
+from training.parallel.schedules import P2P, Action, Kind, Op, Payload, Schedule
 
 
 class ScheduleError(ValueError):
@@ -66,7 +66,7 @@ class _RankState:
     posted: list[tuple[tuple[int, int], int]] | None = None  # (channel, index) of each op
     forwarded: set[tuple[int, int]] = field(default_factory=set)
     backwarded: set[tuple[int, int]] = field(default_factory=set)
-    received: set[tuple[Tensor, int, int]] = field(default_factory=set)
+    received: set[tuple[Payload, int, int]] = field(default_factory=set)
     intervals: list[Interval] = field(default_factory=list)
 
 
@@ -110,7 +110,7 @@ class _Simulator:
             if key in state.forwarded:
                 raise _fail(rank, step, f"{action}: micro-batch forwarded twice through chunk")
             if stage > 0:
-                self.take_input(rank, step, action, Tensor.ACTIVATION, (stage - 1) % p,
+                self.take_input(rank, step, action, Payload.ACTIVATION, (stage - 1) % p,
                                 (action.microbatch, action.chunk - 1), state.forwarded)
             state.forwarded.add(key)
         else:
@@ -119,14 +119,14 @@ class _Simulator:
             if key in state.backwarded:
                 raise _fail(rank, step, f"{action}: micro-batch backwarded twice through chunk")
             if stage < self.schedule.num_stages - 1:
-                self.take_input(rank, step, action, Tensor.GRADIENT, (stage + 1) % p,
+                self.take_input(rank, step, action, Payload.GRADIENT, (stage + 1) % p,
                                 (action.microbatch, action.chunk + 1), state.backwarded)
             state.backwarded.add(key)
         end = state.clock + self.durations[action.kind]
         state.intervals.append(Interval(state.clock, end, action))
         state.clock = end
 
-    def take_input(self, rank: int, step: int, action: Action, tensor: Tensor, source: int,
+    def take_input(self, rank: int, step: int, action: Action, payload: Payload, source: int,
                    local_key: tuple[int, int], local_done: set[tuple[int, int]]) -> None:
         """Consume the received tensor, or the same rank's output when the stages share it."""
         state = self.states[rank]
@@ -135,9 +135,9 @@ class _Simulator:
                 raise _fail(rank, step, f"{action} runs before the neighbouring stage on this "
                                         "rank produced its input")
             return
-        wanted = (tensor, action.microbatch, action.chunk)
+        wanted = (payload, action.microbatch, action.chunk)
         if wanted not in state.received:
-            raise _fail(rank, step, f"{action} needs the {tensor.value} from rank {source}, "
+            raise _fail(rank, step, f"{action} needs the {payload.value} from rank {source}, "
                                     "which no completed receive delivered")
         state.received.remove(wanted)
 
@@ -150,7 +150,7 @@ class _Simulator:
             if not 0 <= op.peer < self.schedule.p or op.peer == rank:
                 raise _fail(rank, step, f"{op}: peer must be another pipeline rank")
             if op.op is Op.SEND:
-                done = state.forwarded if op.tensor is Tensor.ACTIVATION else state.backwarded
+                done = state.forwarded if op.payload is Payload.ACTIVATION else state.backwarded
                 if (op.microbatch, op.chunk) not in done:
                     raise _fail(rank, step, f"{op}: the tensor has not been computed yet")
                 channel, mine, theirs = (rank, op.peer), self.sends, self.recvs
@@ -165,8 +165,8 @@ class _Simulator:
     def check_pair(self, channel: tuple[int, int], index: int) -> None:
         """The index-th send and receive on a channel meet: they must be the same tensor."""
         send, recv = self.sends[channel][index], self.recvs[channel][index]
-        hop = 1 if send.op.tensor is Tensor.ACTIVATION else -1
-        same = (send.op.tensor is recv.op.tensor and send.op.microbatch == recv.op.microbatch
+        hop = 1 if send.op.payload is Payload.ACTIVATION else -1
+        same = (send.op.payload is recv.op.payload and send.op.microbatch == recv.op.microbatch
                 and self.schedule.stage(recv.rank, recv.op.chunk)
                 == self.schedule.stage(send.rank, send.op.chunk) + hop)
         if not same:
@@ -188,7 +188,7 @@ class _Simulator:
         for channel, index in state.posted:
             if channel[1] == rank:
                 op = self.recvs[channel][index].op
-                key = (op.tensor, op.microbatch, op.chunk)
+                key = (op.payload, op.microbatch, op.chunk)
                 if key in state.received:
                     raise _fail(rank, state.step, f"{op}: received twice")
                 state.received.add(key)

@@ -7,7 +7,7 @@ A builder returns a `Schedule`: for each pipeline rank, the ordered list of `Ste
                  or None for a step that only communicates (the receive before the first
                  forward on a non-first stage).
         comms    the point-to-point ops (`P2P`) posted *after* the compute as one batch
-                 (`torch.distributed.batch_isend_irecv`) and waited on before the next step.
+                 (`comm.post_p2p`); see pipeline.py for what waits on what.
 
 A batch holds the sends of the computes since the previous batch together with the receives
 the *next* computes need, so neighbours exchange in one batched call instead of two blocking
@@ -16,7 +16,7 @@ ones. GPipe and 1F1B batch after every compute (Megatron's `send_forward_recv_ba
 then one batch (`send_forward_backward_recv_forward_backward`), and its forward's step has
 no ops. An empty `comms` posts and waits for nothing.
 
-Runtime contract. A rank keeps its received tensors keyed by `(tensor, microbatch, chunk)`:
+Runtime contract. A rank keeps its received tensors keyed by `(payload, microbatch, chunk)`:
 a RECV stores one there, a FORWARD / BACKWARD pops the one it needs (stage 0's forward reads
 the data instead; the last stage's backward starts from the loss). A SEND ships the output a
 compute left under the same key: the activation of a FORWARD, the input gradient of a BACKWARD.
@@ -45,7 +45,7 @@ class Op(Enum):
     RECV = "recv"
 
 
-class Tensor(Enum):
+class Payload(Enum):
     ACTIVATION = "activation"  # flows to the next stage with the forward pass
     GRADIENT = "gradient"  # flows to the previous stage with the backward pass
 
@@ -68,13 +68,13 @@ class P2P:
 
     op: Op
     peer: int
-    tensor: Tensor
+    payload: Payload
     microbatch: int
     chunk: int = 0
 
     def __str__(self) -> str:
         direction = "to" if self.op is Op.SEND else "from"
-        return (f"{self.op.value} {self.tensor.value} of microbatch {self.microbatch} "
+        return (f"{self.op.value} {self.payload.value} of microbatch {self.microbatch} "
                 f"chunk {self.chunk} {direction} rank {self.peer}")
 
 
@@ -200,9 +200,9 @@ def _recvs_for(action: Action, p: int, v: int, rank: int) -> list[P2P]:
     """What must have arrived before `action` can run: the input activation or output grad."""
     previous, following = _neighbours(p, v, rank, action.chunk)
     if action.kind is Kind.FORWARD and previous not in (None, rank):
-        return [P2P(Op.RECV, previous, Tensor.ACTIVATION, action.microbatch, action.chunk)]
+        return [P2P(Op.RECV, previous, Payload.ACTIVATION, action.microbatch, action.chunk)]
     if action.kind is Kind.BACKWARD and following not in (None, rank):
-        return [P2P(Op.RECV, following, Tensor.GRADIENT, action.microbatch, action.chunk)]
+        return [P2P(Op.RECV, following, Payload.GRADIENT, action.microbatch, action.chunk)]
     return []
 
 
@@ -210,9 +210,9 @@ def _sends_for(action: Action, p: int, v: int, rank: int) -> list[P2P]:
     """What `action` hands on: its output activation forward, its input gradient backward."""
     previous, following = _neighbours(p, v, rank, action.chunk)
     if action.kind is Kind.FORWARD and following not in (None, rank):
-        return [P2P(Op.SEND, following, Tensor.ACTIVATION, action.microbatch, action.chunk)]
+        return [P2P(Op.SEND, following, Payload.ACTIVATION, action.microbatch, action.chunk)]
     if action.kind is Kind.BACKWARD and previous not in (None, rank):
-        return [P2P(Op.SEND, previous, Tensor.GRADIENT, action.microbatch, action.chunk)]
+        return [P2P(Op.SEND, previous, Payload.GRADIENT, action.microbatch, action.chunk)]
     return []
 
 

@@ -1,10 +1,11 @@
-"""The distributed optimizer (ZeRO stage 1, as Megatron-LM's `--use-distributed-optimizer`).
+"""The trainer's optimizer: AdamW over the DP gradient buckets, plain (all-reduced gradients,
+full state on every rank) or, with `parallel.zero1`, distributed (ZeRO stage 1, as Megatron-LM's
+`--use-distributed-optimizer`).
 
-Adam's moments live only for this DP rank's shard of every gradient bucket, so optimizer state
-per rank is 1/dp of the whole. A step is: gradients reduce-scattered (GradBuckets), the global
-norm summed over every rank's distinct elements, AdamW on the local shard of the fp32 master
-weights, then the updated shards all-gathered back into every replica. With `shard=False` the
-same class is plain data-parallel AdamW (all-reduced gradients, full state on every rank).
+Distributed, Adam's moments live only for this DP rank's shard of every gradient bucket, so
+optimizer state per rank is 1/dp of the whole. A step is: gradients reduce-scattered
+(GradBuckets), the global norm summed over every rank's distinct elements, AdamW on the local
+shard of the fp32 master weights, then the updated shards all-gathered back into every replica.
 
 Master weights are the flat fp32 parameter buffer itself: parameters stay fp32 and bf16 comes
 from autocast, so there is no second copy to keep in sync.
@@ -24,7 +25,7 @@ import torch.distributed as dist
 from training.config import OptimConfig
 from training.optim import adamw_update, clip_coefficient, decays, flat_mask
 from training.parallel import comm
-from training.parallel.data import GradBuckets
+from training.parallel.grad_buckets import GradBuckets
 
 
 class NonFiniteStepsError(RuntimeError):
