@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/curate demo-corpus $(DEMO_DIR)
 	$(VENV)/bin/curate run corpus_specs/demo.yaml --out $(DEMO_OUT) --workers 2
+	@if [ -e $(DEMO_RUN) ]; then echo "make demo: removing $(DEMO_RUN) (the previous demo training run) to train from scratch"; fi
 	rm -rf $(DEMO_RUN)
 	$(VENV)/bin/pretrain tiny --tp 2 --pp 2 --set data.curated=$(DEMO_OUT) \
 		--set train.dir=$(DEMO_RUN) --set train.steps=200 --set train.eval_every=20 \

@@ -22,24 +22,27 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from curation.cluster import dask_client
+    from curation.cluster import dask_client, stop_on_first_interrupt
     from curation.pipeline import run_pipeline
     from curation.report import summary_text, write_report
+    from curation.run_lock import FolderLock
     from curation.spec import load_spec
 
     spec = load_spec(args.spec)
     out = out_path(args.out or Path("out") / spec.name)
-    with dask_client(workers=args.workers, scheduler=args.scheduler) as client:
-        run_pipeline(spec, out, client, force=args.force)
+    with FolderLock(out, "curate run"), stop_on_first_interrupt():
+        with dask_client(workers=args.workers, scheduler=args.scheduler) as client:
+            run_pipeline(spec, out, client, force=args.force)
+            report = write_report(out, client=client)
     print(summary_text(out))
-    report = write_report(out)
     print(f"\ncurated: {out / 'curated'}\nledger:  {out / 'ledger'}\nreport:  {report}")
     return 0
 
 
 def _cmd_train_quality(args) -> int:
-    from curation.cluster import dask_client
+    from curation.cluster import dask_client, stop_on_first_interrupt
     from curation.pipeline import run_stages
+    from curation.run_lock import FolderLock
     from curation.spec import load_spec
     from curation.stages.quality import train_quality
 
@@ -49,7 +52,8 @@ def _cmd_train_quality(args) -> int:
               file=sys.stderr)
         return 2
     out = out_path(args.out or Path("out") / spec.name)
-    with dask_client(workers=args.workers, scheduler=args.scheduler) as client:
+    with FolderLock(out, "curate train-quality"), stop_on_first_interrupt(), \
+            dask_client(workers=args.workers, scheduler=args.scheduler) as client:
         before = run_stages(spec, out, client, until="quality")
         metrics = train_quality(spec.stages.quality, spec, before[-1].partitions, out, client,
                                 force=args.force)
@@ -69,8 +73,15 @@ def _cmd_export_megatron(args) -> int:
 def _cmd_report(args) -> int:
     from curation.report import summary_text, write_report
 
-    path = write_report(out_path(args.out), train_tokens=args.train_tokens)
-    print(summary_text(out_path(args.out)))
+    out = out_path(args.out)
+    if args.workers or args.scheduler:
+        from curation.cluster import dask_client
+
+        with dask_client(workers=args.workers, scheduler=args.scheduler) as client:
+            path = write_report(out, train_tokens=args.train_tokens, client=client)
+    else:  # counted here, one file at a time
+        path = write_report(out, train_tokens=args.train_tokens)
+    print(summary_text(out))
     print(f"\nreport: {path} and {path.with_suffix('.html')} (plots in {path.parent / 'report'})")
     return 0
 
@@ -121,9 +132,20 @@ def _cmd_demo_corpus(args) -> int:
     return 0
 
 
-def _add_cluster_args(parser: argparse.ArgumentParser) -> None:
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _add_cluster_args(parser: argparse.ArgumentParser,
+                      workers_help: str = "local cluster size (default: CPU count)") -> None:
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="local cluster size (default: CPU count)")
+    where.add_argument("--workers", type=_positive_int, help=workers_help)
     where.add_argument("--scheduler", help="a running Dask scheduler, e.g. tcp://host:8786")
 
 
@@ -162,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-tokens", type=int,
                    help="tokens the trainer will see, for the blend table's epochs "
                         "(default: one pass over a corpus-sized blend)")
+    _add_cluster_args(p, "count on a local cluster of N workers (default: in this process)")
     p.set_defaults(func=_cmd_report)
 
     _add_inspect_parser(sub)
@@ -175,14 +198,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from curation.io import InputError
+    from curation.run_lock import LockHeld
     from curation.spec import SpecError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecError, InputError, FileNotFoundError) as exc:
+    except (SpecError, InputError, FileNotFoundError, LockHeld) as exc:
         print(f"curate {args.command}: error: {exc}", file=sys.stderr)
+        if args.command == "validate" and getattr(exc, "missing_files", False):
+            print(f"(only input files are missing: `curate validate --no-files {args.spec}` "
+                  "checks the rest of the spec without them)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"curate {args.command}: interrupted; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

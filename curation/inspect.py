@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curation import report_data as data
+from curation.report import data
 from curation.shards import MANIFEST_NAME, file_sha256
 from curation.storage import joined, out_path, read_ipc_table, resolved
 
@@ -94,9 +94,9 @@ def inspect_shard(path: Path) -> str:
     if not path.exists():
         raise InspectError(f"{path}: no such file")
     if path.is_dir():
+        if not (path / MANIFEST_NAME).is_file():
+            return _source_folders(path)
         path = path / MANIFEST_NAME
-        if not path.is_file():
-            raise InspectError(f"{path.parent}: no {MANIFEST_NAME} in this folder")
     if path.suffix == ".json":
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -125,6 +125,26 @@ def inspect_shard(path: Path) -> str:
     entry = next((s for s in (manifest or {}).get("shards", []) if s["file"] == path.name), None)
     lines = _shard_lines(path, table, entry)
     return "\n".join(lines + _first_document(table, find_tokenizer(path.parent, manifest)))
+
+
+def _source_folders(tokens_dir: Path) -> str:
+    """OUT/tokens/ holds one folder per source: list them (from their manifests)."""
+    sources = sorted(p.parent for p in tokens_dir.glob(f"*/{MANIFEST_NAME}"))
+    if not sources:
+        raise InspectError(f"{tokens_dir}: no {MANIFEST_NAME} in this folder or its "
+                           "sub-folders")
+    lines = [f"{tokens_dir}: token shards of {len(sources)} sources; inspect one with "
+             f"`curate inspect shard {tokens_dir / sources[0].name}`"]
+    for folder in sources:
+        try:
+            manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+            shards = len(manifest["shards"])
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise InspectError(f"{folder / MANIFEST_NAME}: not a token manifest ({err!r})") \
+                from err
+        lines.append(f"  {folder.name}/: {manifest.get('documents', 0):,} documents, "
+                     f"{manifest.get('tokens', 0):,} tokens in {shards} shards")
+    return "\n".join(lines)
 
 
 def _require_out(out: Path) -> Path:

@@ -21,14 +21,15 @@ from pathlib import Path
 from curation.atomic import atomic_write_parquet, write_json_atomic, write_text_atomic
 from curation.documents import DOCUMENT_COLUMNS, LEDGER_SCHEMA
 from curation.duplicate_ids import needs_check, resolve_duplicate_ids
+from curation.input_hashes import content_fingerprint
 from curation.layout import STEP_MANIFEST as MANIFEST
 from curation.progress import track
 from curation.read_stage import (
-    inputs_fingerprint,
     list_input_files,
     read_file_task,
     read_partitions,
 )
+from curation.rerun_reason import rerun_reason
 from curation.spec import Spec
 from curation.stage_context import ClusterStageContext, read_partition
 from curation.stage_stats import add_stats, check_accounting, partition_stats
@@ -52,9 +53,15 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _open_stage_dir(folder: Path, key: str, force: bool) -> dict | None:
-    """The finished manifest if the stage is done with this key; else prepare the folder."""
+def _open_stage_dir(folder: Path, key: str, force: bool, params: dict,
+                    inputs_changed: str = "its input changed (an earlier stage reran)"
+                    ) -> dict | None:
+    """The finished manifest if the stage is done with this key; else prepare the folder
+    (saying why, when the stage ran before)."""
     manifest_path = folder / MANIFEST
+    reason = rerun_reason(manifest_path, folder / KEY_FILE, key, params, force, inputs_changed)
+    if reason:
+        print(f"{folder.name.split('_', 1)[-1]}: rerun: {reason}", file=sys.stderr)
     if not force and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("key") == key:
@@ -90,9 +97,13 @@ def run_read(spec: Spec, out: Path, client, force: bool) -> StageResult:
     files = list_input_files(spec)
     params = {"sources": [s.model_dump(mode="json") for s in spec.sources],
               "read": spec.read.model_dump(mode="json")}
-    key = _key("read", params, inputs_fingerprint(files))
-    done = _open_stage_dir(folder, key, force)
-    if done is None:
+    key = _key("read", params,
+               content_fingerprint(files, out / "stages" / "_input_hashes.json", client))
+    done = _open_stage_dir(folder, key, force, params, "input files changed")
+    skipped = done is not None
+    if skipped:
+        print("read: finished earlier with the same inputs; skipped", file=sys.stderr)
+    else:
         started = time.perf_counter()
         sources = {s.name: s for s in spec.sources}
         pending = [f for f in files if not (folder / "stats" / f"f{f.index:05d}.json").exists()]
@@ -114,7 +125,7 @@ def run_read(spec: Spec, out: Path, client, force: bool) -> StageResult:
         done = _finish_stage(folder, "read", key, params, stats, read_partitions(folder),
                              started)
     return StageResult("read", folder, [folder / p for p in done["partitions"]],
-                       done["totals"], skipped=False)
+                       done["totals"], skipped)
 
 
 def process_partition_task(stage, in_path: str, part: int, folder: str) -> dict:
@@ -139,7 +150,8 @@ def run_stage(stage, index: int, previous: StageResult, spec: Spec, out: Path, c
     params = stage.params()
     key = _key(stage.name, params, spec.seed, json.loads((previous.folder / MANIFEST)
                                                          .read_text())["key"])
-    done = _open_stage_dir(folder, key, force)
+    recorded = {**params, "seed": spec.seed}  # all the key holds besides the input's key
+    done = _open_stage_dir(folder, key, force, recorded)
     if done is None:
         started = time.perf_counter()
         scope = stage.sources_in_scope()
@@ -156,7 +168,7 @@ def run_stage(stage, index: int, previous: StageResult, spec: Spec, out: Path, c
                  for k in range(len(previous.partitions))]
         parts = [folder / "data" / f"part-{k:05d}.parquet"
                  for k in range(len(previous.partitions))]
-        done = _finish_stage(folder, stage.name, key, params, stats, parts, started, scope)
+        done = _finish_stage(folder, stage.name, key, recorded, stats, parts, started, scope)
         skipped = False
     else:
         skipped = True
@@ -219,7 +231,8 @@ def tokenize(spec: Spec, out: Path, client, curated_key: str, force: bool) -> No
         print("tokenize: finished earlier with the same inputs; skipped", file=sys.stderr)
         return
     started = time.perf_counter()
-    train_or_load_tokenizer(spec.tokenizer, out / "curated", out, spec.base_dir)
+    train_or_load_tokenizer(spec.tokenizer, out / "curated", out, spec.base_dir, spec.seed,
+                            client)
     manifests = tokenize_corpus(spec.tokenizer, out / "curated", out / "tokens",
                                 out / "tokenizer.json", client)
     write_json_atomic(marker, {"key": key, "sources": sorted(manifests),
@@ -250,7 +263,7 @@ def run_pipeline(spec: Spec, out: Path, client, force: bool = False) -> list[Sta
     results = run_stages(spec, out, client, force)
     finalize(results, out, client)
     for _, stage in enabled_stages(spec):
-        stage.summarize(out)
+        stage.summarize(out, client)
     if spec.tokenizer is not None:
         curated_key = json.loads((out / "curated" / MANIFEST).read_text())["key"]
         tokenize(spec, out, client, curated_key, force)

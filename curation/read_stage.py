@@ -7,8 +7,6 @@ by the partition size. Malformed records become ledger rows with stage `read`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 
@@ -45,21 +43,6 @@ def _file_keys(paths: list[str]) -> list[str]:
         return [paths[0].rstrip("/").rsplit("/", 1)[-1]]
     common = os.path.commonpath([p.split("://", 1)[-1] for p in paths])
     return [p.split("://", 1)[-1][len(common):].lstrip("/") for p in paths]
-
-
-def inputs_fingerprint(files: list[InputFile]) -> str:
-    """Changes when an input file is added, removed, resized or touched."""
-    import fsspec
-
-    entries = []
-    for f in files:
-        try:
-            info = fsspec.core.url_to_fs(f.path)[0].info(f.path)
-            stamp = [info.get("size"), str(info.get("mtime") or info.get("LastModified") or "")]
-        except (OSError, ValueError):
-            stamp = None
-        entries.append([f.source, f.path, stamp])
-    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 
 def read_file_task(file: InputFile, source_spec, read_config, stage_dir: str,

@@ -31,10 +31,11 @@ def shard_schema(dtype: np.dtype) -> pa.Schema:
     return pa.schema([("id", pa.string()), ("tokens", pa.list_(pa.from_numpy_dtype(dtype)))])
 
 
-def tokens_table(ids: list[str], flat: np.ndarray, offsets: np.ndarray) -> pa.Table:
+def tokens_table(ids: list[str] | pa.Array, flat: np.ndarray, offsets: np.ndarray) -> pa.Table:
     """A shard table from document ids, the flat token stream and its int32 list offsets."""
     tokens = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat))
-    return pa.Table.from_arrays([pa.array(ids, pa.string()), tokens],
+    ids = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
+    return pa.Table.from_arrays([ids, tokens],
                                 schema=shard_schema(flat.dtype))
 
 

@@ -29,9 +29,10 @@ from curation.tokenize import TokenizerConfig
 class SpecError(Exception):
     """A spec that cannot be run; `problems` lists every problem with its YAML path."""
 
-    def __init__(self, where: str, problems: list[str]):
+    def __init__(self, where: str, problems: list[str], missing_files: bool = False):
         self.where = where
         self.problems = problems
+        self.missing_files = missing_files  # every problem is a file that is not there
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{where}: {len(problems)} problem(s):\n{lines}")
 
@@ -151,33 +152,41 @@ def _problems(exc: ValidationError) -> list[str]:
     return problems
 
 
-def _cross_checks(spec: Spec) -> list[str]:
-    """Rules that span several keys: names unique, referenced sources exist."""
+def _cross_checks(data: dict) -> list[str]:
+    """Rules that span several keys: names unique, referenced sources exist, one kind of
+    blend share. They read the parsed YAML, so they are reported together with the field
+    errors of a spec that does not validate."""
     problems = []
-    names = [s.name for s in spec.sources]
+    sources = [s if isinstance(s, dict) else {} for s in _as_list(data.get("sources"))]
+    names = [s.get("name") for s in sources]
     for i, name in enumerate(names):
-        if name in names[:i]:
+        if name is not None and name in names[:i]:
             problems.append(f"sources[{i}].name: duplicate source name {name!r}")
-    named = [(f"stages.quality.{key}", getattr(spec.stages.quality, key))
-             for key in ("positive", "negative") if spec.stages.quality is not None]
+    stages = data.get("stages") if isinstance(data.get("stages"), dict) else {}
+    quality = stages.get("quality") if isinstance(stages.get("quality"), dict) else {}
+    named = [(f"stages.quality.{key}", quality.get(key)) for key in ("positive", "negative")]
     for cls in STAGES:
-        config = getattr(spec.stages, cls.name)
-        for key in ("only", "exempt"):
-            if config is not None and getattr(config, key) is not None:
-                named.append((f"stages.{cls.name}.{key}", getattr(config, key)))
+        config = stages.get(cls.name) if isinstance(stages.get(cls.name), dict) else {}
+        named += [(f"stages.{cls.name}.{key}", config.get(key)) for key in ("only", "exempt")]
+    known = ", ".join(str(n) for n in names if n is not None)
     for where, listed in named:
-        for j, name in enumerate(listed):
-            if name not in names:
-                problems.append(f"{where}[{j}]: no source named {name!r} "
-                                f"(sources: {', '.join(names)})")
-    weighted = [s.weight is not None or s.epochs is not None for s in spec.sources]
-    if any(weighted) and not all(weighted):
-        for i, has in enumerate(weighted):
-            if not has:
-                problems.append(
-                    f"sources[{i}]: no `weight` or `epochs` while other sources have one"
-                )
+        for j, name in enumerate(_as_list(listed)):
+            if isinstance(name, str) and name not in names:
+                problems.append(f"{where}[{j}]: no source named {name!r} (sources: {known})")
+    shares = [[k for k in ("weight", "epochs") if s.get(k) is not None] for s in sources]
+    if any(shares) and not all(shares):
+        problems += [f"sources[{i}]: no `weight` or `epochs` while other sources have one"
+                     for i, share in enumerate(shares) if not share]
+    with_weight = [f"sources[{i}]" for i, share in enumerate(shares) if share == ["weight"]]
+    if with_weight:
+        problems += [f"sources[{i}].epochs: mixed with `weight` in {', '.join(with_weight)}; "
+                     "the blend takes a weight for every source or epochs for every source"
+                     for i, share in enumerate(shares) if share == ["epochs"]]
     return problems
+
+
+def _as_list(value: object) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _file_checks(spec: Spec) -> list[str]:
@@ -208,13 +217,13 @@ def parse_spec(data: object, where: str = "spec", base_dir: Path | None = None,
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(where, _problems(exc)) from None
+        raise SpecError(where, _problems(exc) + _cross_checks(data)) from None
     spec._base_dir = (base_dir or Path(".")).resolve()
-    problems = _cross_checks(spec)
-    if check_files and not problems:
-        problems = _file_checks(spec)
+    problems = _cross_checks(data)
     if problems:
         raise SpecError(where, problems)
+    if check_files and (problems := _file_checks(spec)):
+        raise SpecError(where, problems, missing_files=True)
     return spec
 
 

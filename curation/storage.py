@@ -76,12 +76,13 @@ def remove_tree(path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def read_parquet_table(path, columns: list[str] | None = None) -> pa.Table:
-    """One Parquet file, or a folder of them (hive partitions included), local or remote."""
+def read_parquet_table(path, columns: list[str] | None = None, filters=None) -> pa.Table:
+    """One Parquet file, or a folder of them (hive partitions included), local or remote;
+    `filters` as in `pyarrow.parquet.read_table`."""
     path = out_path(path)
     if is_remote(path):
-        return pq.read_table(path.path, columns=columns, filesystem=path.fs)
-    return pq.read_table(path, columns=columns)
+        return pq.read_table(path.path, columns=columns, filters=filters, filesystem=path.fs)
+    return pq.read_table(path, columns=columns, filters=filters)
 
 
 def parquet_file(path) -> pq.ParquetFile:

@@ -1,11 +1,12 @@
 """The DAG's last step: curated documents -> a tokenizer -> token shards per source.
 
-Determinism: every worker encodes one curated partition into one *part* file (a pure
-function of that partition and the tokenizer); the driver then reads the parts of a source
-in sorted order and cuts them into shards of about `shard_tokens` tokens at document
-boundaries. So the shards depend only on the curated input and the tokenizer, never on the
-number of workers, and a crashed run resumes: finished parts and finished sources
-(manifest present, shard files of the recorded size) are not redone.
+Everything that touches documents runs on the workers: the tokenizer is trained there on a
+bottom-k sample of the curated documents (by seeded id hash), every curated partition is
+encoded into one *part* file, and the shards are cut from the parts and written there too
+(curation.shard_layout). The `curate` process receives per-partition token counts, the
+shard plan and each shard's manifest entry. The shards depend only on the curated input and
+the tokenizer, never on the number of workers, and a crashed run resumes: finished parts and
+finished sources (manifest present, shard files of the recorded size) are not redone.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
+from curation.aggregate import result, submit
 from curation.atomic import atomic_path
+from curation.bottom_k import bottom_k_rows
 from curation.config import StrictModel
+from curation.progress import track
+from curation.shard_layout import part_counts, part_windows, plan_shards, write_shard
 from curation.shards import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -34,15 +36,7 @@ from curation.shards import (
     write_ipc_atomic,
     write_manifest,
 )
-from curation.storage import (
-    out_path,
-    parquet_file,
-    parquet_rows,
-    read_ipc_table,
-    read_parquet_table,
-    remove_tree,
-    resolved,
-)
+from curation.storage import out_path, read_parquet_table, remove_tree, resolved
 
 EOD_TOKEN = "<|endoftext|>"
 CURATED_GLOB = "part-*.parquet"
@@ -54,7 +48,7 @@ class TrainTokenizerConfig(StrictModel):
     vocab_size: int = Field(default=8192, gt=256)
     special_tokens: list[str] = [EOD_TOKEN]
     min_frequency: int = Field(default=2, ge=1)
-    max_docs: int = Field(default=200_000, gt=0)  # evenly strided sample of the corpus
+    max_docs: int = Field(default=200_000, gt=0)  # bottom-k sample by seeded id hash
 
 
 class TokenizerConfig(StrictModel):
@@ -78,20 +72,8 @@ def curated_partitions(curated_dir: Path) -> dict[str, list[Path]]:
     return {s.name: sorted(s.glob(CURATED_GLOB)) for s in sources}
 
 
-def _strided_texts(parts: list[Path], max_docs: int) -> Iterator[str]:
-    """Every k-th document of the corpus in canonical order, k chosen to yield <= max_docs."""
-    total = sum(parquet_rows(p) for p in parts)
-    stride = max(1, -(-total // max_docs))
-    position = 0
-    for part in parts:
-        for batch in parquet_file(part).iter_batches(columns=["text"], batch_size=4096):
-            texts = batch.column(0).to_pylist()
-            first = (-position) % stride
-            yield from texts[first::stride]
-            position += len(texts)
-
-
-def _train(config: TrainTokenizerConfig, parts: list[Path]):
+def _train_on_sample(config: TrainTokenizerConfig, sample: list[list[tuple]]) -> str:
+    """Worker task: a byte-level BPE trained on the sample's texts (in hash order), as JSON."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
@@ -104,8 +86,17 @@ def _train(config: TrainTokenizerConfig, parts: list[Path]):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_strided_texts(parts, config.max_docs), trainer)
-    return tokenizer
+    tokenizer.train_from_iterator((text for _, _, text in sample[0]), trainer)
+    return tokenizer.to_str()
+
+
+def _train(config: TrainTokenizerConfig, parts: list[Path], seed: int, client):
+    """Sample and train on the cluster; only the trained tokenizer comes back."""
+    from tokenizers import Tokenizer
+
+    sample = bottom_k_rows(client, parts, None, seed, "tokenizer", config.max_docs, ["text"],
+                           desc="tokenizer: training sample")
+    return Tokenizer.from_str(result(client, submit(client, _train_on_sample, config, sample)))
 
 
 def _check_eod(tokenizer, config: TokenizerConfig, where: str) -> None:
@@ -115,8 +106,10 @@ def _check_eod(tokenizer, config: TokenizerConfig, where: str) -> None:
 
 
 def train_or_load_tokenizer(config: TokenizerConfig, curated_dir: Path, out_dir: Path,
-                            spec_base_dir: Path):
-    """Train or load the tokenizer, save it to OUT/tokenizer.json; return (tokenizer, sha256)."""
+                            spec_base_dir: Path, seed: int = 0, client=None):
+    """Train or load the tokenizer, save it to OUT/tokenizer.json; return (tokenizer, sha256).
+
+    Training runs on `client`'s workers (here when None) on a sample drawn with `seed`."""
     from tokenizers import Tokenizer
 
     final = out_path(out_dir) / "tokenizer.json"
@@ -132,7 +125,7 @@ def train_or_load_tokenizer(config: TokenizerConfig, curated_dir: Path, out_dir:
         parts = [p for ps in curated_partitions(curated_dir).values() for p in ps]
         if not parts:
             raise ValueError(f"tokenizer.train: no curated partitions under {curated_dir}")
-        tokenizer = _train(config.train, parts)
+        tokenizer = _train(config.train, parts, seed, client)
         _check_eod(tokenizer, config, where="tokenizer.train.special_tokens")
         with atomic_path(final) as tmp:
             tmp.write_text(tokenizer.to_str(), encoding="utf-8")
@@ -175,17 +168,17 @@ def encode_documents(tokenizer, texts: list[str], eod_id: int, dtype: np.dtype,
 
 
 def _encode_partition(curated: str, part_path: str, tokenizer_path: str, sha: str,
-                      eod_id: int, dtype_name: str, batch_docs: int) -> str:
-    """Worker task: one curated partition -> one part file (skipped when already there)."""
+                      eod_id: int, dtype_name: str, batch_docs: int) -> tuple[int, int]:
+    """Worker task: one curated partition -> one part file (kept when already there);
+    returns its (documents, tokens)."""
     final = out_path(part_path)
-    if final.exists():
-        return part_path
-    table = read_parquet_table(curated, columns=["id", "text"])
-    tokenizer = _worker_tokenizer(tokenizer_path, sha)
-    flat, offsets = encode_documents(tokenizer, table.column("text").to_pylist(), eod_id,
-                                     np.dtype(dtype_name), batch_docs)
-    write_ipc_atomic(tokens_table(table.column("id").to_pylist(), flat, offsets), final)
-    return part_path
+    if not final.exists():
+        table = read_parquet_table(curated, columns=["id", "text"])
+        tokenizer = _worker_tokenizer(tokenizer_path, sha)
+        flat, offsets = encode_documents(tokenizer, table.column("text").to_pylist(), eod_id,
+                                         np.dtype(dtype_name), batch_docs)
+        write_ipc_atomic(tokens_table(table.column("id").to_pylist(), flat, offsets), final)
+    return part_counts(part_path)
 
 
 def _source_is_done(source_dir: Path, params: dict) -> bool:
@@ -200,47 +193,11 @@ def _source_is_done(source_dir: Path, params: dict) -> bool:
                for s in manifest["shards"])
 
 
-def _read_parts(parts: list[Path]) -> pa.Table:
-    tables = [read_ipc_table(p) for p in parts]
-    return pa.concat_tables(tables) if tables else None
-
-
-def _canonical(table: pa.Table) -> pa.Table:
-    """A freshly built copy: the bytes of a shard must not depend on how its parts were cut."""
-    tokens = table.column("tokens")
-    lengths = pc.list_value_length(tokens).to_numpy()
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    flat = pc.list_flatten(tokens).to_numpy()
-    return tokens_table(table.column("id").to_pylist(), flat, offsets)
-
-
-def _write_shards(source: str, parts: list[Path], source_dir: Path, params: dict,
-                  shard_tokens: int) -> Path:
-    """Cut the parts (in order) into shards of >= shard_tokens tokens at document boundaries."""
-    table = _read_parts(parts)
-    shards = []
-    if table is not None and table.num_rows:
-        lengths = pc.list_value_length(table.column("tokens")).to_numpy()
-        cumulative = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        start = 0
-        while start < table.num_rows:
-            end = int(np.searchsorted(cumulative, cumulative[start] + shard_tokens, "left"))
-            end = min(max(end, start + 1), table.num_rows)
-            name = SHARD_PATTERN.format(len(shards))
-            write_ipc_atomic(_canonical(table.slice(start, end - start)), source_dir / name)
-            shards.append({"file": name, "documents": end - start,
-                           "tokens": int(cumulative[end] - cumulative[start]),
-                           "bytes": (source_dir / name).stat().st_size,
-                           "sha256": file_sha256(source_dir / name)})
-            start = end
+def _remove_stale_shards(source_dir: Path, shards: list[dict]) -> None:
     keep = {s["file"] for s in shards}
     for stale in source_dir.glob("shard-*.arrow"):
         if stale.name not in keep:
             stale.unlink()
-    manifest = {**params, "source": source,
-                "documents": sum(s["documents"] for s in shards),
-                "tokens": sum(s["tokens"] for s in shards), "shards": shards}
-    return write_manifest(source_dir, manifest)
 
 
 def tokenize_corpus(config: TokenizerConfig, curated_dir: Path, tokens_dir: Path,
@@ -263,23 +220,39 @@ def tokenize_corpus(config: TokenizerConfig, curated_dir: Path, tokens_dir: Path
               "vocab_size": vocab_size, "dtype": dtype.name, "eod_id": eod_id,
               "shard_tokens": config.shard_tokens}
 
-    todo, futures = {}, []
+    todo = {}
     for source, partitions in curated_partitions(curated_dir).items():
         source_dir = out_path(tokens_dir) / source
         if _source_is_done(source_dir, params):
             continue
         parts_dir = source_dir / f"_parts-{sha[:16]}"
-        parts = [parts_dir / f"part-{i:05d}.arrow" for i in range(len(partitions))]
-        todo[source] = (source_dir, parts_dir, parts)
-        futures += [client.submit(_encode_partition, str(c), str(p), str(tokenizer_path), sha,
-                                  eod_id, dtype.name, config.batch_docs, pure=False)
-                    for c, p in zip(partitions, parts, strict=True)]
-    if futures:
-        from curation.progress import track
-
-        track(futures, "tokenize")
-        client.gather(futures)
-    for source, (source_dir, parts_dir, parts) in todo.items():
-        _write_shards(source, parts, source_dir, params, config.shard_tokens)
+        parts = [str(parts_dir / f"part-{i:05d}.arrow") for i in range(len(partitions))]
+        todo[source] = (source_dir, parts_dir, parts, [
+            client.submit(_encode_partition, str(c), p, str(tokenizer_path), sha, eod_id,
+                          dtype.name, config.batch_docs, pure=False)
+            for c, p in zip(partitions, parts, strict=True)])
+    encoded = [f for *_, futures in todo.values() for f in futures]
+    if encoded:
+        track(encoded, "tokenize")
+    plans = {}
+    for source, (source_dir, _, parts, futures) in todo.items():
+        tokens = np.array([t for _, t in client.gather(futures)], dtype=np.int64)
+        first_tokens = (np.cumsum(tokens) - tokens).tolist()
+        windows = client.gather([client.submit(part_windows, p, int(first), config.shard_tokens,
+                                               pure=False)
+                                 for p, first in zip(parts, first_tokens, strict=True)])
+        plans[source] = [client.submit(write_shard, pieces, str(source_dir /
+                                                                SHARD_PATTERN.format(k)),
+                                       pure=False)
+                         for k, pieces in enumerate(plan_shards(windows, parts))]
+    written = [f for futures in plans.values() for f in futures]
+    if written:
+        track(written, "token shards")
+    for source, (source_dir, parts_dir, _, _) in todo.items():
+        shards = client.gather(plans[source])
+        _remove_stale_shards(source_dir, shards)
+        write_manifest(source_dir, {
+            **params, "source": source, "documents": sum(s["documents"] for s in shards),
+            "tokens": sum(s["tokens"] for s in shards), "shards": shards})
         remove_tree(parts_dir)
     return {s: out_path(tokens_dir) / s / MANIFEST_NAME for s in curated_partitions(curated_dir)}

@@ -8,6 +8,7 @@ import re
 from collections import Counter
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,6 +17,7 @@ from curation.decontam.tasks import read_task_texts
 from curation.documents import LEDGER_COLUMNS
 from curation.stage_context import ClusterStageContext
 from curation.stages.decontaminate import DecontaminateConfig, DecontaminateStage
+from tests.driver_guard import forbid_data_reads
 
 FILLER_WORDS = (
     "river garden window market winter silver morning ladder pocket candle harbor meadow "
@@ -273,6 +275,25 @@ def test_ledger_details_and_summary(tmp_path, client):
     # middle, two_far, short_pieces, case_punct, no_sentence_end
     assert summary["tasks"]["b"]["top_ngrams"][0] == {"ngram": gram_b, "count": 5}
     assert summary["tasks"]["a"]["characters_removed"] > 0
+
+
+def test_summary_of_a_ledger_folder_is_added_up_on_the_workers(tmp_path, client, monkeypatch):
+    """Each ledger file is summarised on a worker: this process reads none of them and
+    gets the summary the whole ledger gives."""
+    rng = random.Random(11)
+    tasks = task_texts(rng)
+    corpus = crafted_corpus(rng, tasks)
+    docs = pd.DataFrame({"id": list(corpus), "source": "web", "text": list(corpus.values()),
+                         "meta": "{}"})
+    _, ledger, _ = run_stage(tmp_path, client, docs, config_for(write_tasks(tmp_path, tasks)),
+                             n_parts=2)
+    whole = summarize_decontamination(ledger, tmp_path / "whole.json")
+    folder = tmp_path / "ledger"
+    folder.mkdir()
+    for k, rows in enumerate(np.array_split(np.arange(len(ledger)), 3)):
+        ledger.iloc[rows].to_parquet(folder / f"{k:02d}_decontaminate-part-{k:05d}.parquet")
+    forbid_data_reads(monkeypatch)
+    assert summarize_decontamination(folder, tmp_path / "split.json", client=client) == whole
 
 
 def test_chars_removed_tile_the_document(tmp_path, client):

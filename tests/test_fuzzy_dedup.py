@@ -13,6 +13,7 @@ import pytest
 from curation.documents import DOCUMENT_COLUMNS
 from curation.stage_context import ClusterStageContext
 from curation.stages.fuzzy_dedup import DONE_MARKER, FuzzyDedupConfig, FuzzyDedupStage
+from tests.driver_guard import received_bytes
 
 dask_distributed = pytest.importorskip("dask.distributed")
 
@@ -284,3 +285,20 @@ def test_distinct_documents_and_an_empty_partition_are_all_kept(client, tmp_path
     docs = [(f"u{k}", "pydocs", t) for k, t in enumerate(texts)]
     _, kept, ledger, _ = run_stage(client, tmp_path, docs, n_parts=4)  # one partition empty
     assert kept == {"u0", "u1", "u2"} and ledger.empty
+
+
+def test_edges_within_the_budget_are_labelled_on_a_worker(client, monkeypatch):
+    """The in-memory path gathers the edges into a worker, not into this process: what
+    this process receives is the edge count, not the edges."""
+    import dask.dataframe as dd
+
+    from curation.dedup.components import connected_component_labels
+
+    edges = pd.DataFrame({"lo": np.arange(0, 4000, 2), "hi": np.arange(1, 4001, 2)})
+    sizes = received_bytes(monkeypatch)
+    labels = connected_component_labels(dd.from_pandas(edges, npartitions=3), 1 << 30)
+    received = sum(sizes)
+    monkeypatch.undo()
+    assert received < 1000, f"received {received} bytes for 2,000 edges"
+    got = labels.compute()
+    assert len(got) == 4000 and (got["label"] == got["doc"] - got["doc"] % 2).all()

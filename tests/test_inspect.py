@@ -119,3 +119,16 @@ def test_cli_prints_each_view(run_out, capsys):
     assert "first document" in capsys.readouterr().out
     assert main(["inspect", "samples", str(run_out), "--n", "1", "--seq-len", "16"]) == 0
     assert "sample 0 from" in capsys.readouterr().out
+
+
+def test_shard_of_the_tokens_folder_lists_its_sources(run_out, capsys):
+    assert main(["inspect", "shard", str(run_out / "tokens")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    sources = sorted(p.name for p in (run_out / "tokens").iterdir() if p.is_dir())
+    assert lines[0] == (f"{run_out / 'tokens'}: token shards of {len(sources)} sources; "
+                        f"inspect one with `curate inspect shard "
+                        f"{run_out / 'tokens' / sources[0]}`")
+    for source, line in zip(sources, lines[1:], strict=True):
+        manifest = json.loads((run_out / "tokens" / source / "manifest.json").read_text())
+        assert line == (f"  {source}/: {manifest['documents']:,} documents, "
+                        f"{manifest['tokens']:,} tokens in {len(manifest['shards'])} shards")

@@ -25,4 +25,7 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert (tmp_path / "run" / "metrics.jsonl").exists()
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    classifier = [line for line in printed.splitlines() if "quality classifier" in line]
+    assert classifier and "precision 0.000" not in classifier[0], classifier
     assert os.listdir(tmp_path / "out" / "tokens")

@@ -180,7 +180,42 @@ def test_changed_parameters_redo_the_stage_and_what_follows(corpus, dask_cluster
     spec = make_spec(root).model_copy(update={"seed": 8})
     spec._base_dir = root
     results = run_pipeline(spec, out, dask_cluster_client)
-    assert not any(r.skipped for r in results)
+    assert results[0].skipped  # reading does not depend on the seed
+    assert not any(r.skipped for r in results[1:])
+
+
+def test_a_stage_that_runs_again_says_why(corpus, dask_cluster_client, tmp_path, capsys):
+    import shutil
+
+    root, _ = corpus
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    out = tmp_path / "out"
+    run_pipeline(make_spec(data), out, dask_cluster_client)
+    assert "rerun:" not in capsys.readouterr().err  # a first run is not a rerun
+
+    def rerun(spec, **kw) -> list[str]:
+        run_pipeline(spec, out, dask_cluster_client, **kw)
+        return [line for line in capsys.readouterr().err.splitlines() if "rerun:" in line]
+
+    changed = make_spec(data).model_copy(update={"stages": make_spec(data).stages.model_copy(
+        update={"exact_dedup": make_spec(data).stages.exact_dedup.model_copy(
+            update={"ignore_case_and_space": True})})})
+    changed._base_dir = data
+    assert rerun(changed) == [
+        "exact_dedup: rerun: parameters changed (config.ignore_case_and_space)"]
+    reseeded = make_spec(data).model_copy(update={"seed": 8})
+    reseeded._base_dir = data
+    assert rerun(reseeded) == ["normalize: rerun: parameters changed (seed)",
+                               "exact_dedup: rerun: parameters changed "
+                               "(config.ignore_case_and_space, seed)"]
+    with open(data / "b" / "all.jsonl", "a") as f:
+        f.write('{"text": "One more document, appended to an input file."}\n')
+    assert rerun(reseeded) == ["read: rerun: input files changed",
+                               "normalize: rerun: its input changed (an earlier stage reran)",
+                               "exact_dedup: rerun: its input changed (an earlier stage reran)"]
+    assert rerun(reseeded, force=True) == [f"{name}: rerun: forced (--force)"
+                                           for name in ("read", "normalize", "exact_dedup")]
 
 
 def test_no_files_written_when_the_spec_is_invalid(tmp_path):

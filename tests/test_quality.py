@@ -16,6 +16,7 @@ from curation.quality.model import train_quality_model
 from curation.quality.sampling import keep_decisions, pareto_draws
 from curation.stage_context import ClusterStageContext
 from curation.stages.quality import QualityConfig, QualityStage, gather_training_texts
+from tests.driver_guard import received_bytes
 
 SMALL_MODEL = {"dim": 16, "bucket": 50_000, "epoch": 25}
 
@@ -202,6 +203,62 @@ def test_training_sample_is_balanced_unless_asked_otherwise(tmp_path, client):
     # the balanced sample is the unbalanced one cut to size, so it does not depend on order
     assert set(negative[:n_pos]) == set(gather_training_texts(
         ctx, QualityConfig(positive=["pydocs"], negative=["web"], **SMALL_MODEL), 1234)[1])
+
+
+def test_the_driver_receives_the_training_sample_not_a_hash_per_document(tmp_path, client,
+                                                                          monkeypatch):
+    """The bottom-k sample is merged on the workers: what this process receives is the same
+    for 2 partitions as for 40, and so is the sample."""
+    docs, spec = corpus(), SimpleNamespace(name="t", seed=1234, base_dir=tmp_path, sources=[])
+    config = QualityConfig(positive=["pydocs"], negative=["web"], max_docs_per_class=3,
+                           **SMALL_MODEL)
+    samples, received = {}, {}
+    for n in (2, 40):
+        ctx = ClusterStageContext(spec, tmp_path, tmp_path / f"w{n}",
+                                  partitions(tmp_path, docs, n, f"n{n}"), client)
+        sizes = received_bytes(monkeypatch)
+        samples[n] = gather_training_texts(ctx, config, 1234)
+        monkeypatch.undo()
+        received[n] = sum(sizes)
+    assert samples[2] == samples[40] and [len(s) for s in samples[2]] == [3, 3]
+    assert received[40] <= 1.05 * received[2]
+
+
+def test_a_classifier_that_cannot_tell_the_classes_apart_is_warned_about(tmp_path, client,
+                                                                         capsys):
+    from curation.stages.quality import ensure_quality_model
+
+    same = prose(200)  # the same texts in both classes
+    docs = pd.DataFrame([(f"{source}/{i}", source, text) for source in ("pydocs", "web")
+                         for i, text in enumerate(same)],
+                        columns=["id", "source", "text"]).assign(meta="{}")
+    spec = SimpleNamespace(name="t", seed=1234, base_dir=tmp_path, sources=[])
+    config = QualityConfig(positive=["pydocs"], negative=["web"], holdout=0.3, **SMALL_MODEL)
+    ctx = ClusterStageContext(spec, tmp_path, tmp_path / "w",
+                              partitions(tmp_path, docs, 2, "same"), client)
+    metrics = ensure_quality_model(ctx, config, 1234)
+    assert metrics["auc"] < 0.6
+    assert (f"quality: warning: the classifier's held-out AUC is {metrics['auc']:.3f} "
+            "(under 0.6)") in capsys.readouterr().err
+
+
+def test_the_demo_classifier_learns_and_removes_the_web_filler(demo_run, capsys):
+    metrics = json.loads((demo_run / "quality" / "metrics.json").read_text())
+    assert metrics["auc"] >= 0.6 and metrics["precision"] > 0 and metrics["recall"] > 0
+    plan = json.loads((demo_run.parent / "demo_data" / "demo_corpus.json").read_text())
+    filler = {entry["id"] for entry in plan["web_plan"]["filler"]}
+    import pyarrow.parquet as pq
+
+    ledger = pq.read_table(demo_run / "ledger").to_pandas()
+    removed = ledger[ledger["id"].isin(filler) & (ledger["action"] == "removed")]
+    curated = set(pq.read_table(demo_run / "curated", columns=["id"]).column("id").to_pylist())
+    assert filler and not filler & curated
+    # no rule before the classifier catches them: the quality stage is what removes them
+    assert set(removed["stage"]) == {"quality"} and set(removed["id"]) == filler
+    report = (demo_run / "report.md").read_text()
+    assert (f"**Classifier**: held-out AUC {metrics['auc']:.3f}, precision "
+            f"{metrics['precision']:.3f}, recall {metrics['recall']:.3f}") in report
+    assert "**Warning**" not in report
 
 
 def test_model_is_retrained_when_its_training_data_change(tmp_path, client):

@@ -20,9 +20,10 @@ import yaml
 from curation.pipeline import run_pipeline
 from curation.quality.sampling import keep_decisions
 from curation.report import stage_totals, write_report
-from curation.report_data import blend_table, pareto_keep_probability
+from curation.report.data import blend_table, excerpt, pareto_keep_probability
 from curation.spec import parse_spec
 from tests.conftest import write_jsonl
+from tests.driver_guard import forbid_data_reads
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -107,6 +108,25 @@ def test_examples_show_ledger_ids_with_their_text(run_out):
     before = pq.read_table(run_out / "stages" / "01_normalize" / "data").to_pandas()
     text = before.set_index("id").loc[language["id"], "text"]
     assert " ".join(text.split())[:60] in md
+
+
+def test_every_example_shows_the_text_its_stage_received(run_out):
+    """An id may be an example of several stages (normalized, then removed): each shows the
+    text as that stage's input held it."""
+    folders = sorted(p.name for p in (run_out / "stages").iterdir() if p.is_dir())
+    inputs = {}
+    for before, after in zip(folders, folders[1:], strict=False):
+        frame = pq.read_table(run_out / "stages" / before / "data").to_pandas()
+        inputs[after.split("_", 1)[1]] = dict(zip(frame["id"], frame["text"], strict=True))
+    stage, checked = None, 0
+    for line in (run_out / "report.md").read_text().splitlines():
+        if match := re.fullmatch(r"\*(\w+) / \w+\*", line):
+            stage = match.group(1)
+        elif (match := re.match(r"- `([^`]+)`: .* — “(.*)”$", line)) and stage in inputs:
+            shown = excerpt(inputs[stage][match.group(1)]).replace("|", "\\|")  # Markdown
+            assert match.group(2) == shown, line
+            checked += 1
+    assert checked >= 10
 
 
 def test_blend_table_tokens_weights_and_epochs(run_out):
@@ -241,12 +261,47 @@ def test_html_renders_with_its_plots_in_headless_chromium(run_out, tmp_path):
 
 
 def test_quality_plot_draws_either_keep_rule(tmp_path):
-    from curation.report_data import QualityScores
-    from curation.report_plots import plot_quality
+    from curation.report.data import QualityScores
+    from curation.report.plots import plot_quality
 
-    scores = pd.DataFrame({"source": ["w"] * 4 + ["p"], "score": [0.1, 0.4, 0.7, 0.9, 0.5],
-                           "kept": [False, True, True, True, True],
-                           "exempt": [False] * 4 + [True]})
+    per_source = pd.DataFrame({"source": ["w", "p"], "scored": [4, 1], "kept": [3, 1],
+                               "removed": [1, 0], "exempt": [False, True], "mean": [0.5, 0.5]})
+    histograms = {fate: np.histogram(scores, bins=np.linspace(0, 1, 41))[0]
+                  for fate, scores in (("kept", [0.4, 0.7, 0.9]), ("removed", [0.1]),
+                                       ("exempt", [0.5]))}
     for rule, threshold in (("pareto", None), ("threshold", 0.3)):
-        path = plot_quality(QualityScores(scores, rule, threshold, 9.0), tmp_path / f"{rule}.png")
+        path = plot_quality(QualityScores(per_source, histograms, rule, threshold, 9.0),
+                            tmp_path / f"{rule}.png")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_with_a_cluster_the_driver_reads_no_documents(run_out, tmp_path, dask_cluster_client,
+                                                      monkeypatch):
+    """Every count over documents is made on the workers and merged there: with every data
+    reader refused in this process, the report is the one counted here file by file."""
+    out = tmp_path / "out"
+    shutil.copytree(run_out, out)
+    alone = write_report(out).read_text()
+    forbid_data_reads(monkeypatch)
+    assert write_report(out, client=dask_cluster_client).read_text() == alone
+
+
+def test_the_text_bytes_table_ends_with_the_last_stage(run_out):
+    table = md_table((run_out / "report.md").read_text(), "**Text bytes**")
+    assert list(table.columns) == ["source", "input", *[n for n, _ in stage_totals(run_out)]]
+
+
+def test_token_bars_have_their_sources_line_colour(run_out):
+    from matplotlib.colors import to_hex
+
+    from curation.report.data import funnel, token_totals
+    from curation.report.plots import funnel_figure
+
+    tokens = token_totals(run_out)
+    axes = funnel_figure(funnel(run_out), tokens).axes
+    line_colour = {line.get_label(): to_hex(line.get_color()) for line in axes[0].lines}
+    bars = axes[2].patches
+    names = [tick.get_text() for tick in axes[2].get_xticklabels()]
+    assert sorted(names) == sorted(tokens) and len(set(line_colour.values())) == len(line_colour)
+    assert {n: to_hex(bar.get_facecolor()) for n, bar in zip(names, bars, strict=True)} == \
+        {n: line_colour[n] for n in names}

@@ -140,3 +140,41 @@ def test_cli_validate(tmp_path, capsys):
     assert curate(["validate", str(bad), "--no-files"]) == 2
     err = capsys.readouterr().err
     assert "sources[0].weight:" in err
+
+
+def test_weight_and_epochs_cannot_be_mixed_across_sources():
+    problems = problems_of(minimal(sources=[
+        {"name": "a", "paths": ["x"], "weight": 0.5},
+        {"name": "b", "paths": ["y"], "epochs": 2.0},
+        {"name": "c", "paths": ["z"], "weight": 0.5},
+    ]))
+    assert problems == [
+        "sources[1].epochs: mixed with `weight` in sources[0], sources[2]; the blend takes a "
+        "weight for every source or epochs for every source"]
+    every_source_epochs = minimal(sources=[{"name": "a", "paths": ["x"], "epochs": 1.0},
+                                           {"name": "b", "paths": ["y"], "epochs": 2.0}])
+    assert parse_spec(every_source_epochs, check_files=False).source("b").epochs == 2.0
+
+
+def test_an_unknown_quality_source_is_reported_with_the_field_errors():
+    problems = problems_of(minimal(
+        sources=[{"name": "a", "paths": ["x"], "weight": -1}],
+        stages={"quality": {"positive": ["a"], "negative": ["nope"], "bogus": 1}}))
+    assert any(p.startswith("sources[0].weight:") for p in problems)
+    assert any(p.startswith("stages.quality.bogus: unknown key") for p in problems)
+    assert any(p.startswith("stages.quality.negative[0]: no source named 'nope'")
+               for p in problems)
+    assert len(problems) == 3
+
+
+def test_validate_suggests_no_files_when_only_files_are_missing(tmp_path, capsys):
+    assert curate(["validate", str(ROOT / "corpus_specs" / "mtnlg_530b.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "matches no file" in err
+    assert err.rstrip().splitlines()[-1] == (
+        "(only input files are missing: `curate validate --no-files "
+        f"{ROOT / 'corpus_specs' / 'mtnlg_530b.yaml'}` checks the rest of the spec without them)")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(minimal(sources=[{"name": "a", "paths": ["x"], "weight": 0}])))
+    assert curate(["validate", str(bad)]) == 2
+    assert "--no-files" not in capsys.readouterr().err

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from curation.shards import file_sha256
 from curation.tokenize import TokenizerConfig, tokenize_corpus, train_or_load_tokenizer
+from tests.driver_guard import forbid_data_reads
 
 TEXTS = [topics[k] for k in sorted(topics)][:90]  # real English: Python's own documentation
 
@@ -182,3 +183,60 @@ def test_encoded_values_match_numpy_flattening():
     flat, offsets = encode_documents(tokenizer, ["a b", "", "b x a"], 3, np.dtype(np.uint16),
                                      batch_docs=2)
     assert flat.tolist() == [0, 1, 3, 3, 1, 2, 0, 3] and offsets.tolist() == [0, 3, 4, 8]
+
+
+def test_the_driver_reads_no_documents_or_tokens(tmp_path, client, monkeypatch):
+    """Sampling, training, encoding and writing shards all run on the workers: with every
+    data reader refused in this process, the run writes what an unguarded run writes."""
+    expected = {}
+    for name in ("free", "guarded"):
+        out = tmp_path / name
+        curated = write_curated(out, {"alpha": [20, 15, 5], "beta": [10]})
+        if name == "guarded":
+            forbid_data_reads(monkeypatch)
+        _, sha = train_or_load_tokenizer(CONFIG, curated, out, tmp_path, seed=5, client=client)
+        tokenize_corpus(CONFIG, curated, out / "tokens", out / "tokenizer.json", client)
+        monkeypatch.undo()
+        manifests = {s: read_shards(out / "tokens" / s)[2] for s in ("alpha", "beta")}
+        expected.setdefault("sha", sha)
+        expected.setdefault("manifests", manifests)
+        assert (sha, manifests) == (expected["sha"], expected["manifests"])
+
+
+def test_tokenizer_sample_does_not_depend_on_partitioning_or_the_cluster(tmp_path, client):
+    config = TokenizerConfig(train={"vocab_size": 600, "max_docs": 25})
+    shas = []
+    for name, sizes, seed, cluster in [("one", [60], 7, None), ("many", [7, 23, 1, 29], 7, client),
+                                       ("seed", [60], 8, None)]:
+        curated = write_curated(tmp_path / name, {"a": sizes})
+        shas.append(train_or_load_tokenizer(config, curated, tmp_path / name, tmp_path,
+                                            seed=seed, client=cluster)[1])
+    assert shas[0] == shas[1] != shas[2]  # another seed samples other documents
+
+
+def test_shards_are_the_windows_their_documents_start_in(tmp_path, client):
+    """Document d goes to window start(d) // shard_tokens; shards are the non-empty windows,
+    numbered in order (a document longer than a window leaves empty ones behind)."""
+    word_level_tokenizer(tmp_path / "w.json", 300)
+    lengths = [3, 4, 25, 2, 5, 1, 1, 12]  # tokens with the EOD
+    texts = [" ".join(["w1"] * (n - 1)) for n in lengths]
+    config = TokenizerConfig(path="w.json", shard_tokens=10)
+    shards = []
+    for name, sizes in [("one", [8]), ("many", [2, 3, 1, 2]), ("single", [1] * 8)]:
+        curated, start = tmp_path / name / "curated" / "s", 0
+        curated.mkdir(parents=True)
+        for p, size in enumerate(sizes):
+            pd.DataFrame({"id": [f"s/{i}" for i in range(start, start + size)], "source": "s",
+                          "text": texts[start:start + size], "meta": "{}"}).to_parquet(
+                curated / f"part-{p:05d}.parquet")
+            start += size
+        train_or_load_tokenizer(config, curated.parent, tmp_path / name, tmp_path)
+        tokenize_corpus(config, curated.parent, tmp_path / name / "tokens",
+                        tmp_path / name / "tokenizer.json", client)
+        shards.append(read_shards(tmp_path / name / "tokens" / "s")[2]["shards"])
+    # starts 0 3 7 32 34 39 40 41 -> windows 0 0 0 3 3 3 4 4 (a greedy cut at >= 10 tokens
+    # from each shard's start would make the second shard 3..7: it depends on the first)
+    assert [(s["file"], s["documents"], s["tokens"]) for s in shards[0]] == [
+        ("shard-00000.arrow", 3, 32), ("shard-00001.arrow", 3, 8),
+        ("shard-00002.arrow", 2, 13)]
+    assert shards[0] == shards[1] == shards[2]  # byte-identical whatever the partitioning

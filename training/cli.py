@@ -27,6 +27,7 @@ from training.rank_failures import (
     run_reporting,
 )
 from training.run_messages import remove_partial_checkpoints
+from training.train_dir_lock import lock_train_dir
 
 INTERRUPTED = "interrupted; rerun the same command to resume"
 
@@ -105,10 +106,12 @@ def _main(argv: list[str]) -> int:
         check_supported(cfg)
         if not cfg.data.is_synthetic:
             check_curated(cfg.data.curated)
+        held = lock_train_dir(cfg.train.dir)  # LockHeld is a RuntimeError: one line
     except (ConfigError, LayoutError, PreflightError, RuntimeError) as err:
         print(f"pretrain: {err}", file=sys.stderr)
         return 2
-    return train(cfg.dump(), layout.world_size, cfg.train.dir)
+    with held:
+        return train(cfg.dump(), layout.world_size, cfg.train.dir)
 
 
 def train(cfg_dict: dict, world_size: int, run_dir: str) -> int:

@@ -2,65 +2,97 @@
 
 Built from the ledger rather than from the stage, because the per-document facts
 (cuts, spans, drops) are only known on the workers and the ledger is where they land.
+Each ledger file is summarised on a worker and the partial summaries are added up there
+(curation.aggregate): the `curate` process receives one summary, whatever the corpus size.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
+from curation import storage
+from curation.aggregate import map_reduce, result
 from curation.atomic import write_text_atomic
-from curation.storage import read_parquet_table
 
 STAGE = "decontaminate"
+COLUMNS = ["id", "stage", "action", "detail"]
 
 
-def summarize_decontamination(
-    ledger: pd.DataFrame | str | Path, out_path: str | Path, top: int = 20
-) -> dict:
-    """Per task: documents hit, modified and dropped, characters removed, top n-grams.
-
-    `ledger` is a ledger DataFrame or a parquet file/directory of ledger rows. A dropped
-    document's whole length counts as removed for every task that matched it.
-    """
+def partial_summary(ledger: pd.DataFrame | str) -> dict:
+    """Counts of one ledger file (or frame): per task documents hit and dropped, characters
+    removed and n-gram matches; documents modified and dropped overall."""
     if not isinstance(ledger, pd.DataFrame):
-        ledger = read_parquet_table(ledger).to_pandas()
+        ledger = storage.read_parquet_table(ledger, columns=COLUMNS,
+                                            filters=[("stage", "==", STAGE)]).to_pandas()
     rows = ledger[ledger["stage"] == STAGE]
-    hit: dict[str, set] = defaultdict(set)
-    dropped: dict[str, set] = defaultdict(set)
-    chars: Counter = Counter()
-    ngrams: dict[str, Counter] = defaultdict(Counter)
-    for doc_id, action, detail in zip(rows["id"], rows["action"], rows["detail"], strict=True):
+    hit, dropped, chars = Counter(), Counter(), Counter()
+    ngrams: dict[str, Counter] = {}
+    for action, detail in zip(rows["action"], rows["detail"], strict=True):
         info = json.loads(detail)
         doc_tasks = set()
         for cut in info.get("cuts", []):
             for task in cut["tasks"]:
                 doc_tasks.add(task)
-                ngrams[task][cut["ngram"]] += 1
+                ngrams.setdefault(task, Counter())[cut["ngram"]] += 1
                 if action != "removed":
                     chars[task] += cut["removed"][1] - cut["removed"][0]
         for task in doc_tasks:
-            hit[task].add(doc_id)
+            hit[task] += 1
             if action == "removed":
-                dropped[task].add(doc_id)
+                dropped[task] += 1
                 chars[task] += info.get("chars", 0)
+    return {"hit": hit, "dropped": dropped, "chars": chars, "ngrams": ngrams,
+            "modified": int((rows["action"] == "modified").sum()),
+            "removed": int((rows["action"] == "removed").sum())}
+
+
+def merge_summaries(parts: list[dict]) -> dict:
+    """The sum of partial summaries; n-grams keep the order they were first seen in."""
+    total = {"hit": Counter(), "dropped": Counter(), "chars": Counter(), "ngrams": {},
+             "modified": 0, "removed": 0}
+    for part in parts:
+        for key in ("hit", "dropped", "chars"):
+            total[key].update(part[key])
+        for task, counts in part["ngrams"].items():
+            total["ngrams"].setdefault(task, Counter()).update(counts)
+        total["modified"] += part["modified"]
+        total["removed"] += part["removed"]
+    return total
+
+
+def summarize_decontamination(ledger: pd.DataFrame | str | Path, out_path: str | Path,
+                              top: int = 20, client=None) -> dict:
+    """Per task: documents hit, modified and dropped, characters removed, top n-grams.
+
+    `ledger` is a ledger DataFrame or a parquet file/directory of ledger rows (summarised on
+    `client`'s workers when given). A dropped document's whole length counts as removed for
+    every task that matched it.
+    """
+    if isinstance(ledger, pd.DataFrame):
+        total = merge_summaries([partial_summary(ledger)])
+    else:
+        path = storage.out_path(ledger)  # the parameter `out_path` is the JSON's
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        total = result(client, map_reduce(client, partial_summary, [str(f) for f in files],
+                                          merge_summaries, desc="decontamination summary"))
     summary = {
         "tasks": {
             task: {
-                "documents_hit": len(hit[task]),
-                "documents_dropped": len(dropped[task]),
-                "documents_modified": len(hit[task]) - len(dropped[task]),
-                "characters_removed": int(chars[task]),
+                "documents_hit": total["hit"][task],
+                "documents_dropped": total["dropped"][task],
+                "documents_modified": total["hit"][task] - total["dropped"][task],
+                "characters_removed": int(total["chars"][task]),
                 "top_ngrams": [{"ngram": g, "count": c}
-                               for g, c in ngrams[task].most_common(top)],
+                               for g, c in total["ngrams"].get(task, Counter()).most_common(top)],
             }
-            for task in sorted(hit)
+            for task in sorted(total["hit"])
         },
-        "documents_modified": int((rows["action"] == "modified").sum()),
-        "documents_dropped": int((rows["action"] == "removed").sum()),
+        "documents_modified": total["modified"],
+        "documents_dropped": total["removed"],
     }
     write_text_atomic(out_path, json.dumps(summary, indent=2, ensure_ascii=False))
     return summary

@@ -1,7 +1,7 @@
 """Connected components of the verified duplicate graph, bounded in memory.
 
 Every component is labelled by its smallest node. When the edges fit the configured
-memory budget they are gathered into one process and labelled by scipy's sparse-graph
+memory budget they are gathered into one worker process and labelled by scipy's sparse-graph
 components; otherwise labels spread as Dask joins (min-label propagation with pointer
 jumping) until no label changes, so no process ever holds more than a partition of edges.
 Both paths give the same labels.
@@ -82,6 +82,23 @@ def connected_component_labels(edges, memory_budget_bytes: int, max_rounds: int 
         empty = pd.DataFrame({"doc": np.empty(0, np.int64), "label": np.empty(0, np.int64)})
         return dd.from_pandas(empty, npartitions=1)
     if n_edges * _BYTES_PER_EDGE <= memory_budget_bytes:
-        labels = _labels_in_memory(edges[["lo", "hi"]].compute())
-        return dd.from_pandas(labels, npartitions=max(1, edges.npartitions), sort=False)
+        return _labels_on_one_worker(edges, max(1, edges.npartitions))
     return _labels_by_propagation(edges, max_rounds)
+
+
+def _piece(labels: pd.DataFrame, k: int, n: int) -> pd.DataFrame:
+    size = -(-len(labels) // n)
+    return labels.iloc[k * size:(k + 1) * size]
+
+
+def _labels_on_one_worker(edges, n: int):
+    """The in-memory labelling in one worker process (the `curate` process never holds the
+    edges), handed back as n partitions."""
+    import dask.dataframe as dd
+    from distributed import get_client
+
+    client = get_client()
+    labels = client.submit(_labels_in_memory, client.compute(edges[["lo", "hi"]]), pure=False)
+    meta = pd.DataFrame({"doc": np.empty(0, np.int64), "label": np.empty(0, np.int64)})
+    return dd.from_delayed([client.submit(_piece, labels, k, n, pure=False) for k in range(n)],
+                           meta=meta, verify_meta=False)

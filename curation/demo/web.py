@@ -1,4 +1,5 @@
-"""The demo's synthetic web crawl: decent prose mixed with every problem the stages remove.
+"""The demo's synthetic web crawl: decent prose mixed with every problem the stages remove
+(`filler` is the generated web text only the quality classifier catches).
 
 Pages are generated kind by kind from one seeded `random.Random`, shuffled, and given ids
 `web-NNNNN`; the plan records which ids were planted as what (and, for copies, of what),
@@ -12,11 +13,13 @@ from dataclasses import dataclass, field
 
 from curation.demo import junk
 from curation.demo.edits import jaccard, mojibake, near_copy, typographic
+from curation.demo.filler import filler_page
 from curation.demo.foreign_texts import ACCENTED_ENGLISH_SENTENCES, FOREIGN_SENTENCES
 
 # Pages of each kind at scale 1.0 (every kind gets at least one page at any scale).
 WEB_KIND_COUNTS = {
-    "prose": 1100,
+    "prose": 400,
+    "filler": 800,
     "exact_copy_cross_source": 40,
     "exact_copy_web": 20,
     "near_copy_cross_source": 60,
@@ -164,6 +167,7 @@ def build_web_pages(
     pages += [
         _Page("repetitive", junk.repetitive_page(rng, pool)) for _ in range(counts["repetitive"])
     ]
+    pages += [_Page("filler", filler_page(rng)) for _ in range(counts["filler"])]
 
     for index in range(counts["mojibake"]):
         codec = "latin-1" if index % 4 == 3 else "cp1252"

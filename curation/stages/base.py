@@ -123,8 +123,9 @@ class Stage:
     def prepare(self, ctx: StageContext) -> None:
         """Optional global step before any partition is processed."""
 
-    def summarize(self, out: Path) -> None:
-        """Optional: write a run-level summary under OUT once OUT/ledger/ is complete."""
+    def summarize(self, out: Path, client=None) -> None:
+        """Optional: write a run-level summary under OUT once OUT/ledger/ is complete, by
+        aggregations on `client`'s workers (curation.aggregate)."""
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
         """The stage on the in-scope documents of one partition."""

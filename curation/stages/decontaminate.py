@@ -148,9 +148,10 @@ class DecontaminateStage(Stage):
               f"in the corpus, {stats['keys_over_cap']} ignored as too common "
               f"(in >= {self.config.max_matches} documents)")
 
-    def summarize(self, out: Path) -> None:
+    def summarize(self, out: Path, client=None) -> None:
         """OUT/decontamination.json: per task, what was cut and dropped (from the ledger)."""
-        summarize_decontamination(out_path(out) / "ledger", out_path(out) / "decontamination.json")
+        summarize_decontamination(out_path(out) / "ledger", out_path(out) / "decontamination.json",
+                                  client=client)
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
         path = out_path(workdir) / ACTIVE_TABLE

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
+from curation.aggregate import result
+from curation.bottom_k import bottom_k_rows
 from curation.documents import REMOVED, empty_ledger, ledger_rows
 from curation.quality.model import (
     load_model,
@@ -26,12 +29,15 @@ from curation.quality.model import (
     preprocess,
     train_quality_model,
 )
-from curation.quality.sampling import keep_decisions, uniform_draws
+from curation.quality.sampling import keep_decisions
 from curation.stage_context import ClusterStageContext
 from curation.stages.base import ScopedConfig, Stage, StageOutput
 from curation.storage import out_path, resolved
 
 MODEL_POINTER = "model.json"
+# Below this held-out AUC the classifier barely ranks the positive sources above the
+# negative ones, and its keep rule removes documents almost at random.
+WEAK_AUC = 0.6
 
 
 class QualityConfig(ScopedConfig):
@@ -85,47 +91,14 @@ def _params_hash(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
-def _class_hashes(docs: pd.DataFrame, positive: list[str], negative: list[str], seed: int):
-    """(label, hash) per document of a positive (1) or negative (0) source; -1 otherwise."""
-    label = np.where(docs["source"].isin(positive), 1,
-                     np.where(docs["source"].isin(negative), 0, -1))
-    return label, uniform_draws(docs["id"].tolist(), seed, salt="quality-train")
-
-
-def smallest_class_hashes(docs, part, positive, negative, seed, k):
-    """Pass 1 of the training sample: the k smallest id hashes of each class here."""
-    label, h = _class_hashes(docs, positive, negative, seed)
-    return [np.sort(h[label == cls])[:k] for cls in (0, 1)]
-
-
-def sample_class_texts(docs, part, positive, negative, seed, cutoffs):
-    """Pass 2: (hash, id, text) of the documents at or under each class's cutoff."""
-    label, h = _class_hashes(docs, positive, negative, seed)
-    out = []
-    for cls in (0, 1):
-        take = np.flatnonzero((label == cls) & (h <= cutoffs[cls]))
-        out.append(list(zip(h[take], docs["id"].iloc[take], docs["text"].iloc[take],
-                            strict=True)))
-    return out
-
-
 def gather_training_texts(ctx, config: QualityConfig, seed: int) -> tuple[list[str], list[str]]:
     """A bounded, partitioning-independent sample of positive and negative texts (in the
-    order of their id hashes, so the same data give the same lists)."""
-    k = config.max_docs_per_class
-    args = (list(config.positive), list(config.negative), seed)
-    firsts = ctx.map(smallest_class_hashes, *args, k, columns=["id", "source"],
-                     desc="quality: sample training ids", all_sources=True)
-    cutoffs = []
-    for cls in (0, 1):
-        merged = np.sort(np.concatenate([f[cls] for f in firsts] or [np.zeros(0)]))
-        cutoffs.append(float(merged[min(k, len(merged)) - 1]) if len(merged) else -1.0)
-    seconds = ctx.map(sample_class_texts, *args, cutoffs, columns=["id", "source", "text"],
-                      desc="quality: gather training texts", all_sources=True)
-    classes = []
-    for cls in (0, 1):
-        rows = sorted(row for s in seconds for row in s[cls])[:k]
-        classes.append([text for _, _, text in rows])
+    order of their id hashes, so the same data give the same lists): the bottom-k of each
+    class by seeded id hash, drawn and merged on the cluster, whatever the stage's scope."""
+    rows = result(ctx.client, bottom_k_rows(
+        ctx.client, ctx.partitions, [list(config.negative), list(config.positive)], seed,
+        "quality-train", config.max_docs_per_class, ["text"], desc="quality: training sample"))
+    classes = [[text for _, _, text in rows[cls]] for cls in (0, 1)]
     if config.balance:
         n = min(len(c) for c in classes)
         classes = [c[:n] for c in classes]  # still the smallest hashes: partition-independent
@@ -163,7 +136,20 @@ def ensure_quality_model(ctx, config: QualityConfig, seed: int, force: bool = Fa
     )
     print(f"quality classifier (held out): precision {metrics['precision']:.3f}, "
           f"recall {metrics['recall']:.3f}, AUC {metrics['auc']:.3f}, counts {metrics['counts']}")
+    if (warning := weak_classifier_warning(metrics)) is not None:
+        print(f"quality: warning: {warning}", file=sys.stderr)
     return metrics
+
+
+def weak_classifier_warning(metrics: dict) -> str | None:
+    """A sentence when the held-out AUC is under WEAK_AUC (or could not be measured)."""
+    auc = metrics.get("auc")
+    if auc is not None and auc >= WEAK_AUC:
+        return None
+    return (f"the classifier's held-out AUC is {auc:.3f} (under {WEAK_AUC}): it can hardly tell "
+            "the positive sources from the negative ones, so its scores remove documents "
+            "almost at random; check stages.quality.positive/negative, or train longer "
+            "(epoch, lr)")
 
 
 def train_quality(config: QualityConfig, spec, partitions, out, client, force=False) -> dict:

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from curation.atomic import atomic_path
-from curation.report_data import QualityScores, pareto_keep_probability
+from curation.report.data import QualityScores, pareto_keep_probability
 
 DPI = 100
 
@@ -27,8 +27,14 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def plot_funnel(funnel: pd.DataFrame, tokens: dict[str, dict], path: Path) -> Path:
     """Documents and text bytes left after every stage, one line per source; tokens at the end."""
+    return _save(funnel_figure(funnel, tokens), path)
+
+
+def funnel_figure(funnel: pd.DataFrame, tokens: dict[str, dict]) -> Figure:
+    """The funnel plot; a source has one colour in every panel."""
     stages = list(dict.fromkeys(funnel["stage"]))
     sources = sorted(funnel["source"].unique())
+    colour = {source: f"C{k % 10}" for k, source in enumerate(sources)}
     panels = 3 if tokens else 2
     fig = Figure(figsize=(4.2 * panels, 4.0))
     axes = fig.subplots(1, panels)
@@ -40,7 +46,8 @@ def plot_funnel(funnel: pd.DataFrame, tokens: dict[str, dict], path: Path) -> Pa
         for source in sources:
             rows = funnel[funnel["source"] == source].set_index("stage")
             values = [rows[column_in].iloc[0]] + [rows[column_out].get(s, np.nan) for s in stages]
-            ax.plot(positions, np.asarray(values, dtype=float) / scale, marker="o", label=source)
+            ax.plot(positions, np.asarray(values, dtype=float) / scale, marker="o", label=source,
+                    color=colour[source])
         ax.set_xticks(positions, labels, rotation=40, ha="right", fontsize=8)
         ax.set_title(f"{title} after each stage")
         ax.set_ylim(bottom=0)
@@ -48,11 +55,12 @@ def plot_funnel(funnel: pd.DataFrame, tokens: dict[str, dict], path: Path) -> Pa
     axes[0].legend(fontsize=8)
     if tokens:
         names = sorted(tokens)
-        axes[2].bar(names, [tokens[n]["tokens"] / 1e3 for n in names], color="tab:green")
+        axes[2].bar(names, [tokens[n]["tokens"] / 1e3 for n in names],
+                    color=[colour.get(n, "grey") for n in names])
         axes[2].set_title("tokens in the shards (thousands)")
         axes[2].tick_params(axis="x", rotation=40, labelsize=8)
         axes[2].grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return fig
 
 
 def plot_reasons(counts: pd.DataFrame, path: Path) -> Path:
@@ -91,19 +99,16 @@ def plot_languages(table: pd.DataFrame, path: Path, top: int = 25) -> Path:
     return _save(fig, path)
 
 
-def plot_quality(quality: QualityScores, path: Path, bins: int = 40) -> Path:
+def plot_quality(quality: QualityScores, path: Path) -> Path:
     """Score histogram by fate, with the keep rule (threshold line or Pareto P(keep))."""
-    scores = quality.scores
-    edges = np.linspace(0, 1, bins + 1)
-    groups = [
-        ("kept", scores[scores["kept"] & ~scores["exempt"]], "tab:blue"),
-        ("removed", scores[~scores["kept"]], "tab:red"),
-        ("exempt (scored only)", scores[scores["exempt"]], "tab:gray"),
-    ]
+    edges = np.linspace(0, 1, len(quality.histograms["kept"]) + 1)
+    groups = [("kept", "kept", "tab:blue"), ("removed", "removed", "tab:red"),
+              ("exempt", "exempt (scored only)", "tab:gray")]
     fig = Figure(figsize=(9, 4))
     ax = fig.subplots()
-    ax.hist([g["score"] for _, g, _ in groups], bins=edges, stacked=True,
-            label=[name for name, _, _ in groups], color=[c for _, _, c in groups])
+    ax.hist([edges[:-1]] * len(groups), bins=edges, stacked=True,
+            weights=[quality.histograms[fate] for fate, _, _ in groups],
+            label=[label for _, label, _ in groups], color=[c for _, _, c in groups])
     ax.set_xlabel("quality score (classifier P(high quality))")
     ax.set_ylabel("documents")
     if quality.rule == "threshold":
@@ -124,9 +129,9 @@ def plot_quality(quality: QualityScores, path: Path, bins: int = 40) -> Path:
     return _save(fig, path)
 
 
-def plot_cluster_sizes(sizes: np.ndarray, path: Path) -> Path:
-    """How many near-duplicate clusters have each size."""
-    values, counts = np.unique(sizes, return_counts=True)
+def plot_cluster_sizes(sizes: pd.Series, path: Path) -> Path:
+    """How many near-duplicate clusters have each size (`sizes`: clusters per size)."""
+    values, counts = sizes.index.to_numpy(), sizes.to_numpy()
     fig = Figure(figsize=(7, 3.5))
     ax = fig.subplots()
     ax.bar(values.astype(str), counts, color="tab:purple")

@@ -3,7 +3,8 @@
 Everything here is recomputed from what the run left on disk (stage manifests, the
 ledger, curated partitions, token manifests, the frozen spec), so a report can be rebuilt
 at any time and agrees with the files a user can open. A fact whose stage did not run is
-None or empty, and the report leaves its section out.
+None or empty, and the report leaves its section out. Facts about documents are counted
+file by file on the cluster (curation.report.aggregates); here they arrive as aggregates.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
-from curation.documents import REMOVED
+from curation.aggregate import map_reduce, result
 from curation.layout import STEP_MANIFEST as MANIFEST
+from curation.report import aggregates as agg
 from curation.shards import MANIFEST_NAME
-from curation.storage import out_path, parquet_file, read_parquet_table
+from curation.storage import out_path, read_parquet_table
 
 EXCERPT_CHARS = 160
 
@@ -70,11 +72,18 @@ def read_parquet_columns(files: list[Path], columns: list[str],
     return pa.concat_tables(tables, promote_options="default").to_pandas()
 
 
-def read_ledger(out: Path) -> pd.DataFrame:
-    """OUT/ledger as one frame, rows in stage order (the file names start with NN_)."""
-    files = sorted((out_path(out) / "ledger").glob("*.parquet"))
-    frame = read_parquet_columns(files, ["id", "source", "stage", "action", "reason", "detail"])
-    return frame.reset_index(drop=True)
+def gather_counts(out: Path, client=None) -> dict:
+    """Every count the report shows about documents, from the ledger, the quality stage's
+    output and OUT/curated, aggregated on `client`'s workers (here when None)."""
+    out = out_path(out)
+    passes = [(agg.ledger_counts, sorted((out / "ledger").glob("*.parquet"))),
+              (agg.curated_languages, sorted((out / "curated").glob("*/*.parquet")))]
+    runs = {run.name: run for run in stage_runs(out)}
+    if "quality" in runs:
+        passes.append((agg.kept_scores, runs["quality"].partitions))
+    pending = [map_reduce(client, fn, [str(f) for f in files], agg.merge, desc="report")
+               for fn, files in passes]
+    return agg.merge([result(client, p) for p in pending])
 
 
 def funnel(out: Path) -> pd.DataFrame:
@@ -97,17 +106,18 @@ def token_totals(out: Path) -> dict[str, dict]:
     return totals
 
 
-def reason_counts(ledger: pd.DataFrame) -> pd.DataFrame:
+def reason_counts(counts: dict) -> pd.DataFrame:
     """Ledger rows per (stage, action, reason), stages in run order, largest reasons first."""
-    if ledger.empty:
+    reasons = counts.get("reasons", {})
+    if not reasons:
         return pd.DataFrame(columns=["stage", "action", "reason", "documents"])
-    order = {stage: k for k, stage in enumerate(dict.fromkeys(ledger["stage"]))}
-    counts = ledger.groupby(["stage", "action", "reason"], sort=False).size()
-    counts = counts.rename("documents").reset_index()
-    counts["order"] = counts["stage"].map(order)
-    counts = counts.sort_values(["order", "action", "documents", "reason"],
-                                ascending=[True, False, False, True])
-    return counts.drop(columns="order").reset_index(drop=True)
+    frame = pd.DataFrame([(*key, n) for key, n in reasons.items()],
+                         columns=["stage", "action", "reason", "documents"])
+    order = {stage: k for k, stage in enumerate(dict.fromkeys(frame["stage"]))}
+    frame["order"] = frame["stage"].map(order)
+    frame = frame.sort_values(["order", "action", "documents", "reason"],
+                              ascending=[True, False, False, True])
+    return frame.drop(columns="order").reset_index(drop=True)
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -126,47 +136,53 @@ def stage_input_texts(out: Path, stage: str, ids: list[str]) -> dict[str, str]:
     return dict(zip(found["id"], found["text"], strict=True))
 
 
-def reason_examples(out: Path, ledger: pd.DataFrame, per_reason: int = 3) -> dict:
+def _input_partition(runs: list[StageRun], ledger_file: str) -> Path | None:
+    """The partition a ledger file's stage read (OUT/ledger/NN_<stage>-part-K.parquet:
+    partition K of the stage before); None for the read step, which has no input text."""
+    folder, _, part = ledger_file.partition("-")
+    names = [run.folder.name for run in runs]
+    if folder not in names or names.index(folder) == 0 or not part.startswith("part-"):
+        return None
+    previous = runs[names.index(folder) - 1].partitions
+    k = int(part.removeprefix("part-").split(".")[0])
+    return previous[k] if k < len(previous) else None
+
+
+def reason_examples(out: Path, counts: dict, client=None) -> dict:
     """(stage, reason) -> [(id, what happened)]: the first ledger rows of each reason.
 
     Each example shows the ledger detail (the measured value, the rule) and the start of
-    the document's text as the stage received it; malformed records of the read step have
-    no text, and their detail names the file and line.
+    the document's text as the stage received it, read on the cluster from the one
+    partition it was in; malformed records of the read step have no text, and their
+    detail names the file and line.
     """
+    runs = stage_runs(out)
+    wanted: dict[str, list[str]] = {}
+    for rows in counts.get("examples", {}).values():
+        for doc_id, _, ledger_file in rows:
+            partition = _input_partition(runs, ledger_file)
+            if partition is not None:
+                wanted.setdefault(str(partition), []).append(doc_id)
+    texts = result(client, map_reduce(client, agg.texts_of, sorted(wanted.items()),
+                                      agg.merge_texts)) if wanted else {}
     examples: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    firsts = ledger.groupby(["stage", "reason"], sort=False).head(per_reason)
-    for stage, rows in firsts.groupby("stage", sort=False):
-        texts = stage_input_texts(out, stage, rows["id"].tolist())
-        for doc_id, reason, detail in zip(rows["id"], rows["reason"], rows["detail"],
-                                          strict=True):
+    for key, rows in counts.get("examples", {}).items():
+        for doc_id, detail, ledger_file in rows:
             shown = excerpt(detail, 120)
-            if doc_id in texts:
-                shown += f" — “{excerpt(texts[doc_id])}”"
-            examples.setdefault((stage, reason), []).append((doc_id, shown))
+            text = texts.get((str(_input_partition(runs, ledger_file)), doc_id))
+            if text is not None:
+                shown += f" — “{excerpt(text)}”"
+            examples.setdefault(key, []).append((doc_id, shown))
     return examples
 
 
-def _details(ledger: pd.DataFrame, stage: str, action: str = REMOVED) -> pd.DataFrame:
-    rows = ledger[(ledger["stage"] == stage) & (ledger["action"] == action)]
-    details = pd.DataFrame([json.loads(d) for d in rows["detail"]], index=rows.index)
-    return pd.concat([rows.drop(columns="detail"), details], axis=1)
-
-
-def curated_columns(out: Path, columns: list[str]) -> pd.DataFrame:
-    files = sorted((out_path(out) / "curated").glob("*/*.parquet"))
-    present = [c for c in columns if files and c in parquet_file(files[0]).schema_arrow.names]
-    return read_parquet_columns(files, present) if present else pd.DataFrame()
-
-
-def languages(out: Path, ledger: pd.DataFrame) -> pd.DataFrame | None:
+def languages(counts: dict) -> pd.DataFrame | None:
     """Per language: curated documents and documents the language stage removed."""
-    curated = curated_columns(out, ["lang"])
-    if "lang" not in curated.columns:
+    if "languages_curated" not in counts:
         return None
-    removed = _details(ledger, "language")
     table = pd.DataFrame({
-        "curated": curated["lang"].value_counts(),
-        "removed": removed["lang"].value_counts() if "lang" in removed else pd.Series(dtype=int),
+        "curated": pd.Series(counts["languages_curated"], dtype="int64"),
+        "removed": pd.Series(counts.get("languages_removed", {}), dtype="int64"),
     }).fillna(0).astype(int)
     table["total"] = table.sum(axis=1)
     table = table.sort_values(["total", "curated"], ascending=False).drop(columns="total")
@@ -175,31 +191,40 @@ def languages(out: Path, ledger: pd.DataFrame) -> pd.DataFrame | None:
 
 @dataclass
 class QualityScores:
-    """Every scored document with its fate, and the keep rule that decided it."""
+    """Scored documents per source and fate, and the keep rule that decided them."""
 
-    scores: pd.DataFrame  # source, score, kept (bool), exempt (bool)
+    per_source: pd.DataFrame  # source, scored, kept, removed, exempt (bool), mean
+    histograms: dict[str, np.ndarray]  # "kept" (not exempt), "removed", "exempt": per bin
     rule: str  # "threshold" or "pareto"
     threshold: float | None
     alpha: float
 
 
-def quality_scores(out: Path, ledger: pd.DataFrame) -> QualityScores | None:
+def quality_scores(out: Path, counts: dict) -> QualityScores | None:
     runs = {run.name: run for run in stage_runs(out)}
     if "quality" not in runs:
         return None
     config = runs["quality"].manifest["params"]
     config = config.get("config", config)
-    kept = read_parquet_columns(runs["quality"].partitions, ["source", "quality_score"])
-    kept = kept.rename(columns={"quality_score": "score"}).assign(kept=True)
-    removed = _details(ledger, "quality")
-    removed = pd.DataFrame({"source": removed.get("source", pd.Series(dtype=str)),
-                            "score": removed.get("score", pd.Series(dtype=float)),
-                            "kept": False})
-    scores = pd.concat([kept, removed], ignore_index=True)
-    scores["exempt"] = scores["source"].isin(
-        runs["quality"].manifest["totals"].get("skipped_sources", []))
+    exempt = set(runs["quality"].manifest["totals"].get("skipped_sources", []))
+    scores = counts.get("scores", {})
+    bins = len(agg.SCORE_BINS) - 1
+    histograms = {fate: np.zeros(bins, dtype=np.int64) for fate in ("kept", "removed", "exempt")}
+    rows = []
+    for source in sorted({key[0] for key in scores}):
+        n = {fate: np.array([scores.get((source, fate, b), 0) for b in range(bins)])
+             for fate in ("kept", "removed")}
+        histograms["exempt" if source in exempt else "kept"] += n["kept"]
+        histograms["removed"] += n["removed"]
+        scored = int(n["kept"].sum() + n["removed"].sum())
+        total = sum(scores.get((source, fate, "sum"), 0.0) for fate in ("kept", "removed"))
+        rows.append({"source": source, "scored": scored, "kept": int(n["kept"].sum()),
+                     "removed": int(n["removed"].sum()), "exempt": source in exempt,
+                     "mean": total / scored if scored else np.nan})
     threshold = config.get("threshold")
-    return QualityScores(scores, "pareto" if threshold is None else "threshold",
+    return QualityScores(pd.DataFrame(rows, columns=["source", "scored", "kept", "removed",
+                                                     "exempt", "mean"]),
+                         histograms, "pareto" if threshold is None else "threshold",
                          threshold, float(config.get("alpha", 9.0)))
 
 
@@ -208,12 +233,15 @@ def pareto_keep_probability(score: np.ndarray, alpha: float) -> np.ndarray:
     return (2.0 - np.asarray(score, dtype=np.float64)) ** -alpha
 
 
-def cluster_sizes(ledger: pd.DataFrame) -> np.ndarray | None:
-    """Size of every near-duplicate cluster that lost a document (one entry per cluster)."""
-    removed = _details(ledger, "fuzzy_dedup")
-    if removed.empty or "component" not in removed:
+def cluster_sizes(counts: dict) -> pd.Series | None:
+    """Near-duplicate clusters that lost documents, per cluster size (keeper included): a
+    cluster of size s left s - 1 removed rows, each carrying s."""
+    rows = counts.get("cluster_rows", {})
+    if not rows:
         return None
-    return removed.groupby("component")["cluster_size"].first().to_numpy(dtype=np.int64)
+    sizes = pd.Series({int(s): n // (int(s) - 1) for s, n in rows.items() if int(s) > 1},
+                      dtype="int64").sort_index()
+    return sizes.rename_axis("size").rename("clusters")
 
 
 def read_json(path: Path) -> dict | None:

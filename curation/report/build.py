@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from curation import report_data as data
-from curation import report_plots as plots
 from curation.atomic import write_text_atomic
+from curation.report import data, plots
+from curation.report.summary import HEADER, format_table, summary_rows
+from curation.stages.quality import weak_classifier_warning
 from curation.storage import out_path, resolved
-from curation.summary import HEADER, format_table, summary_rows
 
 PLOTS_DIR = "report"
 
@@ -69,24 +69,24 @@ def _funnel_section(out: Path, funnel: pd.DataFrame, tokens: dict) -> Section:
     sources = sorted(funnel["source"].unique())
     blocks: list = [
         "What is left of every source after each stage: `input` is what the read step saw "
-        "(malformed records included); the last columns are the token shards.",
+        "(malformed records included); the documents table ends with the documents in the "
+        "token shards, and the plot's last panel counts their tokens.",
         Image(plots.plot_funnel(funnel, tokens, out / PLOTS_DIR / "funnel.png")
               .relative_to(out), "documents, bytes and tokens after each stage"),
     ]
     for column_in, column_out, what in (("docs_in", "kept", "Documents"),
                                         ("bytes_in", "bytes_out", "Text bytes")):
         rows = []
+        last = ["tokenized docs"] if tokens and column_in == "docs_in" else []
         for source in [*sources, "(all)"]:
             chosen = funnel if source == "(all)" else funnel[funnel["source"] == source]
             per_stage = chosen.groupby("stage", sort=False)[[column_in, column_out]].sum()
             first = per_stage[column_in].iloc[0]
             row = [source, _n(first)] + [_n(per_stage[column_out].get(s, 0)) for s in stages]
-            if tokens:
+            if last:
                 names = sources if source == "(all)" else [source]
-                key = "documents" if column_in == "docs_in" else "tokens"
-                row.append(_n(sum(tokens.get(n, {}).get(key, 0) for n in names)))
+                row.append(_n(sum(tokens.get(n, {}).get("documents", 0) for n in names)))
             rows.append(row)
-        last = ["tokenized docs" if column_in == "docs_in" else "tokens"] if tokens else []
         blocks += [f"**{what}** after each stage:",
                    Table(["source", "input", *stages, *last], rows)]
     blocks += ["**Stage accounting** (documents in = kept + removed; modified documents "
@@ -94,11 +94,11 @@ def _funnel_section(out: Path, funnel: pd.DataFrame, tokens: dict) -> Section:
     return Section("Funnel", blocks)
 
 
-def _reasons_section(out: Path, ledger: pd.DataFrame) -> Section | None:
-    counts = data.reason_counts(ledger)
+def _reasons_section(out: Path, facts: dict, client) -> Section | None:
+    counts = data.reason_counts(facts)
     if counts.empty:
         return None
-    examples = data.reason_examples(out, ledger)
+    examples = data.reason_examples(out, facts, client)
     blocks: list = ["Every ledger row counted by stage, action and reason. `removed` documents "
                     "are gone; `modified` ones were kept with their text changed."]
     if (counts["action"] == "removed").any():
@@ -115,8 +115,8 @@ def _reasons_section(out: Path, ledger: pd.DataFrame) -> Section | None:
     return Section("Removal reasons", blocks)
 
 
-def _language_section(out: Path, ledger: pd.DataFrame) -> Section | None:
-    table = data.languages(out, ledger)
+def _language_section(out: Path, facts: dict) -> Section | None:
+    table = data.languages(facts)
     if table is None:
         return None
     return Section("Languages", [
@@ -129,8 +129,8 @@ def _language_section(out: Path, ledger: pd.DataFrame) -> Section | None:
     ])
 
 
-def _quality_section(out: Path, ledger: pd.DataFrame) -> Section | None:
-    quality = data.quality_scores(out, ledger)
+def _quality_section(out: Path, facts: dict) -> Section | None:
+    quality = data.quality_scores(out, facts)
     if quality is None:
         return None
     if quality.rule == "threshold":
@@ -138,11 +138,8 @@ def _quality_section(out: Path, ledger: pd.DataFrame) -> Section | None:
     else:
         rule = (f"GPT-3's Pareto sampling: keep when pareto(α={quality.alpha:g}) > 1 − score, "
                 f"i.e. with probability (2 − score)^−{quality.alpha:g}")
-    scores = quality.scores
-    rows = []
-    for source, group in scores.groupby("source", sort=True):
-        rows.append([source, _n(len(group)), _n(group["kept"].sum()), _n((~group["kept"]).sum()),
-                     "yes" if group["exempt"].all() else "no", f"{group['score'].mean():.3f}"])
+    rows = [[r.source, _n(r.scored), _n(r.kept), _n(r.removed), "yes" if r.exempt else "no",
+             f"{r.mean:.3f}"] for r in quality.per_source.itertuples()]
     blocks: list = [
         f"Keep rule: {rule}. Exempt sources are scored but never removed.",
         Image(plots.plot_quality(quality, out / PLOTS_DIR / "quality.png").relative_to(out),
@@ -152,7 +149,12 @@ def _quality_section(out: Path, ledger: pd.DataFrame) -> Section | None:
     metrics = data.read_json(out / "quality" / "metrics.json")
     if metrics:
         counts = metrics.get("counts", {})
-        blocks += ["**Classifier** (held-out documents of the positive and negative sources):",
+        warning = weak_classifier_warning(metrics)
+        blocks += [f"**Classifier**: held-out AUC {metrics.get('auc', float('nan')):.3f}, "
+                   f"precision {metrics.get('precision', float('nan')):.3f}, recall "
+                   f"{metrics.get('recall', float('nan')):.3f} (positive class at score 0.5)"
+                   + (f". **Warning**: {warning}." if warning else "."),
+                   "Held-out documents of the positive and negative sources:",
                    Table(["metric", "value"],
                          [[k, f"{metrics[k]:.3f}"] for k in ("precision", "recall", "accuracy",
                                                              "auc") if k in metrics]
@@ -160,18 +162,20 @@ def _quality_section(out: Path, ledger: pd.DataFrame) -> Section | None:
     return Section("Quality", blocks)
 
 
-def _dedup_section(out: Path, ledger: pd.DataFrame) -> Section | None:
-    sizes = data.cluster_sizes(ledger)
+def _dedup_section(out: Path, facts: dict) -> Section | None:
+    sizes = data.cluster_sizes(facts)
     if sizes is None:
         return None
-    removed = int((sizes - 1).sum())
+    removed = int(((sizes.index - 1) * sizes).sum())
+    clusters = int(sizes.sum())
     return Section("Near-duplicate clusters", [
         "Connected components of MinHash-LSH candidate pairs that lost documents: one keeper "
         "per cluster (the highest source priority), the rest removed.",
         Image(plots.plot_cluster_sizes(sizes, out / PLOTS_DIR / "clusters.png")
               .relative_to(out), "cluster-size distribution"),
         Table(["clusters", "documents removed", "largest cluster", "mean size"],
-              [[_n(len(sizes)), _n(removed), _n(sizes.max()), f"{sizes.mean():.2f}"]]),
+              [[_n(clusters), _n(removed), _n(sizes.index.max()),
+                f"{(sizes.index * sizes).sum() / clusters:.2f}"]]),
     ])
 
 
@@ -216,14 +220,15 @@ def _blend_section(out: Path, train_tokens: int | None) -> Section | None:
     ])
 
 
-def build_sections(out: Path, train_tokens: int | None = None) -> list[Section]:
-    """Every section whose inputs exist, in the order of the flow; draws the PNGs."""
+def build_sections(out: Path, train_tokens: int | None = None, client=None) -> list[Section]:
+    """Every section whose inputs exist, in the order of the flow; draws the PNGs. Counts
+    over documents are aggregated on `client`'s workers (here, file by file, when None)."""
     out = out_path(out)
     funnel = data.funnel(out)
-    ledger = data.read_ledger(out)
+    facts = data.gather_counts(out, client)
     sections = [_funnel_section(out, funnel, data.token_totals(out)),
-                _reasons_section(out, ledger), _language_section(out, ledger),
-                _quality_section(out, ledger), _dedup_section(out, ledger),
+                _reasons_section(out, facts, client), _language_section(out, facts),
+                _quality_section(out, facts), _dedup_section(out, facts),
                 _contamination_section(out), _blend_section(out, train_tokens)]
     return [s for s in sections if s is not None]
 
@@ -254,13 +259,14 @@ def render_markdown(title: str, intro: str, sections: list[Section]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, train_tokens: int | None = None) -> Path:
-    """Write OUT/report.md, OUT/report.html and the PNGs under OUT/report/; return the .md."""
-    from curation.report_html import render_html
+def write_report(out: Path, train_tokens: int | None = None, client=None) -> Path:
+    """Write OUT/report.md, OUT/report.html and the PNGs under OUT/report/; return the .md.
+    With a Dask `client`, the counts over documents are made on its workers."""
+    from curation.report.html import render_html
 
     out = out_path(out)
     stage_totals(out)  # a clear error before anything is written
-    sections = build_sections(out, train_tokens)
+    sections = build_sections(out, train_tokens, client)
     spec = data.frozen_spec(out)
     title = f"Curation report: {spec.get('name') or resolved(out).name}"
     intro = (f"Output folder `{resolved(out)}`. Every removed or modified document has a row "

@@ -57,7 +57,7 @@ def _anchor(title: str) -> str:
 
 
 def render_html(title: str, intro: str, sections: list, out: Path) -> str:
-    from curation.report import Image, Items, Table
+    from curation.report.build import Image, Items, Table
 
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
