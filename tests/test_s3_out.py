@@ -101,7 +101,9 @@ def test_s3_out_matches_local_out(runs):
     assert_same_outputs(str(local), remote)
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     assert fs.exists("curation/runs/first/stages/00_read/_manifest.json")
+    assert fs.exists("curation/runs/first/stages/_input_hashes.json")
     assert not [p for p in fs.find("curation/runs/first") if p.endswith(".tmp")]
+    assert not Path("s3:").exists()  # what a pathlib.Path of the URL would have written
 
 
 @pytest.mark.slow
@@ -119,7 +121,10 @@ def test_a_cut_run_on_s3_resumes_there_through_the_cli(runs, capfd):
     capfd.readouterr()
     spec_path = str(spec.base_dir / "spec.yaml")
     assert curate(["run", spec_path, "--out", remote, "--workers", "2"]) == 0
-    assert "exact_dedup: finished earlier with the same inputs; skipped" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "exact_dedup: finished earlier with the same inputs; skipped" in err
+    assert f"{remote}: not locked (object storage has no file locks)" in err
+    assert not fs.exists(f"{run}/.lock")
     assert fs.exists(f"{run}/report.md")
     assert_same_outputs(str(local), remote)
 
