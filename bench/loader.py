@@ -64,11 +64,31 @@ def bench_index_build(total_tokens: float) -> dict:
     blend_s = time.perf_counter() - start
     counts = np.bincount(source, minlength=len(weights))
     for k, lens in enumerate(lengths):
-        build_sample_indices(np.arange(len(lens)), lens, SEQ_LEN, int(counts[k]),
-                             np.random.default_rng(k))
+        build_sample_indices(np.arange(len(lens)), lens, SEQ_LEN, int(counts[k]), [k])
     total_s = time.perf_counter() - start
     return {"samples": num_samples, "documents": sum(len(x) for x in lengths),
             "blend_s": blend_s, "total_s": total_s, "weights": weights}
+
+
+def bench_index_extend(total_tokens: float) -> dict:
+    """A run's per-source indices grown from half its samples to all of them (what resuming
+    with twice the steps does), against building all of them afresh."""
+    rng = np.random.default_rng(0)
+    weights = MTNLG / MTNLG.sum()
+    sizes = total_tokens * weights * rng.uniform(0.3, 2.0, size=len(weights))
+    lengths = [document_lengths(s, rng) for s in sizes]
+    counts = np.bincount(blend_indices(weights, int(total_tokens // SEQ_LEN))[0],
+                         minlength=len(weights))
+    half = [build_sample_indices(np.arange(len(x)), x, SEQ_LEN, int(c) // 2, [k])
+            for k, (x, c) in enumerate(zip(lengths, counts, strict=True))]
+    start = time.perf_counter()
+    for k, (x, c) in enumerate(zip(lengths, counts, strict=True)):
+        build_sample_indices(np.arange(len(x)), x, SEQ_LEN, int(c), [k], previous=half[k])
+    extend_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for k, (x, c) in enumerate(zip(lengths, counts, strict=True)):
+        build_sample_indices(np.arange(len(x)), x, SEQ_LEN, int(c), [k])
+    return {"extend_s": extend_s, "fresh_s": time.perf_counter() - start}
 
 
 def bench_blend_vs_loop(weights: np.ndarray, num_samples: int) -> dict:
@@ -170,6 +190,9 @@ def main() -> None:
     print(f"index build: {args.tokens:.3g} tokens, 15 sources, {build['documents']:,} documents,"
           f" {build['samples']:,} samples of {SEQ_LEN}: blend {build['blend_s']:.2f} s,"
           f" all indices {build['total_s']:.2f} s (target <= 30 s)")
+    grow = bench_index_extend(args.tokens)
+    print(f"per-source indices grown from half the samples to all: {grow['extend_s']:.2f} s,"
+          f" built afresh: {grow['fresh_s']:.2f} s")
     blend = bench_blend_vs_loop(build["weights"], build["samples"])
     print(f"blending {build['samples']:,} samples: numpy {blend['fast_s']:.3f} s, same rule as"
           f" a Python loop {blend['loop_s']:.2f} s ({blend['loop_s'] / blend['fast_s']:.0f}x),"

@@ -13,6 +13,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -50,6 +51,12 @@ def atomic_write_parquet(frame: pd.DataFrame | pa.Table, final: Path | str,
         frame, schema=schema, preserve_index=False)
     with atomic_path(final) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+
+
+def save_npy(final, array: np.ndarray) -> None:
+    """`np.save` to `final` (in OUT, local or an fsspec URL), atomically."""
+    with atomic_path(final) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)
 
 
 def write_json_atomic(final: Path | str, data: object) -> None:

@@ -138,6 +138,13 @@ def local_copy(path) -> str:
     return local
 
 
+def load_npy(path, mmap_mode: str | None = None):
+    """A .npy array in OUT: memory-mapped in place when local, else from a local copy."""
+    import numpy as np
+
+    return np.load(local_copy(path), mmap_mode=mmap_mode)
+
+
 def copy_file(source, target) -> None:
     """Copy one file within OUT: a hard link on a local disk, a server-side copy remotely."""
     source, target = out_path(source), out_path(target)

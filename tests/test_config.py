@@ -26,7 +26,8 @@ def test_mtnlg_config_is_the_papers():
 
 
 def test_overrides_parse_values_as_yaml(tmp_path):
-    cfg = load_config("tiny", ["parallel.tp=2", "parallel.zero1=false", "batch.rampup=[4, 4, 64]",
+    cfg = load_config("tiny", ["parallel.tp=2", "parallel.zero1=false",
+                               "batch.rampup=[4, 4, 64]", "optim.schedule_unit=samples",
                                "optim.lr=1e-3", f"train.dir={tmp_path}"])
     assert cfg.parallel.tp == 2 and cfg.parallel.zero1 is False
     assert cfg.batch.rampup == (4, 4, 64) and cfg.optim.lr == 1e-3
@@ -50,7 +51,8 @@ def test_config_from_a_path(tmp_path):
     (["model.vocab_size=null"], r"model\.vocab_size is required when data is synthetic"),
     (["model.pad_vocab_to=1", "model.vocab_size=511", "parallel.tp=2"],
      r"padded vocabulary \(511\) must be divisible by parallel\.tp \(2\)"),
-    (["batch.rampup=[6, 4, 100]"], r"batch\.rampup start and increment must be multiples of 4"),
+    (["batch.rampup=[6, 4, 100]", "optim.schedule_unit=samples"],
+     r"batch\.rampup start and increment must be multiples of 4"),
     (["optim.lr=-1"], r"optim\.lr: Input should be greater than 0"),
 ])
 def test_bad_configs_name_the_key(override, message):

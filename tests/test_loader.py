@@ -16,13 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curation.shards import (
-    file_sha256,
-    token_dtype,
-    tokens_table,
-    write_ipc_atomic,
-    write_manifest,
-)
+from tests.planted_out import EOD
+from tests.planted_out import write_token_source as write_source
 from training.data import (
     IndexBuildError,
     ShardError,
@@ -38,31 +33,6 @@ from training.data.gpt_dataset import GPTDataset, build_sample_indices, samples_
 
 MTNLG = [0.19336, 0.15652, 0.14336, 0.13017, 0.09446, 0.08962, 0.05689, 0.04771, 0.02897,
          0.01588, 0.01359, 0.01007, 0.00873, 0.00859, 0.00208]
-EOD = 0
-
-
-def write_source(tokens_dir: Path, name: str, docs: list[np.ndarray], vocab_size: int = 60000,
-                 docs_per_shard: int = 7) -> Path:
-    """Shards + manifest for planted documents (EOD already appended by the caller)."""
-    source_dir = tokens_dir / name
-    source_dir.mkdir(parents=True, exist_ok=True)
-    dtype = token_dtype(vocab_size)
-    shards = []
-    for s, first in enumerate(range(0, len(docs), docs_per_shard)):
-        chunk = docs[first:first + docs_per_shard]
-        offsets = np.concatenate([[0], np.cumsum([len(d) for d in chunk])]).astype(np.int32)
-        flat = np.concatenate(chunk).astype(dtype)
-        path = source_dir / f"shard-{s:05d}.arrow"
-        write_ipc_atomic(tokens_table([f"{name}/{first + i}" for i in range(len(chunk))], flat,
-                                      offsets), path)
-        shards.append({"file": path.name, "documents": len(chunk), "tokens": len(flat),
-                       "bytes": path.stat().st_size, "sha256": file_sha256(path)})
-    write_manifest(source_dir, {
-        "format": "textmill-tokens/1", "tokenizer": {"path": "../../tokenizer.json",
-                                                     "sha256": "planted"},
-        "vocab_size": vocab_size, "dtype": dtype.name, "eod_id": EOD, "source": name,
-        "documents": len(docs), "tokens": sum(s["tokens"] for s in shards), "shards": shards})
-    return source_dir
 
 
 def planted_docs(first_token: int, lengths) -> list[np.ndarray]:
@@ -86,8 +56,7 @@ def test_packing_covers_every_token_once_per_epoch_in_order(one_source):
     seq_len = 16
     lengths = shards.document_lengths()
     n = samples_per_epoch(int(lengths.sum()), seq_len)
-    indices = build_sample_indices(np.arange(len(docs)), lengths, seq_len, n,
-                                   np.random.default_rng(0))
+    indices = build_sample_indices(np.arange(len(docs)), lengths, seq_len, n, [0])
     dataset = GPTDataset(shards, indices, seq_len)
     samples = [dataset.packed(j) for j in range(n)]
     assert all(s.shape == (seq_len + 1,) and s.dtype == np.int64 for s in samples)
@@ -106,8 +75,7 @@ def test_several_epochs_each_reshuffled(one_source):
     shards, docs = one_source
     lengths = shards.document_lengths()
     n = 3 * samples_per_epoch(int(lengths.sum()), 16) - 2
-    doc_idx = build_sample_indices(np.arange(len(docs)), lengths, 16, n,
-                                   np.random.default_rng(1))["doc_idx"]
+    doc_idx = build_sample_indices(np.arange(len(docs)), lengths, 16, n, [1])["doc_idx"]
     epochs = doc_idx.reshape(3, len(docs))
     assert all(sorted(e.tolist()) == list(range(len(docs))) for e in epochs)
     assert not np.array_equal(epochs[0], epochs[1])
@@ -220,7 +188,7 @@ def test_epochs_blend_from_the_frozen_spec(mtnlg_out):
 def test_empty_source_is_an_error_naming_its_manifest(tmp_path):
     write_source(tmp_path / "tokens", "good", planted_docs(1, [5, 6]))
     write_source(tmp_path / "tokens", "empty", [])
-    with pytest.raises(ShardError, match=r"empty/manifest.json.*no documents"):
+    with pytest.raises(ShardError, match=r"tokens: no token shards for source\(s\) 'empty'"):
         build_blended_dataset(tmp_path, 4, 0, {"train": 4}, weights={"good": 0.5, "empty": 0.5})
 
 
@@ -259,14 +227,14 @@ def test_uint32_shards_are_served(tmp_path):
 
 def _wait_as_rank_1(cache_dir, inputs, queue):
     try:
-        cached_indices(cache_dir, inputs, lambda: {}, rank=1, timeout_s=60, poll_s=0.05)
+        cached_indices(cache_dir, inputs, lambda _: {}, rank=1, timeout_s=60, poll_s=0.05)
         queue.put("no error")
     except IndexBuildError as err:
         queue.put(str(err))
 
 
 def _fail_as_rank_0(cache_dir, inputs):
-    def build():
+    def build(_previous):
         raise ValueError("planted failure in shard-00042.arrow")
 
     try:
@@ -291,13 +259,13 @@ def test_rank0_failure_reaches_a_waiting_rank(tmp_path):
 
 def test_a_waiting_rank_times_out_without_rank0(tmp_path):
     with pytest.raises(TimeoutError, match="rank 3"):
-        cached_indices(tmp_path, {"x": 1}, lambda: {}, rank=3, timeout_s=0.3, poll_s=0.05)
+        cached_indices(tmp_path, {"x": 1}, lambda _: {}, rank=3, timeout_s=0.3, poll_s=0.05)
 
 
 def test_cached_indices_are_memory_mapped_and_built_once(tmp_path):
     calls = []
 
-    def build():
+    def build(_previous):
         calls.append(1)
         return {"a": np.arange(10)}
 

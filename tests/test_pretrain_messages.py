@@ -109,8 +109,8 @@ def test_config_typos_list_the_valid_keys_and_name_the_flag(tmp_path, capsys, no
     assert pretrain(["tiny", "--set", "optim.lrr=1"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == ("pretrain: --set optim.lrr=1: unknown key optim.lrr (allowed: beta1, "
-                           "beta2, clip, decay_steps, eps, lr, min_lr, peak_tflops, warmup, "
-                           "weight_decay)")
+                           "beta2, clip, decay, eps, lr, min_lr, peak_tflops, schedule_unit, "
+                           "warmup, weight_decay)")
     assert pretrain(["tiny", "--tp", "3"]) == 2
     assert capsys.readouterr().err.startswith(
         "pretrain: --tp 3: model.heads (4) must be divisible by parallel.tp (3)")

@@ -73,10 +73,13 @@ def new_bucket(name: str) -> str:
     return f"s3://{name}"
 
 
-# Every stage that keeps files of its own in OUT (the quality model, the task n-gram tables).
+# Every stage that keeps files of its own in OUT (the quality model, the task n-gram tables,
+# the selection's per-partition arrays and GOT-D chunks).
 S3_SPEC = SPEC.replace("stages: {", """stages: {
   quality: {positive: [a], negative: [b], threshold: 0.2, epoch: 5, min_count: 1},
   decontaminate: {ngram: 8, tasks: [{name: qa, paths: [qa.jsonl], fields: [question]}]},
+  select: {method: got, target: {paths: [qa.jsonl], text_field: question}, budget: {docs: 30},
+           embedding: {dims: 16}, ot: {reg: 0.1, iters: 100, chunk: 10}},
   """)
 
 
@@ -116,7 +119,7 @@ def test_a_cut_run_on_s3_resumes_there_through_the_cli(runs, capfd):
     stage = f"{run}/stages/06_fuzzy_dedup"
     fs.rm(f"{stage}/_manifest.json")
     fs.rm(f"{stage}/stats/part-00001.json")
-    for later in ("stages/07_decontaminate", "curated", "ledger", "tokens"):
+    for later in ("stages/07_decontaminate", "stages/08_select", "curated", "ledger", "tokens"):
         fs.rm(f"{run}/{later}", recursive=True)
     capfd.readouterr()
     spec_path = str(spec.base_dir / "spec.yaml")

@@ -55,6 +55,7 @@ def test_the_spec_and_the_pipeline_follow_the_registry():
     every = {name: {} for name in names}
     every["quality"] = {"positive": ["web"], "negative": ["code"]}
     every["decontaminate"] = {"tasks": [{"name": "t", "paths": ["t"], "fields": ["q"]}]}
+    every["select"] = {"method": "random", "budget": {"docs": 1}}
     spec = parse_spec({"name": "t", "sources": [{"name": "web", "paths": ["w"]},
                                                 {"name": "code", "paths": ["c"]}],
                        "stages": every}, check_files=False)

@@ -121,6 +121,7 @@ def test_batch_rampup_and_split_run(reference, tmp_path):
     same run."""
     cfg = tiny_config(dir=str(tmp_path))
     cfg["batch"]["rampup"] = [4, 2, 16]
+    cfg["optim"].update(schedule_unit="samples", warmup=8)
     runs = []
     for split in (True, False):
         trainer = Trainer(TrainingConfig.model_validate(cfg))

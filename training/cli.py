@@ -13,7 +13,9 @@ import argparse
 import os
 import sys
 
+from training.batches import check_data_sources
 from training.config import ConfigError, load_config
+from training.data.shards import ShardError
 from training.launch import launch, under_launcher
 from training.loop import check_supported, run_worker
 from training.parallel.grid import GridLayout, LayoutError
@@ -106,8 +108,9 @@ def _main(argv: list[str]) -> int:
         check_supported(cfg)
         if not cfg.data.is_synthetic:
             check_curated(cfg.data.curated)
+            check_data_sources(cfg)
         held = lock_train_dir(cfg.train.dir)  # LockHeld is a RuntimeError: one line
-    except (ConfigError, LayoutError, PreflightError, RuntimeError) as err:
+    except (ConfigError, LayoutError, PreflightError, RuntimeError, ShardError) as err:
         print(f"pretrain: {err}", file=sys.stderr)
         return 2
     with held:

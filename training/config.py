@@ -7,6 +7,7 @@ process starts, so a typo in a 530B config fails in a second rather than after t
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -79,14 +80,40 @@ class BatchConfig(StrictModel):
 class OptimConfig(StrictModel):
     lr: float = Field(gt=0.0)
     min_lr: float = Field(0.0, ge=0.0)
-    warmup: int = Field(0, ge=0, description="steps of linear warmup")
-    decay_steps: int | None = Field(None, gt=0, description="end of cosine decay; default steps")
+    schedule_unit: Literal["steps", "samples", "tokens"] = Field(
+        "steps", description="what warmup and decay count (samples or tokens with ramp-up)")
+    warmup: int = Field(0, ge=0, description="linear warmup, in schedule_unit")
+    decay: int | None = Field(
+        None, gt=0, description="end of the cosine decay, in schedule_unit; default the run")
     weight_decay: float = Field(0.0, ge=0.0)
     clip: float = Field(1.0, ge=0.0, description="global gradient norm; 0 disables")
     beta1: float = Field(0.9, ge=0.0, lt=1.0)
     beta2: float = Field(0.95, ge=0.0, lt=1.0)
     eps: float = Field(1e-8, gt=0.0)
     peak_tflops: float | None = Field(None, gt=0.0, description="per-device peak, for MFU")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_decay_steps(cls, raw):
+        """`decay_steps` (before schedule_unit) still works, as `decay` counted in steps."""
+        if isinstance(raw, dict) and "decay_steps" in raw:
+            raw = dict(raw)
+            if raw["decay_steps"] is None:  # the old default, as saved in old checkpoints
+                raw.pop("decay_steps")
+                return raw
+            if raw.get("decay") is not None or raw.get("schedule_unit", "steps") != "steps":
+                raise ValueError("decay_steps is renamed decay (counted in schedule_unit): "
+                                 "give decay only")
+            warnings.warn("optim.decay_steps is deprecated: write optim.decay (counted in "
+                          "optim.schedule_unit, default steps)", FutureWarning, stacklevel=2)
+            raw["decay"] = raw.pop("decay_steps")
+        return raw
+
+    @model_validator(mode="after")
+    def _warmup_before_decay(self) -> OptimConfig:
+        if self.decay is not None and self.warmup > self.decay:
+            raise ValueError(f"warmup ({self.warmup}) must not exceed decay ({self.decay})")
+        return self
 
 
 class TrainConfig(StrictModel):
@@ -101,12 +128,23 @@ class TrainConfig(StrictModel):
         "before training stops with a checkpoint")
     dir: str = "runs/default"
     seed: int = 1234
+    init_from: str | None = Field(
+        None, description="a checkpoint (or run folder) whose weights a new run starts from, "
+        "with a fresh optimizer, schedule and data; ignored once the run has checkpoints")
 
 
 class DataConfig(StrictModel):
     curated: str | None = Field(None, description="a `curate run` OUT directory")
     synthetic: bool = False
     seq_len: int | None = Field(None, gt=0, description="if given, must equal model.seq_len")
+    reset_position_ids: bool = Field(
+        False, description="positions restart after each EOD (Megatron --reset-position-ids)")
+    reset_attention_mask: bool = Field(
+        False, description="attention stays within each document of a packed sample")
+    eod_mask_loss: bool = Field(False, description="no loss on predicting from an EOD token")
+    empty_sources: Literal["skip", "error"] = Field(
+        "skip", description="a blend source without token shards: skip it (renormalising the "
+        "others, with a warning) or stop")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -154,12 +192,23 @@ class TrainingConfig(StrictModel):
                 problems.append(f"batch.rampup start and increment must be multiples of {per_step}")
             if start > b.global_batch or (b.global_batch - start) % max(increment, 1):
                 problems.append("batch.rampup must reach batch.global in whole increments")
+            if self.optim.schedule_unit == "steps":
+                problems.append(
+                    "optim.schedule_unit is steps but batch.rampup grows the batch, so a step "
+                    "is no fixed amount of data: set optim.schedule_unit to samples or tokens "
+                    "and give optim.warmup and optim.decay in that unit (as Megatron's "
+                    "--lr-warmup-samples / --lr-decay-samples)")
         problems += pipeline_problems(m, p, b)
         if p.sequence_parallel and m.seq_len % p.tp:
             problems.append(f"parallel.sequence_parallel shards model.seq_len ({m.seq_len}) over "
                             f"parallel.tp ({p.tp}): it must be divisible")
         if self.data.is_synthetic and m.vocab_size is None:
             problems.append("model.vocab_size is required when data is synthetic")
+        kept_apart = [f"data.{key}" for key in ("reset_position_ids", "reset_attention_mask",
+                                                "eod_mask_loss") if getattr(self.data, key)]
+        if kept_apart and self.data.is_synthetic:
+            problems.append(f"{', '.join(kept_apart)} need documents: set data.curated (synthetic "
+                            "samples have no EOD tokens)")
         if self.data.seq_len and self.data.seq_len != m.seq_len:
             problems.append(f"data.seq_len ({self.data.seq_len}) != model.seq_len ({m.seq_len})")
         if self.optim.min_lr > self.optim.lr:

@@ -15,12 +15,13 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
-from training.batches import BatchSource, build_batch_sources
+from training.batches import BatchSource, build_batch_sources, prepare_micro_batches
 from training.checkpoint import resume_latest, save_checkpoint
 from training.config import TrainingConfig, padded_vocab_size
+from training.init_from import init_weights
 from training.metrics import MetricsWriter, step_record
 from training.model import GPT, counts_in_global_norm, pre_reductions, split_layers
-from training.optim import global_batch_size, learning_rate
+from training.optim import LRSchedule, global_batch_size
 from training.parallel import comm
 from training.parallel.comm import COMM_CLOCK, SOLO
 from training.parallel.grad_buckets import GradBuckets
@@ -69,12 +70,17 @@ class Trainer:
         self.autocast = (torch.autocast(grid.device.type, dtype=torch.bfloat16)
                          if cfg.dtype == "bf16" else nullcontext())
         self.pipeline = self._build_pipeline()
+        self.lr_schedule = LRSchedule(cfg.optim, cfg.batch, cfg.train.steps, cfg.model.seq_len)
         self.consumed_samples = 0
         self.step = 0
         self.skipped_steps, self.skips_in_a_row = 0, 0  # steps with a NaN/Inf loss or norm
         self.writer: MetricsWriter | None = None
         # Continue from the newest complete checkpoint in train.dir/checkpoints, if any.
         self.resumed_from = resume_latest(self)
+        # Else, a new run may start from another run's weights (train.init_from).
+        self.initialized_from = None
+        if self.resumed_from is None and cfg.train.init_from:
+            self.initialized_from = init_weights(self, cfg.train.init_from)
 
     def _build_model(self) -> GPT:
         """This rank's model chunks: chunk c on pipeline rank r is virtual stage c * pp + r."""
@@ -107,7 +113,7 @@ class Trainer:
     def _micro_batches(self, source: BatchSource, consumed: int, global_batch: int):
         batch = source.local_batch(consumed, global_batch, self.grid.dp_rank,
                                    self.cfg.parallel.dp).to(self.grid.device)
-        return batch.split(self.cfg.batch.micro)
+        return prepare_micro_batches(batch, self.cfg.batch.micro, self.cfg.data, source.eod_id)
 
     def train_step(self) -> tuple[float, float, int]:
         """One optimizer step on one global batch; returns (loss, grad norm, batch size)."""
@@ -124,12 +130,12 @@ class Trainer:
                 if i == len(micro_batches) - 1:
                     self.buckets.arm()
                 with self.autocast:
-                    loss = self.model(micro[:, :-1], micro[:, 1:])
+                    loss = self.model(micro.inputs, micro.targets, documents=micro.documents)
                 (loss / len(micro_batches)).backward()
                 loss_sum += loss.detach()
         self.buckets.finish_grad_sync()
         self.step += 1
-        self.lr = learning_rate(self.step, self.cfg.optim, self.cfg.train.steps)
+        self.lr = self.lr_schedule.lr(self.step, self.consumed_samples + global_batch)
         loss = self._mean_over_dp(loss_sum / len(micro_batches))
         grad_norm = self.optimizer.step(self.lr, loss)  # skipped if either is NaN/Inf
         self.consumed_samples += global_batch
@@ -149,7 +155,8 @@ class Trainer:
                 continue
             for micro in micro_batches:
                 with self.autocast:
-                    total += self.model(micro[:, :-1], micro[:, 1:]).float()
+                    total += self.model(micro.inputs, micro.targets,
+                                        documents=micro.documents).float()
         comm.all_reduce(total, self.grid.group("pp"))
         self.model.train()
         return self._mean_over_dp(total / count)
@@ -161,7 +168,8 @@ class Trainer:
         after the last step of the call, unless that step was just saved."""
         cfg, records = self.cfg, []
         if self.writer is None:
-            self.writer = MetricsWriter(cfg.train.dir, enabled=self.grid.rank == 0)
+            self.writer = MetricsWriter(cfg.train.dir, enabled=self.grid.rank == 0,
+                                        header=getattr(self.train_source, "blend", None))
         sync = torch.cuda.synchronize if self.grid.device.type == "cuda" else (lambda: None)
         while self.step < (until or cfg.train.steps):
             sync()

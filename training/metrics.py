@@ -39,10 +39,11 @@ def step_record(*, step: int, loss: float, lr: float, grad_norm: float, consumed
 
 
 class MetricsWriter:
-    """Appends records to metrics.jsonl and TensorBoard; a no-op on every rank but rank 0."""
+    """Appends records to metrics.jsonl and TensorBoard; a no-op on every rank but rank 0.
+    `header` (e.g. the data blend) joins the first record written and is TensorBoard text."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, run_dir: str | Path, enabled: bool, header: dict | None = None):
+        self.enabled, self.header = enabled, header
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
@@ -55,6 +56,12 @@ class MetricsWriter:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
+        if self.header:
+            record = {**record, **self.header}
+            self.board.add_text("run/header", "\n\n".join(
+                f"**{key}**: `{json.dumps(value)}`" for key, value in self.header.items()),
+                record["step"])
+            self.header = None
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
         step = record["step"]

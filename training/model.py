@@ -65,8 +65,11 @@ class Embedding(nn.Module):
         self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
         self.sequence_parallel, self.tp_rank = sequence_parallel, grid.tp_rank
 
-    def forward(self, tokens):
-        position = self.position[: tokens.shape[1]].unsqueeze(0)
+    def forward(self, tokens, position_ids=None):
+        if position_ids is None:
+            position = self.position[: tokens.shape[1]].unsqueeze(0)
+        else:  # positions restart in every document of a packed sample
+            position = self.position[position_ids]
         if self.sequence_parallel:
             position = sequence_shard(position, self.word.group, self.tp_rank)
         return self.dropout(self.word(tokens) + position)
@@ -90,12 +93,15 @@ class Attention(nn.Module):
                                       seed=seed, std=cfg.init_std / math.sqrt(2 * cfg.layers),
                                       sequence_parallel=sequence_parallel)
 
-    def core(self, q, k, v):
-        """QK^T, causal softmax, dropout, AV: the part selective recomputation reruns."""
+    def core(self, q, k, v, mask=None):
+        """QK^T, causal softmax, dropout, AV: the part selective recomputation reruns. `mask`
+        (bool [batch, 1, seq, seq], True where a query may attend) replaces the causal mask
+        when attention stays within each document."""
         return F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+            q, k, v, attn_mask=mask, is_causal=mask is None,
+            dropout_p=self.dropout if self.training else 0.0)
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
         qkv = self.qkv(x)  # with sequence parallelism x is a shard, qkv the whole sequence
         batch, seq = qkv.shape[:2]
         heads = qkv.view(batch, seq, self.heads, 3, self.head_dim)
@@ -104,9 +110,9 @@ class Attention(nn.Module):
         # is entered outside the checkpoint, which then stashes and replays its stream.
         with dropout_region(self.training and self.dropout > 0, self.tp_rank, self.device):
             if self.recompute_core and torch.is_grad_enabled():
-                out = checkpoint(self.core, q, k, v, use_reentrant=False)
+                out = checkpoint(self.core, q, k, v, mask, use_reentrant=False)
             else:
-                out = self.core(q, k, v)
+                out = self.core(q, k, v, mask)
         return self.proj(out.transpose(1, 2).reshape(batch, seq, self.heads * self.head_dim))
 
 
@@ -138,8 +144,8 @@ class Block(nn.Module):
         # the residual stream: replicated over TP, or with sequence parallelism a shard
         self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
 
-    def forward(self, x):
-        x = x + self.dropout(self.attn(self.ln1(x)))
+    def forward(self, x, mask=None):
+        x = x + self.dropout(self.attn(self.ln1(x), mask))
         return x + self.dropout(self.mlp(self.ln2(x)))
 
 
@@ -161,8 +167,10 @@ class OutputHead(nn.Module):
 class GPT(nn.Module):
     """The blocks of `chunks` (layer ranges, one per model chunk; default: all layers as one),
     with the embedding when a chunk starts at block 0 and the output head when one ends at the
-    last block. `forward(x, targets, chunk)` takes tokens (or the previous stage's hidden
-    states) and returns the mean loss (or hidden states for the next stage)."""
+    last block. `forward(x, targets, chunk, documents)` takes tokens (or the previous stage's
+    hidden states) and returns the mean loss (or hidden states for the next stage);
+    `documents` (training.batches.DocumentMasks) restarts positions, keeps attention within
+    each document of a packed sample, or leaves tokens out of the loss."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, grid: ProcessGrid, seed: int,
                  chunks: list[range] | None = None, *, sequence_parallel: bool = False,
@@ -202,19 +210,24 @@ class GPT(nn.Module):
             modules += [self.head, getattr(self, "output_word", None) or self.embedding.word]
         return list(dict.fromkeys(p for module in modules for p in module.parameters()))
 
-    def forward(self, inputs, targets=None, chunk: int = 0):
+    def forward(self, inputs, targets=None, chunk: int = 0, documents=None):
         layers = self.chunks[chunk]
-        x = self.embedding(inputs) if layers.start == 0 else inputs
+        position_ids = documents.position_ids if documents is not None else None
+        mask = documents.attention_mask if documents is not None else None
+        x = self.embedding(inputs, position_ids) if layers.start == 0 else inputs
         for i in layers:
             block = self.blocks[str(i)]
             if self.recompute_blocks and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, mask, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, mask)
         if layers.stop != self.cfg.layers:
             return x
         word = self.embedding.word if self.embedding is not None else self.output_word
-        return self.head(x, word, targets).mean()
+        losses = self.head(x, word, targets)
+        if documents is None or documents.loss_mask is None:
+            return losses.mean()
+        return (losses * documents.loss_mask).sum() / documents.loss_mask.sum().clamp_min(1.0)
 
 
 def split_layers(layers: int, stages: int) -> list[range]:

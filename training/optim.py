@@ -17,16 +17,39 @@ def decays(param: nn.Parameter) -> bool:
     return param.ndim >= 2
 
 
-def learning_rate(step: int, cfg: OptimConfig, total_steps: int) -> float:
-    """LR for optimizer step `step` (1-based): linear warmup to `lr` over `warmup` steps, then
-    half a cosine down to `min_lr` at `decay_steps` (default: the run's steps), then flat."""
-    decay_steps = cfg.decay_steps or total_steps
-    if cfg.warmup and step <= cfg.warmup:
-        return cfg.lr * step / cfg.warmup
-    if step >= decay_steps:
+def learning_rate(position: int, cfg: OptimConfig, run_length: int) -> float:
+    """LR at `position` (in `cfg.schedule_unit`, counted after the step's batch: step 1, or
+    the samples or tokens consumed once the step is done): linear warmup to `lr` over
+    `warmup`, then half a cosine down to `min_lr` at `decay` (default: `run_length`), then
+    flat."""
+    decay = cfg.decay or run_length
+    if cfg.warmup and position <= cfg.warmup:
+        return cfg.lr * position / cfg.warmup
+    if position >= decay:
         return cfg.min_lr
-    progress = (step - cfg.warmup) / max(1, decay_steps - cfg.warmup)
+    progress = (position - cfg.warmup) / max(1, decay - cfg.warmup)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+class LRSchedule:
+    """The LR of each step in the unit the config counts (Megatron's --lr-warmup-samples /
+    --lr-decay-samples when `samples`; `tokens` is samples x seq_len). With batch ramp-up
+    only samples or tokens say how much data a warmup covers, so the config requires them."""
+
+    def __init__(self, optim: OptimConfig, batch: BatchConfig, steps: int, seq_len: int):
+        self.optim = optim
+        self.per_sample = seq_len if optim.schedule_unit == "tokens" else 1
+        self.run_length = (steps if optim.schedule_unit == "steps"
+                           else samples_after_steps(steps, batch) * self.per_sample)
+
+    def position(self, step: int, consumed_samples: int) -> int:
+        """Where step `step` (1-based) stands once it has consumed `consumed_samples`."""
+        if self.optim.schedule_unit == "steps":
+            return step
+        return consumed_samples * self.per_sample
+
+    def lr(self, step: int, consumed_samples: int) -> float:
+        return learning_rate(self.position(step, consumed_samples), self.optim, self.run_length)
 
 
 def global_batch_size(consumed_samples: int, cfg: BatchConfig) -> int:
@@ -40,6 +63,25 @@ def global_batch_size(consumed_samples: int, cfg: BatchConfig) -> int:
         return cfg.global_batch
     samples_per_increment = ramp_samples / increments
     return min(cfg.global_batch, start + int(consumed_samples // samples_per_increment) * increment)
+
+
+def samples_after_steps(steps: int, cfg: BatchConfig) -> int:
+    """Samples `steps` steps consume, ramp-up included: one batch size at a time, so a
+    530B run's 86k steps cost a few dozen iterations."""
+    consumed = 0
+    while steps > 0:
+        size = global_batch_size(consumed, cfg)
+        if size == cfg.global_batch:
+            return consumed + steps * size
+        start, increment, ramp_samples = cfg.rampup
+        per_increment = ramp_samples / ((cfg.global_batch - start) // increment)
+        next_size_at = math.floor(((size - start) // increment + 1) * per_increment)
+        while global_batch_size(next_size_at, cfg) == size:  # float rounding at the boundary
+            next_size_at += 1
+        at_this_size = min(steps, max(1, -(-(next_size_at - consumed) // size)))
+        consumed += at_this_size * size
+        steps -= at_this_size
+    return consumed
 
 
 def clip_coefficient(grad_norm: float, clip: float) -> float:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from training.checkpoint_format import CheckpointError, list_checkpoints, read_index
 from training.config import ParallelConfig, TrainingConfig
-from training.optim import learning_rate
+from training.optim import LRSchedule, global_batch_size
 
 if TYPE_CHECKING:
     from training.loop import Trainer
@@ -33,7 +33,9 @@ def layout_line(p: ParallelConfig, stages: int) -> str:
 
 def next_step_lr(cfg: TrainingConfig, step: int, consumed_samples: int) -> float:
     """The LR the loop gives step `step + 1` of a run resumed at `step`."""
-    return learning_rate(step + 1, cfg.optim, cfg.train.steps)
+    schedule = LRSchedule(cfg.optim, cfg.batch, cfg.train.steps, cfg.model.seq_len)
+    return schedule.lr(step + 1, consumed_samples + global_batch_size(consumed_samples,
+                                                                      cfg.batch))
 
 
 def schedule_change(saved_config: dict, cfg: TrainingConfig, step: int,

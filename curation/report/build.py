@@ -202,6 +202,25 @@ def _contamination_section(out: Path) -> Section | None:
     return Section("Contamination", blocks)
 
 
+def _selection_section(out: Path) -> Section | None:
+    """The select stage: per source, the score distribution of chosen and not chosen."""
+    summary = data.read_json(out / "selection.json")
+    if summary is None:
+        return None
+    rows = [[source, side.replace("_", " "), _n(entry["docs"]), _n(entry["tokens"]),
+             *(f"{entry[q]:.4g}" if q in entry else "" for q in ("p10", "p50", "p90"))]
+            for source, sides in summary["sources"].items()
+            for side, entry in sides.items()]
+    return Section("Data selection", [
+        f"Method `{summary['method']}`, budget {summary['budget']}: "
+        f"{_n(summary['chosen_docs'])} of {_n(summary['pool_docs'])} documents chosen "
+        f"({_n(summary['chosen_tokens'])} tokens). Lower scores are chosen first; the "
+        "rest are in the ledger as `select.not_chosen` with their score.",
+        Table(["source", "", "documents", "tokens", "score p10", "p50", "p90"],
+              rows or [["(none)", "", "0", "0", "", "", ""]]),
+    ])
+
+
 def _blend_section(out: Path, train_tokens: int | None) -> Section | None:
     blend = data.blend_table(out, train_tokens)
     if blend is None:
@@ -229,7 +248,8 @@ def build_sections(out: Path, train_tokens: int | None = None, client=None) -> l
     sections = [_funnel_section(out, funnel, data.token_totals(out)),
                 _reasons_section(out, facts, client), _language_section(out, facts),
                 _quality_section(out, facts), _dedup_section(out, facts),
-                _contamination_section(out), _blend_section(out, train_tokens)]
+                _contamination_section(out), _selection_section(out),
+                _blend_section(out, train_tokens)]
     return [s for s in sections if s is not None]
 
 

@@ -15,6 +15,7 @@ from curation.stages.heuristics import HeuristicsStage
 from curation.stages.language import LanguageStage
 from curation.stages.normalize import NormalizeStage
 from curation.stages.quality import QualityStage
+from curation.stages.select import SelectStage
 
 STAGES: tuple[type[Stage], ...] = (
     NormalizeStage,
@@ -24,5 +25,6 @@ STAGES: tuple[type[Stage], ...] = (
     ExactDedupStage,
     FuzzyDedupStage,
     DecontaminateStage,
+    SelectStage,
 )
 

@@ -1,10 +1,13 @@
 """Index cache: built once by rank 0, memory-mapped by every rank.
 
 An entry is a folder named by the sha256 of everything the indices depend on (manifests'
-shard hashes, seq_len, seed, sample counts, weights, split). Rank 0 builds the arrays into a
-temporary folder and renames it into place, so an entry either is complete or does not
-exist. Other ranks poll for it; if rank 0 fails it writes `<key>.error` with its message and
-waiting ranks raise that message instead of hanging; a timeout bounds the wait either way.
+shard hashes, seq_len, seed, weights, split) and the number of samples it holds. The
+indices are prefix-stable, so an entry serves any run that needs no more samples than it
+holds, and a longer run extends the largest entry instead of rebuilding. Rank 0 builds the
+arrays into a temporary folder and renames it into place, so an entry either is complete or
+does not exist. Other ranks poll for it; if rank 0 fails it writes `<key>-<size>.error` with
+its message and waiting ranks raise that message instead of hanging; a timeout bounds the
+wait either way.
 A stale error file from an earlier failed run is removed by rank 0 before it builds.
 """
 
@@ -58,21 +61,49 @@ def _build(entry: Path, error_file: Path, inputs: dict,
         raise
 
 
-def cached_indices(cache_dir: Path, inputs: dict, build: Callable[[], dict[str, np.ndarray]],
-                   rank: int = 0, timeout_s: float = 3600.0,
-                   poll_s: float = 0.2) -> dict[str, np.ndarray]:
-    """The arrays `build()` returns for `inputs`, built on rank 0 and memory-mapped everywhere."""
+def _entries(cache_dir: Path, key: str) -> dict[int, Path]:
+    """Complete entries of one key, by the number of samples they hold."""
+    found = {}
+    for path in cache_dir.glob(f"{key}-*"):
+        size = path.name[len(key) + 1:]
+        if size.isdigit() and (path / DONE_NAME).is_file():
+            found[int(size)] = path
+    return found
+
+
+def _fitting(cache_dir: Path, key: str, size: int) -> Path | None:
+    """The smallest complete entry holding at least `size` samples."""
+    fits = {n: p for n, p in _entries(cache_dir, key).items() if n >= size}
+    return fits[min(fits)] if fits else None
+
+
+def cached_indices(cache_dir: Path, inputs: dict,
+                   build: Callable[[dict[str, np.ndarray] | None], dict[str, np.ndarray]],
+                   rank: int = 0, timeout_s: float = 3600.0, poll_s: float = 0.2,
+                   size: int = 0) -> dict[str, np.ndarray]:
+    """The arrays for `size` samples of `inputs`, built on rank 0, memory-mapped everywhere.
+
+    Entries are `<key>-<size>`: any entry of the key holding at least `size` samples serves
+    (indices are prefix-stable, so a longer one starts with the shorter). When none does,
+    rank 0 calls `build(previous)` with the largest smaller entry (None if there is none) for
+    it to extend, publishes the result and removes the entries it supersedes.
+    """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(inputs)
-    entry, error_file = cache_dir / key, cache_dir / f"{key}.error"
-    if (entry / DONE_NAME).is_file():
-        return _load(entry)
+    found = _fitting(cache_dir, key, size)
+    if found is not None:
+        return _load(found)
+    entry, error_file = cache_dir / f"{key}-{size}", cache_dir / f"{key}-{size}.error"
     if rank == 0:
-        _build(entry, error_file, inputs, build)
+        smaller = _entries(cache_dir, key)
+        previous = _load(smaller[max(smaller)]) if smaller else None
+        _build(entry, error_file, {**inputs, "samples": size}, lambda: build(previous))
+        for old in smaller.values():
+            shutil.rmtree(old, ignore_errors=True)  # mapped pages stay valid where in use
         return _load(entry)
     deadline = time.monotonic() + timeout_s
-    while not (entry / DONE_NAME).is_file():
+    while (found := _fitting(cache_dir, key, size)) is None:
         if error_file.is_file():
             raise IndexBuildError(f"rank 0 failed to build the data indices in {entry}: "
                                   f"{error_file.read_text(encoding='utf-8')}")
@@ -80,4 +111,4 @@ def cached_indices(cache_dir: Path, inputs: dict, build: Callable[[], dict[str, 
             raise TimeoutError(f"rank {rank}: no data indices in {entry} after {timeout_s:.0f}s "
                                "(is rank 0 alive and building them?)")
         time.sleep(poll_s)
-    return _load(entry)
+    return _load(found)

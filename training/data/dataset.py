@@ -17,12 +17,14 @@ import yaml
 
 from training.data.blend import blend_indices, normalise_weights
 from training.data.cache import cached_indices
+from training.data.empty_sources import announce_skipped, drop_empty_sources
 from training.data.gpt_dataset import GPTDataset, build_sample_indices, samples_per_epoch
 from training.data.remote_cache import local_curated
 from training.data.shards import MANIFEST_NAME, ShardError, SourceShards
 
 SPLITS = ("train", "valid", "test")
-INDEX_VERSION = 1
+SAMPLE_INDICES = ("doc_idx", "sample_idx", "shuffle_idx")
+INDEX_VERSION = 2  # 2: prefix-stable indices (shuffle blocks, epochs seeded alone)
 
 
 class BlendedDataset:
@@ -30,8 +32,11 @@ class BlendedDataset:
 
     def __init__(self, split: str, sources: list[str], datasets: dict[str, GPTDataset],
                  blend_source: np.ndarray, blend_sample: np.ndarray, seq_len: int,
-                 vocab_size: int, eod_id: int):
+                 vocab_size: int, eod_id: int, weights: dict[str, float] | None = None,
+                 skipped_sources: tuple[str, ...] = ()):
         self.split = split
+        self.weights = weights or {}  # each source's share of this split's samples
+        self.skipped_sources = list(skipped_sources)  # in the blend, but without tokens
         self.sources = sources
         self._datasets = [datasets.get(name) for name in sources]
         self.blend_source = blend_source
@@ -133,8 +138,11 @@ def _split_plan(shards, ranges, seq_len, weights, epochs, requested):
     return split_weights / split_weights.sum(), requested
 
 
-def _build_split(shards, ranges, seq_len, seed, split_number, weights, total, verified: set):
-    """All indices of one split (runs on rank 0 only, on a cache miss)."""
+def _build_split(shards, ranges, seq_len, seed, split_number, weights, total, verified: set,
+                 previous: dict[str, np.ndarray] | None):
+    """All indices of one split (runs on rank 0 only, on a cache miss), extending `previous`
+    (the cached indices of fewer samples) where there are any: the blend is recomputed (it is
+    prefix-stable and cheap), each source's indices are extended."""
     names = list(shards)
     for name in names:  # a full read of each shard, once per build
         if name not in verified:
@@ -150,9 +158,12 @@ def _build_split(shards, ranges, seq_len, seed, split_number, weights, total, ve
         if high <= low:
             raise ShardError(f"{shards[name].dir / MANIFEST_NAME}: no documents in split "
                              f"{SPLITS[split_number]!r} for {counts[k]} samples")
-        rng = np.random.default_rng([seed, split_number, zlib.crc32(name.encode())])
+        before = None
+        if previous is not None and f"{name}.doc_idx" in previous:
+            before = {key: previous[f"{name}.{key}"] for key in SAMPLE_INDICES}
         indices = build_sample_indices(np.arange(low, high), shards[name].document_lengths(),
-                                       seq_len, int(counts[k]), rng)
+                                       seq_len, int(counts[k]),
+                                       [seed, split_number, zlib.crc32(name.encode())], before)
         arrays.update({f"{name}.{key}": value for key, value in indices.items()})
     return arrays
 
@@ -163,12 +174,15 @@ def build_blended_dataset(curated_out: Path, seq_len: int, seed: int,
                           epochs: dict[str, float] | None = None, split: str = "98,1,1",
                           cache_dir: Path | None = None, rank: int = 0,
                           model_vocab_size: int | None = None,
-                          timeout_s: float = 3600.0) -> dict[str, BlendedDataset]:
+                          timeout_s: float = 3600.0,
+                          empty_sources: str = "error") -> dict[str, BlendedDataset]:
     """The blended datasets of each split that has samples, keyed 'train'/'valid'/'test'.
 
     `num_samples` gives the samples per split (required with weights; with epochs it
     defaults to what the epochs yield). Without `weights` and `epochs` the blend is read from
     OUT/spec.yaml. Every rank calls this; rank 0 builds missing indices, others wait.
+    A source without token shards is an error, or with `empty_sources="skip"` left out of the
+    blend (rank 0 says so in one line; the datasets list it in `skipped_sources`).
     """
     curated_out = local_curated(curated_out)  # object storage: a verified local copy
     if weights is not None and epochs is not None:
@@ -179,6 +193,11 @@ def build_blended_dataset(curated_out: Path, seq_len: int, seed: int,
     names = [name for name, value in blend.items() if value > 0]
     if not names:
         raise ValueError("no source has a positive weight or epochs")
+    blend, skipped = drop_empty_sources({n: blend[n] for n in names}, curated_out / "tokens",
+                                        empty_sources)
+    if weights is not None:
+        blend = {name: value / sum(blend.values()) for name, value in blend.items()}
+    names = list(blend)
     shards = _open_sources(curated_out / "tokens", names, model_vocab_size)
     fractions = parse_split(split)
     per_source_ranges = {n: split_ranges(shards[n].num_documents, fractions) for n in names}
@@ -198,19 +217,25 @@ def build_blended_dataset(curated_out: Path, seq_len: int, seed: int,
         if not total:
             continue
         inputs = {"version": INDEX_VERSION, "split": split_name, "fractions": fractions.tolist(),
-                  "ranges": ranges, "seq_len": seq_len, "seed": seed, "samples": int(total),
+                  "ranges": ranges, "seq_len": seq_len, "seed": seed,
                   "weights": dict(zip(names, split_weights.tolist(), strict=True)),
                   "shards": {n: [s["sha256"] for s in shards[n].manifest["shards"]]
                              for n in names}}
         arrays = cached_indices(
             cache_dir, inputs,
-            lambda r=ranges, w=split_weights, t=total, k=number: _build_split(
-                shards, r, seq_len, seed, k, w, int(t), verified),
-            rank=rank, timeout_s=timeout_s)
+            lambda previous, r=ranges, w=split_weights, t=total, k=number: _build_split(
+                shards, r, seq_len, seed, k, w, int(t), verified, previous),
+            rank=rank, timeout_s=timeout_s, size=int(total))
         datasets = {n: GPTDataset(shards[n], {key: arrays[f"{n}.{key}"] for key in
-                                              ("doc_idx", "sample_idx", "shuffle_idx")}, seq_len)
+                                              SAMPLE_INDICES}, seq_len)
                     for n in names if f"{n}.doc_idx" in arrays}
-        out[split_name] = BlendedDataset(split_name, names, datasets, arrays["blend_source"],
-                                         arrays["blend_sample"], seq_len, first.vocab_size,
-                                         first.eod_id)
+        # an entry built for a longer run serves this one: its first `total` samples
+        out[split_name] = BlendedDataset(split_name, names, datasets,
+                                         arrays["blend_source"][:total],
+                                         arrays["blend_sample"][:total], seq_len,
+                                         first.vocab_size, first.eod_id,
+                                         dict(zip(names, split_weights.tolist(), strict=True)),
+                                         skipped)
+    if skipped and rank == 0:
+        announce_skipped(skipped, out["train"].weights if "train" in out else blend)
     return out

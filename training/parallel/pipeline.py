@@ -30,6 +30,7 @@ from contextlib import nullcontext
 import torch
 from torch.autograd.variable import Variable
 
+from training.batches import MicroBatch
 from training.parallel import comm
 from training.parallel.grid import ProcessGrid
 from training.parallel.schedules import Kind, Op, Payload, Schedule, Step, build_schedule
@@ -90,9 +91,9 @@ class PipelineRuntime:
         if self.events is not None:
             self.events.append(event)
 
-    def run(self, micro_batches: Sequence[torch.Tensor], *, train: bool = True,
+    def run(self, micro_batches: Sequence[MicroBatch], *, train: bool = True,
             before_last_backward: Callable[[int], None] | None = None) -> torch.Tensor:
-        """Forward (and, when `train`, backward) every micro-batch of rows [micro, seq + 1].
+        """Forward (and, when `train`, backward) every micro-batch (training.batches).
         `before_last_backward(chunk)` is called just before each chunk's last backward (its
         gradients are final after it). Returns the sum of the micro-batch losses on the last
         stage, 0 elsewhere; gradients accumulate into `.grad` with the loss averaged over
@@ -105,7 +106,7 @@ class PipelineRuntime:
         self._outgoing: dict[tuple[Payload, int, int], torch.Tensor] = {}
         self._in_flight_sends: list[tuple[comm.Pending, torch.Tensor]] = []
         self._stash: dict[tuple[int, int], tuple] = {}
-        self._data = {rows.untyped_storage().data_ptr() for rows in micro_batches}
+        self._data = {batch.inputs.untyped_storage().data_ptr() for batch in micro_batches}
         loss_sum = torch.zeros((), device=self.grid.device)
         for index, step in enumerate(steps):
             action = step.compute
@@ -139,18 +140,18 @@ class PipelineRuntime:
         comm.wait(pending)
         return tensor
 
-    def _forward(self, mb, chunk, rows, train):
+    def _forward(self, mb, chunk, batch, train):
         saved = [] if self.memory is not None and train else None
         if self._stage(chunk) == 0:
-            x, inputs = rows[:, :-1], None
+            x, inputs = batch.inputs, None
         else:
             inputs = self._take(Payload.ACTIVATION, mb, chunk).requires_grad_(train)
             x = inputs if inputs.dtype == torch.float32 else inputs.float()
-        targets = rows[:, 1:] if self._is_last(chunk) else None
+        targets = batch.targets if self._is_last(chunk) else None
         hooks = (torch.autograd.graph.saved_tensors_hooks(
             lambda t: saved.append(t) or t, lambda t: t) if saved is not None else nullcontext())
         with self.autocast, hooks, (nullcontext() if train else torch.no_grad()):
-            out = self.model(x, targets, chunk=chunk)
+            out = self.model(x, targets, chunk=chunk, documents=batch.documents)
         if self._is_last(chunk):
             if train:
                 self._stash[(mb, chunk)] = (inputs, out, saved)

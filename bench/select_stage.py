@@ -1,0 +1,93 @@
+"""Time of the `select` stage on N candidate documents on a 2-worker Dask cluster.
+
+(Not bench/select.py: that name would shadow the standard library's `select` module.)
+
+Synthetic pool: documents of 60-120 words drawn from two Zipf word distributions over a
+20k-word vocabulary (two "domains"), in parquet partitions of 20k documents; the target
+is 2000 documents of one domain. Measured: `prepare` (features, OT chunks or DSIR
+weights, the distributed cut) and the per-partition `run` that writes kept documents and
+ledger rows, as the pipeline runs them.
+
+    .venv/bin/python bench/select_stage.py --docs 1000000 --method got [--dims 256 --chunk 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from curation.atomic import atomic_write_parquet
+from curation.pipeline import process_partition_task
+from curation.stage_context import ClusterStageContext
+from curation.stages.select import SelectStage
+
+VOCAB = 20_000
+PART = 20_000
+
+
+def documents(n: int, rng: np.random.Generator, domain_of) -> list[str]:
+    words = np.array([f"w{i}" for i in range(VOCAB)])
+    lengths = rng.integers(60, 121, size=n)
+    ranks = rng.zipf(1.2, size=int(lengths.sum())) % VOCAB
+    domains = np.repeat(domain_of(n), lengths)
+    ids = (ranks * (1 + 7 * domains)) % VOCAB  # domain 1 permutes the vocabulary
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    flat = words[ids]
+    return [" ".join(flat[bounds[i]:bounds[i + 1]]) for i in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=100_000)
+    ap.add_argument("--method", default="got")
+    ap.add_argument("--dims", type=int, default=256)
+    ap.add_argument("--chunk", type=int, default=50_000)
+    ap.add_argument("--iters", type=int, default=200)
+    args = ap.parse_args()
+    from dask.distributed import Client, LocalCluster
+
+    rng = np.random.default_rng(0)
+    root = Path(tempfile.mkdtemp(prefix="bench-select-"))
+    parts = []
+    for k, lo in enumerate(range(0, args.docs, PART)):
+        n = min(PART, args.docs - lo)
+        texts = documents(n, rng, lambda m: rng.integers(0, 2, size=m))
+        docs = pd.DataFrame({"id": [f"d{lo + i}" for i in range(n)], "source": "pool",
+                             "text": texts, "meta": "{}"})
+        atomic_write_parquet(docs, root / "in" / f"part-{k:05d}.parquet")
+        parts.append(root / "in" / f"part-{k:05d}.parquet")
+    with open(root / "target.jsonl", "w") as f:
+        for text in documents(2000, rng, lambda m: np.zeros(m, dtype=int)):
+            f.write(json.dumps({"text": text}) + "\n")
+    spec = SimpleNamespace(seed=1, base_dir=root, sources=[SimpleNamespace(name="pool")])
+    stage = SelectStage({"method": args.method, "target": {"paths": ["target.jsonl"]},
+                         "budget": {"docs": args.docs // 10},
+                         "embedding": {"dims": args.dims},
+                         "ot": {"chunk": args.chunk, "iters": args.iters}}, spec)
+    folder = root / "stage"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        started = time.perf_counter()
+        stage.prepare(ClusterStageContext(spec, root, folder, parts, client))
+        prepared = time.perf_counter()
+        futures = [client.submit(process_partition_task, stage, str(p), k, str(folder))
+                   for k, p in enumerate(parts)]
+        client.gather(futures)
+        done = time.perf_counter()
+    total = done - started
+    print(json.dumps({"docs": args.docs, "method": args.method, "dims": args.dims,
+                      "chunk": args.chunk, "iters": args.iters,
+                      "prepare_s": round(prepared - started, 1),
+                      "run_s": round(done - prepared, 1), "total_s": round(total, 1),
+                      "docs_per_s": round(args.docs / total)}))
+
+
+if __name__ == "__main__":
+    main()
