@@ -142,7 +142,7 @@ def load_npy(path, mmap_mode: str | None = None):
     """A .npy array in OUT: memory-mapped in place when local, else from a local copy."""
     import numpy as np
 
-    return np.load(local_copy(path), mmap_mode=mmap_mode)
+    return np.load(local_copy(path), mmap_mode=mmap_mode, allow_pickle=False)
 
 
 def copy_file(source, target) -> None:

@@ -307,7 +307,7 @@ BAD_SPECS = [
     ("read.chunk", 1, "read.chunk",
      "unknown key (allowed: max_record_bytes, on_duplicate_id, partition_rows)"),
     ("stages.dedup", {}, "stages.dedup", "unknown key (allowed: decontaminate, exact_dedup, "
-     "fuzzy_dedup, heuristics, language, normalize, quality)"),
+     "fuzzy_dedup, heuristics, language, normalize, quality, select)"),
     ("stages.normalize.nfc", "maybe", "stages.normalize.nfc", "valid boolean"),
     ("stages.normalize.ascii", True, "stages.normalize.ascii",
      "unknown key (allowed: exempt, fix_unicode, nfc, only, whitespace)"),
