@@ -18,6 +18,7 @@ import pandas as pd
 
 from curation.aggregate import map_reduce, result
 from curation.quality.sampling import uniform_draws
+from curation.storage import read_parquet_table
 
 
 def class_labels(sources: pd.Series, classes: list[list[str]] | None) -> np.ndarray:
@@ -32,10 +33,8 @@ def class_labels(sources: pd.Series, classes: list[list[str]] | None) -> np.ndar
 
 
 def _hashed(path: str, classes, seed: int, salt: str, columns: list[str]):
-    import pyarrow.parquet as pq
-
     wanted = ["id", *(["source"] if classes is not None else []), *columns]
-    docs = pq.read_table(path, columns=list(dict.fromkeys(wanted))).to_pandas()
+    docs = read_parquet_table(path, columns=list(dict.fromkeys(wanted))).to_pandas()
     labels = class_labels(docs["source"] if classes is not None else docs["id"], classes)
     return docs, labels, uniform_draws(docs["id"].astype(str).tolist(), seed, salt=salt)
 

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from curation.storage import out_path
+
 
 def _cmd_validate(args) -> int:
     from curation.spec import load_spec
@@ -27,7 +29,7 @@ def _cmd_run(args) -> int:
     from curation.spec import load_spec
 
     spec = load_spec(args.spec)
-    out = Path(args.out or Path("out") / spec.name)
+    out = out_path(args.out or Path("out") / spec.name)
     with FolderLock(out, "curate run"), stop_on_first_interrupt():
         with dask_client(workers=args.workers, scheduler=args.scheduler) as client:
             run_pipeline(spec, out, client, force=args.force)
@@ -49,7 +51,7 @@ def _cmd_train_quality(args) -> int:
         print(f"curate train-quality: error: {args.spec} has no `stages.quality`",
               file=sys.stderr)
         return 2
-    out = Path(args.out or Path("out") / spec.name)
+    out = out_path(args.out or Path("out") / spec.name)
     with FolderLock(out, "curate train-quality"), stop_on_first_interrupt(), \
             dask_client(workers=args.workers, scheduler=args.scheduler) as client:
         before = run_stages(spec, out, client, until="quality")
@@ -71,14 +73,15 @@ def _cmd_export_megatron(args) -> int:
 def _cmd_report(args) -> int:
     from curation.report import summary_text, write_report
 
+    out = out_path(args.out)
     if args.workers or args.scheduler:
         from curation.cluster import dask_client
 
         with dask_client(workers=args.workers, scheduler=args.scheduler) as client:
-            path = write_report(Path(args.out), train_tokens=args.train_tokens, client=client)
+            path = write_report(out, train_tokens=args.train_tokens, client=client)
     else:  # counted here, one file at a time
-        path = write_report(Path(args.out), train_tokens=args.train_tokens)
-    print(summary_text(Path(args.out)))
+        path = write_report(out, train_tokens=args.train_tokens)
+    print(summary_text(out))
     print(f"\nreport: {path} and {path.with_suffix('.html')} (plots in {path.parent / 'report'})")
     return 0
 
@@ -89,12 +92,12 @@ def _cmd_inspect(args) -> int:
 
     try:
         if args.what == "shard":
-            text = inspect_shard(Path(args.path))
+            text = inspect_shard(out_path(args.path))
         elif args.what == "samples":
-            text = inspect_samples(Path(args.out), n=args.n, seq_len=args.seq_len,
+            text = inspect_samples(out_path(args.out), n=args.n, seq_len=args.seq_len,
                                    split=args.split)
         else:
-            text = inspect_doc(Path(args.out), args.id)
+            text = inspect_doc(out_path(args.out), args.id)
     except (InspectError, ShardError) as exc:
         print(f"curate inspect {args.what}: error: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from curation.atomic import write_json_atomic
 from curation.progress import track
+from curation.storage import out_path
 
 CHUNK_BYTES = 8 * 2**20
 
@@ -47,7 +48,7 @@ def _stat(path: str) -> dict:
 def content_fingerprint(files: list, cache_path: Path, client) -> str:
     """A hash of every input's (source, path, size, SHA-256); `files` are InputFiles."""
     try:
-        cache = json.loads(Path(cache_path).read_text())
+        cache = json.loads(out_path(cache_path).read_text())
     except (OSError, ValueError):
         cache = {}
     stats = {f.path: _stat(f.path) for f in files}

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from curation.report import data
 from curation.shards import MANIFEST_NAME, file_sha256
+from curation.storage import joined, out_path, read_ipc_table, resolved
 
 TOKENIZER_FILE = "tokenizer.json"
 SHOWN_CHARS = 600
@@ -33,9 +34,9 @@ def _indent(text: str, limit: int = SHOWN_CHARS) -> str:
 
 def find_tokenizer(start: Path, manifest: dict | None = None) -> Path | None:
     """The manifest's tokenizer (relative to its folder), else the nearest OUT/tokenizer.json."""
-    start = Path(start).resolve()
+    start = resolved(start)
     if manifest and manifest.get("tokenizer", {}).get("path"):
-        candidate = (start / manifest["tokenizer"]["path"]).resolve()
+        candidate = joined(start, manifest["tokenizer"]["path"])
         if candidate.is_file():
             return candidate
     for folder in [start, *start.parents]:
@@ -50,14 +51,13 @@ def _decoder(tokenizer_path: Path | None):
         return lambda ids: "token ids: " + " ".join(map(str, np.asarray(ids)[:200]))
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer = Tokenizer.from_str(out_path(tokenizer_path).read_text(encoding="utf-8"))
     return lambda ids: tokenizer.decode(np.asarray(ids).tolist(), skip_special_tokens=False)
 
 
 def _read_shard(path: Path) -> pa.Table:
     try:
-        with pa.memory_map(str(path)) as source:
-            return pa.ipc.open_file(source).read_all()
+        return read_ipc_table(path)
     except (pa.ArrowInvalid, OSError) as err:
         raise InspectError(f"{path}: not an Arrow IPC token shard ({err})") from err
 
@@ -90,7 +90,7 @@ def _first_document(table: pa.Table, tokenizer_path: Path | None) -> list[str]:
 
 def inspect_shard(path: Path) -> str:
     """Summary of one .arrow shard, or of every shard a manifest.json lists."""
-    path = Path(path)
+    path = out_path(path)
     if not path.exists():
         raise InspectError(f"{path}: no such file")
     if path.is_dir():
@@ -148,7 +148,7 @@ def _source_folders(tokens_dir: Path) -> str:
 
 
 def _require_out(out: Path) -> Path:
-    out = Path(out)
+    out = out_path(out)
     if not out.is_dir():
         raise InspectError(f"{out}: no such output folder")
     return out

@@ -135,7 +135,8 @@ def read_documents(
     chunk_rows: int = 10_000,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
-    """Stream one file as (documents, ledger) chunks: DOCUMENT_COLUMNS and LEDGER_COLUMNS.
+    """Stream one file as (documents, ledger) chunks: DOCUMENT_COLUMNS (plus `row`, the
+    record's 0-based index in the file) and LEDGER_COLUMNS.
 
     `file_key` names the file inside ids (`<source>/<file_key>/<row>` when the record
     has no `id_field`). Malformed records become `read`/`removed` ledger rows; only a

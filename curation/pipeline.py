@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from curation.atomic import atomic_write_parquet, write_json_atomic, write_text_atomic
 from curation.documents import DOCUMENT_COLUMNS, LEDGER_SCHEMA
+from curation.duplicate_ids import needs_check, resolve_duplicate_ids
 from curation.input_hashes import content_fingerprint
 from curation.layout import STEP_MANIFEST as MANIFEST
 from curation.progress import track
@@ -34,6 +34,7 @@ from curation.spec import Spec
 from curation.stage_context import ClusterStageContext, read_partition
 from curation.stage_stats import add_stats, check_accounting, partition_stats
 from curation.stages.registry import STAGES
+from curation.storage import copy_file, out_path, remove_tree
 from curation.tokenize import tokenize_corpus, train_or_load_tokenizer
 
 KEY_FILE = "_key"
@@ -67,7 +68,7 @@ def _open_stage_dir(folder: Path, key: str, force: bool, params: dict,
             return manifest
     key_path = folder / KEY_FILE
     if folder.exists() and (force or not key_path.exists() or key_path.read_text() != key):
-        shutil.rmtree(folder)
+        remove_tree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
     write_text_atomic(key_path, key)
@@ -106,8 +107,9 @@ def run_read(spec: Spec, out: Path, client, force: bool) -> StageResult:
         started = time.perf_counter()
         sources = {s.name: s for s in spec.sources}
         pending = [f for f in files if not (folder / "stats" / f"f{f.index:05d}.json").exists()]
+        check_ids = needs_check(spec)
         futures = [client.submit(read_file_task, f, sources[f.source], spec.read, str(folder),
-                                 key=f"read-{f.index:05d}-{key[:8]}", retries=2)
+                                 check_ids, key=f"read-{f.index:05d}-{key[:8]}", retries=2)
                    for f in pending]
         track(futures, "read")
         client.gather(futures)
@@ -115,6 +117,11 @@ def run_read(spec: Spec, out: Path, client, force: bool) -> StageResult:
         for f in files:
             result = json.loads((folder / "stats" / f"f{f.index:05d}.json").read_text())
             stats.extend(result["partitions"])
+        if check_ids:
+            changed = resolve_duplicate_ids(folder, [f.path for f in files],
+                                            spec.read.on_duplicate_id, client,
+                                            sum(p["kept"] for p in stats))
+            stats = [changed.get(p["partition"], p) for p in stats]
         done = _finish_stage(folder, "read", key, params, stats, read_partitions(folder),
                              started)
     return StageResult("read", folder, [folder / p for p in done["partitions"]],
@@ -123,7 +130,7 @@ def run_read(spec: Spec, out: Path, client, force: bool) -> StageResult:
 
 def process_partition_task(stage, in_path: str, part: int, folder: str) -> dict:
     """Run one stage on one partition on a worker; write data, ledger, then stats."""
-    folder = Path(folder)
+    folder = out_path(folder)
     docs = read_partition(in_path)
     result = stage.process(docs, part, folder)
     kept = result.kept.reset_index(drop=True)
@@ -184,7 +191,7 @@ def _split_by_source_task(in_path: str, part: int, curated: str) -> None:
     for source, group in docs.groupby("source", sort=True):
         columns = DOCUMENT_COLUMNS + [c for c in group.columns if c not in DOCUMENT_COLUMNS]
         atomic_write_parquet(group[columns].reset_index(drop=True),
-                             Path(curated) / str(source) / f"part-{part:05d}.parquet")
+                             out_path(curated) / str(source) / f"part-{part:05d}.parquet")
 
 
 def finalize(results: list[StageResult], out: Path, client) -> None:
@@ -195,7 +202,7 @@ def finalize(results: list[StageResult], out: Path, client) -> None:
     if marker.exists() and json.loads(marker.read_text()).get("key") == key:
         return
     for name in ("curated", "ledger"):
-        shutil.rmtree(out / name, ignore_errors=True)
+        remove_tree(out / name)
     futures = [client.submit(_split_by_source_task, str(p), k, str(out / "curated"),
                              key=f"curated-{k:05d}-{key[:8]}", retries=2)
                for k, p in enumerate(last.partitions)]
@@ -205,11 +212,7 @@ def finalize(results: list[StageResult], out: Path, client) -> None:
     ledger_dir.mkdir(parents=True)
     for result in results:
         for path in sorted((result.folder / "ledger").glob("*.parquet")):
-            target = ledger_dir / f"{result.folder.name}-{path.name}"
-            try:
-                target.hardlink_to(path)
-            except OSError:
-                shutil.copyfile(path, target)
+            copy_file(path, ledger_dir / f"{result.folder.name}-{path.name}")
     write_json_atomic(marker, {"key": key})
 
 
@@ -239,7 +242,7 @@ def tokenize(spec: Spec, out: Path, client, curated_key: str, force: bool) -> No
 def run_stages(spec: Spec, out: Path, client, force: bool = False,
                until: str | None = None) -> list[StageResult]:
     """Read, then every enabled stage in order (stopping before `until`, when given)."""
-    out = Path(out)
+    out = out_path(out)
     out.mkdir(parents=True, exist_ok=True)
     freeze_spec(spec, out)
     results = [run_read(spec, out, client, force)]
@@ -256,7 +259,7 @@ def run_stages(spec: Spec, out: Path, client, force: bool = False,
 
 def run_pipeline(spec: Spec, out: Path, client, force: bool = False) -> list[StageResult]:
     """Run every enabled stage, then write curated data, the ledger and token shards."""
-    out = Path(out)
+    out = out_path(out)
     results = run_stages(spec, out, client, force)
     finalize(results, out, client)
     for _, stage in enabled_stages(spec):

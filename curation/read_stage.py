@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from curation.atomic import atomic_write_parquet, write_json_atomic
 from curation.documents import DOCUMENT_SCHEMA, LEDGER_SCHEMA
+from curation.duplicate_ids import write_keys
 from curation.io import expand_paths, read_documents
 from curation.stage_stats import partition_stats
+from curation.storage import out_path
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,13 @@ def _file_keys(paths: list[str]) -> list[str]:
     return [p.split("://", 1)[-1][len(common):].lstrip("/") for p in paths]
 
 
-def read_file_task(file: InputFile, source_spec, read_config, stage_dir: str) -> dict:
-    """Stream one input file into partitions; write its stats last (marks it done)."""
-    stage_dir = Path(stage_dir)
+def read_file_task(file: InputFile, source_spec, read_config, stage_dir: str,
+                   write_id_keys: bool = False) -> dict:
+    """Stream one input file into partitions; write its stats last (marks it done).
+
+    With `write_id_keys`, each partition's ids also go to a keys file for the uniqueness
+    check (`curation.duplicate_ids`)."""
+    stage_dir = out_path(stage_dir)
     stats = []
     chunks = read_documents(
         file.path, source=file.source, file_key=file.key, fmt=source_spec.format,
@@ -58,12 +63,14 @@ def read_file_task(file: InputFile, source_spec, read_config, stage_dir: str) ->
         atomic_write_parquet(ledger, stage_dir / "ledger" / name, schema=LEDGER_SCHEMA)
         atomic_write_parquet(docs[DOCUMENT_SCHEMA.names], stage_dir / "data" / name,
                              schema=DOCUMENT_SCHEMA)
+        if write_id_keys:
+            write_keys(docs, file.index, name, stage_dir)
         stats.append(partition_stats(name, None, docs, ledger))
     result = {"file": file.path, "source": file.source, "partitions": stats}
     write_json_atomic(stage_dir / "stats" / f"f{file.index:05d}.json", result)
     return result
 
 
-def read_partitions(stage_dir: Path) -> list[Path]:
+def read_partitions(stage_dir) -> list:
     """The read step's partitions in order (by file, then chunk)."""
     return sorted((stage_dir / "data").glob("f*-c*.parquet"))

@@ -10,7 +10,8 @@ another host cannot be checked from here; the refusal says which file to delete 
 run is gone.
 
 Nothing here knows about curation or training: `curate run` locks OUT, `pretrain` locks
-`train.dir`.
+`train.dir`. A folder on object storage (an fsspec URL) cannot hold a flock: it is not
+locked, and a one-line note says so.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import socket
 import sys
 import time
 from pathlib import Path
+
+from curation.storage import is_remote, out_path
 
 LOCK_NAME = ".lock"
 
@@ -112,12 +115,20 @@ class FolderLock:
     """
 
     def __init__(self, folder: str | Path, command: str):
-        self.folder = Path(folder)
+        self.folder = out_path(folder)
         self.command = command
         self._fd: int | None = None
         self._path: Path | None = None
+        self._noted = False  # the no-lock note for a URL folder, said once
 
     def acquire(self) -> FolderLock:
+        if is_remote(self.folder):
+            if self._noted:
+                return self
+            self._noted = True
+            print(f"{self.folder}: not locked (object storage has no file locks); make sure "
+                  "no other run writes there", file=sys.stderr)
+            return self
         self.folder.mkdir(parents=True, exist_ok=True)
         self._fd, self._path = _acquire(self.folder, self.command)
         return self

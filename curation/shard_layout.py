@@ -12,17 +12,16 @@ encoded partitions and write the shards.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 
 from curation.shards import file_sha256, tokens_table, write_ipc_atomic
+from curation.storage import file_stamp, out_path, read_ipc_table
 
 
 def read_part(path: str) -> pa.Table:
-    """An encoded partition (Arrow IPC file: id, tokens), memory-mapped."""
-    return pa.ipc.open_file(pa.memory_map(path)).read_all()
+    """An encoded partition (Arrow IPC file: id, tokens), memory-mapped when local."""
+    return read_ipc_table(path)
 
 
 def part_counts(path: str) -> tuple[int, int]:
@@ -74,7 +73,7 @@ def write_shard(pieces: list[tuple[str, int, int]], final: str) -> dict:
     np.cumsum(np.concatenate(lengths), out=offsets[1:])
     if offsets[-1] >= 2**31:
         raise ValueError(f"{final}: a shard would hold >= 2**31 tokens; lower shard_tokens")
-    path = Path(final)
+    path = out_path(final)
     write_ipc_atomic(tokens_table(pa.concat_arrays(ids), flat, offsets.astype(np.int32)), path)
     return {"file": path.name, "documents": len(offsets) - 1, "tokens": int(offsets[-1]),
-            "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+            "bytes": file_stamp(path)[0], "sha256": file_sha256(path)}

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.atomic import atomic_path, write_json_atomic
+from curation.storage import out_path
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "textmill-tokens/1"
@@ -49,13 +50,13 @@ def write_ipc_atomic(table: pa.Table, final: Path) -> None:
 
 def file_sha256(path: Path, chunk: int = 8 * 2**20) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with out_path(path).open("rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
 
 
 def write_manifest(source_dir: Path, manifest: dict) -> Path:
-    path = Path(source_dir) / MANIFEST_NAME
+    path = out_path(source_dir) / MANIFEST_NAME
     write_json_atomic(path, manifest)
     return path

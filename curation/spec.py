@@ -62,6 +62,8 @@ class ReadConfig(StrictModel):
 
     partition_rows: int = Field(default=5000, gt=0)
     max_record_bytes: int = Field(default=16 * 2**20, gt=0)
+    # Later copies of an id: `ledger` rows (read/duplicate_id), or `error` before any stage.
+    on_duplicate_id: Literal["ledger", "error"] = "ledger"
 
 
 # The stages to run, one optional key per registered stage; a stage left out is skipped.

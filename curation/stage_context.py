@@ -9,13 +9,12 @@ from typing import Any
 import pandas as pd
 
 from curation.progress import track
+from curation.storage import out_path, read_parquet_table
 
 
 def read_partition(path: Path | str, columns: list[str] | None = None) -> pd.DataFrame:
     """One materialised partition as a DataFrame (parquet written by the pipeline)."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path, columns=columns).to_pandas()
+    return read_parquet_table(path, columns=columns).to_pandas()
 
 
 def _run_on_partition(fn: Callable, path: str, part: int, columns, sources, args) -> Any:
@@ -37,9 +36,9 @@ class ClusterStageContext:
                  sources: list[str] | None = None):
         self.spec = spec
         self.sources = sources
-        self.out = Path(out)
-        self.workdir = Path(workdir)
-        self.partitions = [Path(p) for p in partitions]
+        self.out = out_path(out)
+        self.workdir = out_path(workdir)
+        self.partitions = [out_path(p) for p in partitions]
         self.client = client
 
     def map(

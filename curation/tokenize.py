@@ -18,7 +18,6 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from curation.aggregate import result, submit
@@ -37,6 +36,7 @@ from curation.shards import (
     write_ipc_atomic,
     write_manifest,
 )
+from curation.storage import out_path, read_parquet_table, remove_tree, resolved
 
 EOD_TOKEN = "<|endoftext|>"
 CURATED_GLOB = "part-*.parquet"
@@ -67,7 +67,7 @@ class TokenizerConfig(StrictModel):
 
 def curated_partitions(curated_dir: Path) -> dict[str, list[Path]]:
     """Curated parquet partitions per source, both in sorted order (the canonical order)."""
-    curated_dir = Path(curated_dir)
+    curated_dir = out_path(curated_dir)
     sources = sorted(p for p in curated_dir.iterdir() if p.is_dir()) if curated_dir.is_dir() else []
     return {s.name: sorted(s.glob(CURATED_GLOB)) for s in sources}
 
@@ -112,7 +112,7 @@ def train_or_load_tokenizer(config: TokenizerConfig, curated_dir: Path, out_dir:
     Training runs on `client`'s workers (here when None) on a sample drawn with `seed`."""
     from tokenizers import Tokenizer
 
-    final = Path(out_dir) / "tokenizer.json"
+    final = out_path(out_dir) / "tokenizer.json"
     if config.path is not None:
         source = Path(spec_base_dir) / config.path
         if not source.is_file():
@@ -142,7 +142,7 @@ def _worker_tokenizer(path: str, sha: str):
     key = (path, sha)
     if key not in _WORKER_TOKENIZERS:
         _WORKER_TOKENIZERS.clear()
-        _WORKER_TOKENIZERS[key] = Tokenizer.from_file(path)
+        _WORKER_TOKENIZERS[key] = Tokenizer.from_str(out_path(path).read_text("utf-8"))
     return _WORKER_TOKENIZERS[key]
 
 
@@ -171,9 +171,9 @@ def _encode_partition(curated: str, part_path: str, tokenizer_path: str, sha: st
                       eod_id: int, dtype_name: str, batch_docs: int) -> tuple[int, int]:
     """Worker task: one curated partition -> one part file (kept when already there);
     returns its (documents, tokens)."""
-    final = Path(part_path)
+    final = out_path(part_path)
     if not final.exists():
-        table = pq.read_table(curated, columns=["id", "text"])
+        table = read_parquet_table(curated, columns=["id", "text"])
         tokenizer = _worker_tokenizer(tokenizer_path, sha)
         flat, offsets = encode_documents(tokenizer, table.column("text").to_pylist(), eod_id,
                                          np.dtype(dtype_name), batch_docs)
@@ -205,24 +205,24 @@ def tokenize_corpus(config: TokenizerConfig, curated_dir: Path, tokens_dir: Path
     """Encode every curated partition on the cluster; write shards + manifest per source."""
     from tokenizers import Tokenizer
 
-    tokenizer_path = Path(tokenizer_path).resolve()
+    tokenizer_path = resolved(tokenizer_path)
     sha = file_sha256(tokenizer_path)
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer = Tokenizer.from_str(tokenizer_path.read_text("utf-8"))
     eod_id = tokenizer.token_to_id(config.eod_token)
     if eod_id is None:
         raise ValueError(f"{tokenizer_path}: no end-of-document token {config.eod_token!r}")
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     dtype = token_dtype(vocab_size)
-    manifest_dir = Path(tokens_dir).resolve() / "source"  # the tokenizer path is relative to it
+    manifest_dir = resolved(tokens_dir) / "source"  # the tokenizer path is relative to it
     params = {"format": MANIFEST_FORMAT,
-              "tokenizer": {"path": os.path.relpath(tokenizer_path, manifest_dir),
+              "tokenizer": {"path": os.path.relpath(str(tokenizer_path), str(manifest_dir)),
                             "sha256": sha},
               "vocab_size": vocab_size, "dtype": dtype.name, "eod_id": eod_id,
               "shard_tokens": config.shard_tokens}
 
     todo = {}
     for source, partitions in curated_partitions(curated_dir).items():
-        source_dir = Path(tokens_dir) / source
+        source_dir = out_path(tokens_dir) / source
         if _source_is_done(source_dir, params):
             continue
         parts_dir = source_dir / f"_parts-{sha[:16]}"
@@ -254,5 +254,5 @@ def tokenize_corpus(config: TokenizerConfig, curated_dir: Path, tokens_dir: Path
         write_manifest(source_dir, {
             **params, "source": source, "documents": sum(s["documents"] for s in shards),
             "tokens": sum(s["tokens"] for s in shards), "shards": shards})
-        shutil.rmtree(parts_dir, ignore_errors=True)
-    return {s: Path(tokens_dir) / s / MANIFEST_NAME for s in curated_partitions(curated_dir)}
+        remove_tree(parts_dir)
+    return {s: out_path(tokens_dir) / s / MANIFEST_NAME for s in curated_partitions(curated_dir)}

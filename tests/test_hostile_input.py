@@ -226,7 +226,7 @@ def test_a_100_mb_line_is_one_ledger_row_in_bounded_memory(tmp_path):
                 for _ in range(big_line_mb * (1 << 20) // len(block)):
                     f.write(block)
                 f.write(b'"}\n')
-            f.write(lines)
+            f.write(lines.replace(b'"id": "', b'"id": "after-'))  # ids stay unique
         spec = _spec([{"name": "a", "paths": ["data/a.jsonl"], "id_field": "id"}])
         spec["read"]["max_record_bytes"] = 1 << 20
         (root / "spec.yaml").write_text(json.dumps(spec))
@@ -304,7 +304,8 @@ BAD_SPECS = [
      "id_field, languages, name, paths, priority, text_field, weight)"),
     ("read.partition_rows", 0, "read.partition_rows", "greater than 0"),
     ("read.max_record_bytes", "big", "read.max_record_bytes", "valid integer"),
-    ("read.chunk", 1, "read.chunk", "unknown key (allowed: max_record_bytes, partition_rows)"),
+    ("read.chunk", 1, "read.chunk",
+     "unknown key (allowed: max_record_bytes, on_duplicate_id, partition_rows)"),
     ("stages.dedup", {}, "stages.dedup", "unknown key (allowed: decontaminate, exact_dedup, "
      "fuzzy_dedup, heuristics, language, normalize, quality, select)"),
     ("stages.normalize.nfc", "maybe", "stages.normalize.nfc", "valid boolean"),

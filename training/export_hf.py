@@ -111,7 +111,9 @@ def find_tokenizer(train_cfg: TrainingConfig) -> Path | None:
     """The curated OUT's tokenizer.json the run trained on; None for synthetic data."""
     if train_cfg.data.is_synthetic:
         return None
-    path = Path(train_cfg.data.curated) / "tokenizer.json"
+    from training.data.remote_cache import local_curated
+
+    path = local_curated(train_cfg.data.curated) / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the run's tokenizer (data.curated) is missing; "
                                 "pass --tokenizer PATH")

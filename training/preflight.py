@@ -13,7 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from curation.storage import is_remote
 from training.data.dataset import blend_from_spec
+from training.data.remote_cache import local_curated
 from training.data.shards import MANIFEST_NAME, ShardError, read_manifest
 
 SPEC_NAME = "spec.yaml"
@@ -26,8 +28,14 @@ class PreflightError(ValueError):
 def check_curated(curated: str | Path) -> None:
     """Raise PreflightError unless `curated` is a finished `curate run` OUT with token shards
     and a blend (weights or epochs) the loader can use."""
-    out = Path(curated)
     key = f"data.curated={curated}"
+    if is_remote(curated):  # object storage: check (and train on) its verified local copy
+        try:
+            out = local_curated(curated)
+        except (ShardError, OSError) as err:
+            raise PreflightError(f"{key}: cannot copy its token shards: {err}") from None
+    else:
+        out = Path(curated)
     if not out.exists():
         raise PreflightError(f"{key}: no such folder; make it with `curate run SPEC --out {out}`")
     if not out.is_dir():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from curation import storage
 from curation.aggregate import map_reduce, result
 from curation.atomic import write_text_atomic
 
@@ -25,10 +26,8 @@ def partial_summary(ledger: pd.DataFrame | str) -> dict:
     """Counts of one ledger file (or frame): per task documents hit and dropped, characters
     removed and n-gram matches; documents modified and dropped overall."""
     if not isinstance(ledger, pd.DataFrame):
-        import pyarrow.parquet as pq
-
-        ledger = pq.read_table(ledger, columns=COLUMNS,
-                               filters=[("stage", "==", STAGE)]).to_pandas()
+        ledger = storage.read_parquet_table(ledger, columns=COLUMNS,
+                                            filters=[("stage", "==", STAGE)]).to_pandas()
     rows = ledger[ledger["stage"] == STAGE]
     hit, dropped, chars = Counter(), Counter(), Counter()
     ngrams: dict[str, Counter] = {}
@@ -76,7 +75,7 @@ def summarize_decontamination(ledger: pd.DataFrame | str | Path, out_path: str |
     if isinstance(ledger, pd.DataFrame):
         total = merge_summaries([partial_summary(ledger)])
     else:
-        path = Path(ledger)
+        path = storage.out_path(ledger)  # the parameter `out_path` is the JSON's
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
         total = result(client, map_reduce(client, partial_summary, [str(f) for f in files],
                                           merge_summaries, desc="decontamination summary"))

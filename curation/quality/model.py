@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from curation.atomic import atomic_path, write_text_atomic
+from curation.storage import is_remote, out_path
 from curation.worker_cache import load_once
 
 POSITIVE = "__label__positive"
@@ -122,7 +124,7 @@ def train_quality_model(
     if bucket * dim * 4 < _MMAP_THRESHOLD:
         raise ValueError(f"quality: bucket * dim must be at least {_MMAP_THRESHOLD // 4} "
                          f"for a deterministic fastText model, got {bucket} * {dim}")
-    out_dir = Path(out_dir)
+    out_dir = out_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     texts = preprocess(list(docs_pos) + list(docs_neg))
@@ -133,7 +135,7 @@ def train_quality_model(
         n_test = min(max(1, round(holdout * len(members))), len(members) - 1)
         test[rng.choice(members, size=n_test, replace=False)] = True
     train_idx = rng.permutation(np.flatnonzero(~test))
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+    with tempfile.TemporaryDirectory(dir=None if is_remote(out_dir) else out_dir) as tmp:
         train_file = Path(tmp) / "train.txt"
         with open(train_file, "w", encoding="utf-8") as f:
             for i in train_idx:
@@ -145,7 +147,8 @@ def train_quality_model(
             tmp_model,
         )
         model = fasttext.load_model(str(tmp_model))
-        os.replace(tmp_model, out_dir / "model.bin")
+        with atomic_path(out_dir / "model.bin") as final:
+            os.replace(tmp_model, final)
     held = np.flatnonzero(test)
     scores = positive_probability(model, [texts[i] for i in held])
     metrics = {**_binary_metrics(scores, labels[held]), **(extra_metrics or {})}
@@ -153,9 +156,7 @@ def train_quality_model(
         "train_positive": int(labels[~test].sum()), "train_negative": int((~labels[~test]).sum()),
         "holdout_positive": int(labels[test].sum()), "holdout_negative": int((~labels[test]).sum()),
     }
-    tmp_metrics = out_dir / "metrics.json.tmp"
-    tmp_metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    os.replace(tmp_metrics, out_dir / "metrics.json")
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
 
 

@@ -37,6 +37,7 @@ class ChunkBuilder:
 
     def _reset(self) -> None:
         self.ids: list[str] = []
+        self.rows: list[int] = []
         self.texts: list[str] = []
         self.metas: list[str] = []
         self.bad: list[tuple[str, str, str]] = []
@@ -44,6 +45,7 @@ class ChunkBuilder:
 
     def add_document(self, row: int, doc_id: str | None, text: str, meta: str) -> None:
         self.ids.append(default_id(self.source, self.file_key, row) if doc_id is None else doc_id)
+        self.rows.append(row)
         self.texts.append(text)
         self.metas.append(meta)
         self.text_chars += len(text)
@@ -71,6 +73,8 @@ class ChunkBuilder:
             columns=DOCUMENT_COLUMNS,
             dtype=str,
         )
+        # The record's row in its file: where a duplicate id's first copy is reported.
+        docs["row"] = pd.Series(self.rows, dtype="int64")
         m = len(self.bad)
         ledger = pd.DataFrame(
             {

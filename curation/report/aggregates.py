@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from curation.documents import REMOVED
+from curation.storage import out_path, parquet_file, read_parquet_table
 
 EXAMPLES_PER_REASON = 3
 SCORE_BINS = np.linspace(0.0, 1.0, 41)  # the quality histogram's edges
@@ -26,9 +26,8 @@ LEDGER_COLUMNS = ["id", "source", "stage", "action", "reason", "detail"]
 
 
 def _read(path: str, columns: list[str]) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path, columns=columns).to_pandas()
+    """Columns of one parquet file in OUT (a local path or an fsspec URL)."""
+    return read_parquet_table(path, columns=columns).to_pandas()
 
 
 def _details(rows: pd.DataFrame) -> list[dict]:
@@ -49,7 +48,7 @@ def _score_counts(sources, scores, fate: str) -> Counter:
 def ledger_counts(path: str) -> dict:
     """The report's counts of one ledger file."""
     ledger = _read(path, LEDGER_COLUMNS)
-    name = Path(path).name
+    name = out_path(path).name
     reasons = Counter(zip(ledger["stage"], ledger["action"], ledger["reason"], strict=True))
     firsts = ledger.groupby(["stage", "reason"], sort=False).head(EXAMPLES_PER_REASON)
     examples: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
@@ -79,9 +78,7 @@ def kept_scores(path: str) -> dict:
 
 def curated_languages(path: str) -> dict:
     """Detected languages of one curated partition (nothing when it has no `lang`)."""
-    import pyarrow.parquet as pq
-
-    if "lang" not in pq.read_schema(path).names:
+    if "lang" not in parquet_file(path).schema_arrow.names:
         return {}
     return {"languages_curated": Counter(_read(path, ["lang"])["lang"])}
 

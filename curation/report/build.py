@@ -17,6 +17,7 @@ from curation.atomic import write_text_atomic
 from curation.report import data, plots
 from curation.report.summary import HEADER, format_table, summary_rows
 from curation.stages.quality import weak_classifier_warning
+from curation.storage import out_path, resolved
 
 PLOTS_DIR = "report"
 
@@ -48,9 +49,9 @@ class Section:
 
 def stage_totals(out: Path) -> list[tuple[str, dict]]:
     """(stage, totals) for every finished stage folder under OUT/stages, in order."""
-    totals = [(run.name, run.manifest["totals"]) for run in data.stage_runs(Path(out))]
+    totals = [(run.name, run.manifest["totals"]) for run in data.stage_runs(out_path(out))]
     if not totals:
-        raise FileNotFoundError(f"{out}: no finished stages under {Path(out) / 'stages'} "
+        raise FileNotFoundError(f"{out}: no finished stages under {out_path(out) / 'stages'} "
                                 "(is this a `curate run` output directory?)")
     return totals
 
@@ -241,7 +242,7 @@ def _blend_section(out: Path, train_tokens: int | None) -> Section | None:
 def build_sections(out: Path, train_tokens: int | None = None, client=None) -> list[Section]:
     """Every section whose inputs exist, in the order of the flow; draws the PNGs. Counts
     over documents are aggregated on `client`'s workers (here, file by file, when None)."""
-    out = Path(out)
+    out = out_path(out)
     funnel = data.funnel(out)
     facts = data.gather_counts(out, client)
     sections = [_funnel_section(out, funnel, data.token_totals(out)),
@@ -283,12 +284,12 @@ def write_report(out: Path, train_tokens: int | None = None, client=None) -> Pat
     With a Dask `client`, the counts over documents are made on its workers."""
     from curation.report.html import render_html
 
-    out = Path(out)
+    out = out_path(out)
     stage_totals(out)  # a clear error before anything is written
     sections = build_sections(out, train_tokens, client)
     spec = data.frozen_spec(out)
-    title = f"Curation report: {spec.get('name') or out.resolve().name}"
-    intro = (f"Output folder `{out.resolve()}`. Every removed or modified document has a row "
+    title = f"Curation report: {spec.get('name') or resolved(out).name}"
+    intro = (f"Output folder `{resolved(out)}`. Every removed or modified document has a row "
              "in `ledger/` with its stage and reason; rebuild this page with "
              f"`curate report {out}`.")
     path = out / "report.md"

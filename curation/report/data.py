@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import yaml
 
 from curation.aggregate import map_reduce, result
 from curation.layout import STEP_MANIFEST as MANIFEST
 from curation.report import aggregates as agg
 from curation.shards import MANIFEST_NAME
+from curation.storage import out_path, read_parquet_table
 
 EXCERPT_CHARS = 160
 
@@ -44,7 +44,7 @@ class StageRun:
 def stage_runs(out: Path) -> list[StageRun]:
     """Finished stages in the order they ran (the folder number)."""
     runs = []
-    for path in sorted((Path(out) / "stages").glob(f"*/{MANIFEST}")):
+    for path in sorted((out_path(out) / "stages").glob(f"*/{MANIFEST}")):
         manifest = json.loads(path.read_text(encoding="utf-8"))
         if manifest.get("complete"):
             runs.append(StageRun(manifest["stage"], path.parent, manifest))
@@ -52,7 +52,7 @@ def stage_runs(out: Path) -> list[StageRun]:
 
 
 def frozen_spec(out: Path) -> dict:
-    path = Path(out) / "spec.yaml"
+    path = out_path(out) / "spec.yaml"
     if not path.is_file():
         return {}
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -63,7 +63,7 @@ def read_parquet_columns(files: list[Path], columns: list[str],
     """Selected columns of many parquet files (optionally only rows whose id is in `ids`)."""
     tables = []
     for path in files:
-        table = pq.read_table(path, columns=columns)
+        table = read_parquet_table(path, columns=columns)
         if ids is not None:
             table = table.filter(pc.is_in(table["id"], pa.array(ids, pa.string())))
         tables.append(table)
@@ -75,7 +75,7 @@ def read_parquet_columns(files: list[Path], columns: list[str],
 def gather_counts(out: Path, client=None) -> dict:
     """Every count the report shows about documents, from the ledger, the quality stage's
     output and OUT/curated, aggregated on `client`'s workers (here when None)."""
-    out = Path(out)
+    out = out_path(out)
     passes = [(agg.ledger_counts, sorted((out / "ledger").glob("*.parquet"))),
               (agg.curated_languages, sorted((out / "curated").glob("*/*.parquet")))]
     runs = {run.name: run for run in stage_runs(out)}
@@ -99,7 +99,7 @@ def funnel(out: Path) -> pd.DataFrame:
 def token_totals(out: Path) -> dict[str, dict]:
     """Per source: documents and tokens in its token shards (OUT/tokens/<source>/manifest.json)."""
     totals = {}
-    for path in sorted((Path(out) / "tokens").glob(f"*/{MANIFEST_NAME}")):
+    for path in sorted((out_path(out) / "tokens").glob(f"*/{MANIFEST_NAME}")):
         manifest = json.loads(path.read_text(encoding="utf-8"))
         totals[path.parent.name] = {"documents": int(manifest["documents"]),
                                     "tokens": int(manifest["tokens"])}

@@ -11,6 +11,8 @@ import html
 import re
 from pathlib import Path
 
+from curation.storage import out_path
+
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
        max-width: 1100px; color: #222; line-height: 1.45; padding: 0 1em; }
@@ -47,7 +49,7 @@ def _cell(value) -> str:
 
 
 def data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(out_path(path).read_bytes()).decode("ascii")
 
 
 def _anchor(title: str) -> str:
@@ -74,7 +76,7 @@ def render_html(title: str, intro: str, sections: list, out: Path) -> str:
                 parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
                              "</table>")
             elif isinstance(block, Image):
-                parts.append(f"<figure><img src=\"{data_uri(Path(out) / block.path)}\" "
+                parts.append(f"<figure><img src=\"{data_uri(out_path(out) / str(block.path))}\" "
                              f"alt=\"{html.escape(block.caption)}\"><figcaption>"
                              f"{html.escape(block.caption)}</figcaption></figure>")
             elif isinstance(block, Items):

@@ -12,15 +12,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from curation.atomic import atomic_path
 from curation.report.data import QualityScores, pareto_keep_probability
 
 DPI = 100
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
     return path
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
+from curation.atomic import atomic_path, write_json_atomic
 from curation.config import StrictModel, check_safe_name
 from curation.decontam.cut import Cut, Match, cut_text
 from curation.decontam.ngrams import (
@@ -37,6 +37,7 @@ from curation.decontam.summary import summarize_decontamination
 from curation.decontam.tasks import read_task_texts, task_files
 from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
 from curation.stages.base import ScopedConfig, Stage, StageOutput
+from curation.storage import file_stamp, out_path
 from curation.worker_cache import load_once
 
 TASK_TABLE = "task_ngrams.npz"
@@ -116,7 +117,7 @@ class DecontaminateStage(Stage):
         return {**super().params(), "task_files": digests}
 
     def prepare(self, ctx) -> None:
-        workdir = Path(ctx.workdir)
+        workdir = out_path(ctx.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         fingerprint = _fingerprint(self.params(), ctx.partitions)
         done = workdir / COUNTS_DONE
@@ -127,14 +128,14 @@ class DecontaminateStage(Stage):
             for task, files in self._task_files()
         ]
         table = build_task_table(tasks, self.config.ngram, self.config.min_task_words)
-        table.save(workdir / TASK_TABLE)
+        _save_table(table, workdir / TASK_TABLE)
         counts = np.zeros(len(table), dtype=np.int64)
         per_part = ctx.map(count_task_ngrams, str(workdir / TASK_TABLE), columns=["text"],
                            desc="decontaminate: count task n-grams")
         for keys, occurrences in per_part:
             counts[keys] += occurrences
         active = (counts > 0) & (counts < self.config.max_matches)
-        table.subset(active).save(workdir / ACTIVE_TABLE)
+        _save_table(table.subset(active), workdir / ACTIVE_TABLE)
         stats = {
             "fingerprint": fingerprint,
             "task_keys": int(len(table)),
@@ -142,18 +143,18 @@ class DecontaminateStage(Stage):
             "keys_over_cap": int((counts >= self.config.max_matches).sum()),
             "keys_active": int(active.sum()),
         }
-        done.write_text(json.dumps(stats, indent=2))
+        write_json_atomic(done, stats)
         print(f"decontaminate: {stats['task_keys']} task keys, {stats['keys_in_corpus']} seen "
               f"in the corpus, {stats['keys_over_cap']} ignored as too common "
               f"(in >= {self.config.max_matches} documents)")
 
     def summarize(self, out: Path, client=None) -> None:
         """OUT/decontamination.json: per task, what was cut and dropped (from the ledger)."""
-        summarize_decontamination(Path(out) / "ledger", Path(out) / "decontamination.json",
+        summarize_decontamination(out_path(out) / "ledger", out_path(out) / "decontamination.json",
                                   client=client)
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
-        path = Path(workdir) / ACTIVE_TABLE
+        path = out_path(workdir) / ACTIVE_TABLE
         if not path.exists():
             raise FileNotFoundError(f"{path}: decontaminate.prepare has not run")
         table = load_table(path)
@@ -217,11 +218,15 @@ def _describe(cut: Cut, text: str, table: TaskTable) -> dict:
     }
 
 
+def _save_table(table: TaskTable, path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        table.save(handle)
+
+
 def _fingerprint(params: dict, partitions) -> str:
     """Identity of a counting pass: the stage's parameters and the exact input files."""
     files = []
     for p in partitions:
-        st = os.stat(p)
-        files.append([str(p), st.st_size, st.st_mtime_ns])
+        files.append([str(p), *file_stamp(p)])
     blob = json.dumps({"params": params, "partitions": files}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()

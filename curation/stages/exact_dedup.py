@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from curation.atomic import atomic_write_parquet, write_json_atomic
 from curation.dedup.keeper import keeper_first
 from curation.documents import REMOVED, ledger_rows
 from curation.stages.base import ScopedConfig, Stage, StageContext, StageOutput
+from curation.storage import dask_storage_options, out_path, parquet_rows, read_parquet_table
 
 DONE_MARKER = "decisions.done.json"
 
@@ -40,7 +40,7 @@ def text_hashes(texts: pd.Series, ignore_case_and_space: bool) -> tuple[np.ndarr
 
 
 def keys_path(keys_dir: Path | str, part: int) -> Path:
-    return Path(keys_dir) / f"part-{part:05d}.parquet"
+    return out_path(keys_dir) / f"part-{part:05d}.parquet"
 
 
 def _hash_partition(docs: pd.DataFrame, part: int, priorities: dict[str, int],
@@ -81,11 +81,12 @@ class ExactDedupStage(Stage):
         counts = ctx.map(_hash_partition, priorities, self.config.ignore_case_and_space,
                          str(keys_dir), columns=["id", "source", "text"], desc="exact_dedup: hash",
                          skip=lambda part: keys_path(keys_dir, part).exists())
-        total = sum(pq.ParquetFile(keys_path(keys_dir, part)).metadata.num_rows if count is None
+        total = sum(parquet_rows(keys_path(keys_dir, part)) if count is None
                     else count for part, count in enumerate(counts))
         decisions_dir = ctx.workdir / "decisions"
         if total:
-            keys = dd.read_parquet(str(keys_dir))
+            options = dask_storage_options(keys_dir)
+            keys = dd.read_parquet(str(keys_dir), storage_options=options)
             nparts = max(1, keys.npartitions)
             meta = pd.DataFrame({"id": pd.Series(dtype=str), "part": pd.Series(dtype="int64"),
                                  "keeper": pd.Series(dtype=str),
@@ -93,7 +94,7 @@ class ExactDedupStage(Stage):
             losers = keys.shuffle(on="h_hi", npartitions=nparts).map_partitions(
                 pick_duplicates, meta=meta)
             losers.to_parquet(str(decisions_dir), partition_on=["part"], write_index=False,
-                              overwrite=True)
+                              overwrite=True, storage_options=options)
         write_json_atomic(ctx.workdir / DONE_MARKER, {"documents": int(total)})
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
@@ -115,4 +116,4 @@ def read_part_decisions(decisions_dir: Path, part: int) -> pd.DataFrame:
     folder = decisions_dir / f"part={part}"
     if not folder.exists():
         return pd.DataFrame({"id": pd.Series(dtype=str)})
-    return pq.read_table(folder).to_pandas()
+    return read_parquet_table(folder).to_pandas()

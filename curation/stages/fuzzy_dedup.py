@@ -23,7 +23,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from curation.atomic import atomic_write_parquet, write_json_atomic
@@ -34,6 +33,7 @@ from curation.dedup.minhash import MinHasher, shingle_hashes
 from curation.dedup.verify import decode_sets, encode_sets, pair_jaccard
 from curation.documents import REMOVED, ledger_rows
 from curation.stages.base import ScopedConfig, Stage, StageContext, StageOutput
+from curation.storage import dask_storage_options, out_path, read_parquet_table
 
 DEFAULT_NGRAM = {"word": 5, "char": 24}
 DONE_MARKER = "decisions.done.json"
@@ -91,7 +91,7 @@ def doc_keys(part: int, n: int) -> np.ndarray:
 def write_band_hashes(docs: pd.DataFrame, part: int, path: str, ngram: int, shingle: str,
                       num_perm: int, seed: int, bands: int, rows: int) -> bool:
     """Bucket rows (bucket, doc, rank) of one partition; False when already on disk."""
-    if Path(path).exists():
+    if out_path(path).exists():
         return False
     if len(docs) >= 1 << ROW_BITS:
         raise ValueError(f"fuzzy_dedup: partition {part} has {len(docs)} rows; at most 2^32")
@@ -109,8 +109,8 @@ def write_band_hashes(docs: pd.DataFrame, part: int, path: str, ngram: int, shin
 def write_candidate_sets(docs: pd.DataFrame, part: int, nodes_dir: str, path: str,
                          ngram: int, shingle: str, with_sets: bool) -> int:
     """id, source and (for verification) the shingle set of this partition's edge nodes."""
-    folder = Path(nodes_dir) / f"part={part}"
-    keys = (pq.read_table(folder).column("doc").to_numpy() if folder.exists()
+    folder = out_path(nodes_dir) / f"part={part}"
+    keys = (read_parquet_table(folder).column("doc").to_numpy() if folder.exists()
             else np.empty(0, dtype=np.int64))
     rows = np.sort(keys & ((1 << ROW_BITS) - 1))
     chosen = docs.iloc[rows]
@@ -177,7 +177,9 @@ class FuzzyDedupStage(Stage):
         import dask.dataframe as dd
 
         cfg, nparts = self.config, len(signature_paths)
-        buckets = dd.read_parquet(signature_paths).shuffle(on="bucket", npartitions=nparts)
+        options = dask_storage_options(ctx.workdir)
+        buckets = dd.read_parquet(signature_paths, storage_options=options).shuffle(
+            on="bucket", npartitions=nparts)
         edge_meta = pd.DataFrame({"lo": pd.Series(dtype="int64"), "hi": pd.Series(dtype="int64")})
         candidates = buckets.map_partitions(bucket_anchor_edges, meta=edge_meta)
         candidates = candidates.drop_duplicates(split_out=nparts).persist()
@@ -187,12 +189,12 @@ class FuzzyDedupStage(Stage):
         nodes = nodes.assign(part=nodes["doc"] // (1 << ROW_BITS))
         nodes_dir, sets_dir = ctx.workdir / "nodes", ctx.workdir / "candidate_sets"
         nodes.to_parquet(str(nodes_dir), partition_on=["part"], write_index=False,
-                         overwrite=True)
+                         overwrite=True, storage_options=options)
         set_paths = [str(sets_dir / f"part-{k:05d}.parquet") for k in range(nparts)]
         ctx.map(_write_candidate_sets_at, str(nodes_dir), set_paths, cfg.ngram_size,
                 cfg.shingle, cfg.verify, columns=["id", "source", "text"],
                 desc="fuzzy_dedup: candidate sets")
-        sets = dd.read_parquet(set_paths)
+        sets = dd.read_parquet(set_paths, storage_options=options)
         edges = candidates
         if cfg.verify:
             shingles = sets[["doc", "shingles"]]
@@ -214,7 +216,7 @@ class FuzzyDedupStage(Stage):
         decisions = members.shuffle(on="label", npartitions=nparts).map_partitions(
             choose_keepers, priorities, meta=meta)
         decisions.to_parquet(str(ctx.workdir / "decisions"), partition_on=["part"],
-                             write_index=False, overwrite=True)
+                             write_index=False, overwrite=True, storage_options=options)
 
     def _signature_key(self, seed: int, bands: int, rows: int) -> str:
         cfg = self.config
@@ -222,8 +224,8 @@ class FuzzyDedupStage(Stage):
         return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
-        folder = Path(workdir) / "decisions" / f"part={part}"
-        decisions = pq.read_table(folder).to_pandas() if folder.exists() else None
+        folder = out_path(workdir) / "decisions" / f"part={part}"
+        decisions = read_parquet_table(folder).to_pandas() if folder.exists() else None
         if decisions is None or not (~decisions["keep"]).any():
             return StageOutput(kept=docs, ledger=ledger_rows(docs.iloc[:0], self.name, REMOVED,
                                                              ""))

@@ -32,6 +32,7 @@ from curation.quality.model import (
 from curation.quality.sampling import keep_decisions
 from curation.stage_context import ClusterStageContext
 from curation.stages.base import ScopedConfig, Stage, StageOutput
+from curation.storage import out_path, resolved
 
 MODEL_POINTER = "model.json"
 # Below this held-out AUC the classifier barely ranks the positive sources above the
@@ -118,7 +119,7 @@ def ensure_quality_model(ctx, config: QualityConfig, seed: int, force: bool = Fa
     """Train into OUT/quality/ unless the model there was trained with the same parameters
     on the same sample (its key hashes both: same parameters over changed sources is a
     different model)."""
-    quality_dir = Path(ctx.out) / "quality"
+    quality_dir = out_path(ctx.out) / "quality"
     params = config.training_params(seed)
     metrics_path = quality_dir / "metrics.json"
     positive, negative = gather_training_texts(ctx, config, seed)
@@ -153,7 +154,7 @@ def weak_classifier_warning(metrics: dict) -> str | None:
 
 def train_quality(config: QualityConfig, spec, partitions, out, client, force=False) -> dict:
     """`curate train-quality`: train and save OUT/quality/model.bin from document partitions."""
-    out = Path(out)
+    out = out_path(out)
     ctx = ClusterStageContext(spec, out, out / "quality", partitions, client)
     return ensure_quality_model(ctx, config, spec.seed, force=force)
 
@@ -181,14 +182,14 @@ class QualityStage(Stage):
         model = self._given_model()
         if model is None:
             ensure_quality_model(ctx, self.config, self.spec.seed)
-            model = Path(ctx.out) / "quality" / "model.bin"
-        workdir = Path(ctx.workdir)
+            model = out_path(ctx.out) / "quality" / "model.bin"
+        workdir = out_path(ctx.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / MODEL_POINTER).write_text(json.dumps({"path": str(Path(model).resolve())}))
+        (workdir / MODEL_POINTER).write_text(json.dumps({"path": str(resolved(model))}))
 
     def annotate(self, docs: pd.DataFrame, workdir: Path) -> pd.DataFrame:
         """Every document gets its `quality_score`; out of scope it is only scored."""
-        pointer = Path(workdir) / MODEL_POINTER
+        pointer = out_path(workdir) / MODEL_POINTER
         if not pointer.exists():
             raise FileNotFoundError(f"{pointer}: quality.prepare has not run")
         model = load_model(json.loads(pointer.read_text())["path"])

@@ -20,7 +20,6 @@ their score.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
+from curation.atomic import save_npy, write_text_atomic
 from curation.config import StrictModel
 from curation.decontam.tasks import read_task_texts, task_files
 from curation.documents import REMOVED, empty_ledger, ledger_rows
@@ -42,6 +42,7 @@ from curation.select.features import (
 )
 from curation.select.got import chunk_count, got_scores
 from curation.stages.base import ScopedConfig, Stage, StageOutput
+from curation.storage import load_npy, out_path, remove_tree
 
 DEFAULT_DIMS = {"got": 256, "dsir": 10_000}
 SELECTION = "selection.json"
@@ -121,13 +122,8 @@ class SelectConfig(ScopedConfig):
 
 # ---- worker functions (module level: they travel to the cluster) ----
 
-
-def _read_array(path, mmap_mode=None) -> np.ndarray:
-    """A `.npy` file this stage wrote; never unpickled."""
-    return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-
 def _part_file(workdir: str, part: int, kind: str) -> Path:
-    return Path(workdir) / kind / f"part-{part:05d}.npy"
+    return out_path(workdir) / kind / f"part-{part:05d}.npy"
 
 
 def featurize_partition(docs: pd.DataFrame, part: int, workdir: str, method: str,
@@ -138,16 +134,16 @@ def featurize_partition(docs: pd.DataFrame, part: int, workdir: str, method: str
     texts = docs["text"].tolist()
     for kind in ("tokens", "scores", "embeddings"):
         _part_file(workdir, part, kind).parent.mkdir(parents=True, exist_ok=True)
-    np.save(_part_file(workdir, part, "tokens"), token_counts(texts))
+    save_npy(_part_file(workdir, part, "tokens"), token_counts(texts))
     if method == "got":
-        np.save(_part_file(workdir, part, "embeddings"), hashed_embeddings(texts, dims))
+        save_npy(_part_file(workdir, part, "embeddings"), hashed_embeddings(texts, dims))
     elif method == "random":
-        np.save(_part_file(workdir, part, "scores"), -gumbel_noise(docs["id"], seed))
+        save_npy(_part_file(workdir, part, "scores"), -gumbel_noise(docs["id"], seed))
     elif log_ratio is None:
         return len(docs), bucket_totals(texts, dims)
     else:
         weights = bucket_log_weights(texts, log_ratio)
-        np.save(_part_file(workdir, part, "scores"), -(weights + gumbel_noise(docs["id"], seed)))
+        save_npy(_part_file(workdir, part, "scores"), -(weights + gumbel_noise(docs["id"], seed)))
     return len(docs), None
 
 
@@ -160,14 +156,14 @@ def solve_chunk(workdir: str, c: int, chunks: int, offsets: list[int], target_pa
         first = (c - lo) % chunks
         if lo + first >= hi:
             continue
-        emb = _read_array(_part_file(workdir, part, "embeddings"), mmap_mode="r")
+        emb = load_npy(_part_file(workdir, part, "embeddings"), mmap_mode="r")
         pieces.append(np.asarray(emb[first::chunks]))
         owners.append(part)
     pool = np.concatenate(pieces) if pieces else np.zeros((0, 1), dtype=np.float32)
-    scores = got_scores(pool, _read_array(target_path), reg, iters)
-    path = Path(workdir) / "chunks" / f"chunk-{c:05d}.npy"
+    scores = got_scores(pool, load_npy(target_path), reg, iters)
+    path = out_path(workdir) / "chunks" / f"chunk-{c:05d}.npy"
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, scores)
+    save_npy(path, scores)
 
 
 def gather_got_scores(docs: pd.DataFrame, part: int, workdir: str, offset: int,
@@ -177,20 +173,20 @@ def gather_got_scores(docs: pd.DataFrame, part: int, workdir: str, offset: int,
     scores = np.empty(len(docs))
     for c in np.unique(positions % chunks):
         mine = positions % chunks == c
-        chunk = _read_array(Path(workdir) / "chunks" / f"chunk-{c:05d}.npy", mmap_mode="r")
+        chunk = load_npy(out_path(workdir) / "chunks" / f"chunk-{c:05d}.npy", mmap_mode="r")
         scores[mine] = chunk[positions[mine] // chunks]  # chunk c lists c, c + K, …
-    np.save(_part_file(workdir, part, "scores"), scores)
+    save_npy(_part_file(workdir, part, "scores"), scores)
 
 
 def _load(workdir: str, part: int, weighted: bool):
-    scores = _read_array(_part_file(workdir, part, "scores"))
-    weights = _read_array(_part_file(workdir, part, "tokens")).astype(np.float64) if weighted \
+    scores = load_npy(_part_file(workdir, part, "scores"))
+    weights = load_npy(_part_file(workdir, part, "tokens")).astype(np.float64) if weighted \
         else np.ones(len(scores))
     return scores, weights
 
 
 def score_range(docs, part: int, workdir: str):
-    scores = _read_array(_part_file(workdir, part, "scores"))
+    scores = load_npy(_part_file(workdir, part, "scores"))
     return (float(scores.min()), float(scores.max())) if len(scores) else None
 
 
@@ -246,7 +242,7 @@ class SelectStage(Stage):
         return texts
 
     def prepare(self, ctx) -> None:
-        cfg, workdir = self.config, Path(ctx.workdir)
+        cfg, workdir = self.config, out_path(ctx.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         wd, seed, dims = str(workdir), int(self.spec.seed), cfg.dims
         cols = ["id", "text"]
@@ -263,7 +259,7 @@ class SelectStage(Stage):
                     desc="select: dsir weights")
         elif cfg.method == "got":
             target_path = workdir / "target_embeddings.npy"
-            np.save(target_path, hashed_embeddings(self._target_texts(), dims))
+            save_npy(target_path, hashed_embeddings(self._target_texts(), dims))
             chunks = chunk_count(offsets[-1], cfg.ot.chunk)
             futures = [ctx.client.submit(solve_chunk, wd, c, chunks, offsets, str(target_path),
                                          cfg.ot.reg, cfg.ot.iters, pure=False)
@@ -273,9 +269,9 @@ class SelectStage(Stage):
             ctx.map(_gather_one, wd, offsets, chunks, columns=["id"],
                     desc="select: gather scores")
             for scratch in ("embeddings", "chunks"):  # 4 bytes x dims per document: drop
-                shutil.rmtree(workdir / scratch, ignore_errors=True)
+                remove_tree(workdir / scratch)
         selection = self._choose(ctx, wd, offsets)
-        (workdir / SELECTION).write_text(json.dumps(selection, indent=2))
+        write_text_atomic(workdir / SELECTION, json.dumps(selection, indent=2))
         print(f"select ({cfg.method}): {selection['chosen_docs']} of {offsets[-1]} documents "
               f"chosen, {selection['chosen_tokens']} tokens")
 
@@ -313,11 +309,11 @@ class SelectStage(Stage):
         }
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
-        path = Path(workdir) / SELECTION
+        path = out_path(workdir) / SELECTION
         if not path.exists():
             raise FileNotFoundError(f"{path}: select.prepare has not run")
         selection = json.loads(path.read_text())
-        scores = _read_array(_part_file(str(workdir), part, "scores"))
+        scores = load_npy(_part_file(str(workdir), part, "scores"))
         if len(scores) != len(docs):
             raise RuntimeError(f"select: partition {part} has {len(docs)} in-scope documents, "
                                f"its scores {len(scores)}: the work directory is stale")
@@ -333,12 +329,12 @@ class SelectStage(Stage):
     def summarize(self, out: Path, client=None) -> None:
         """OUT/selection.json: method, budget, cut and per-source score distributions
         (aggregated on the workers in `prepare`; copied here)."""
-        for folder in sorted((Path(out) / "stages").glob(f"*_{self.name}")):
+        for folder in sorted((out_path(out) / "stages").glob(f"*_{self.name}")):
             source = folder / SELECTION
             if source.exists():
                 data = json.loads(source.read_text())
                 data.pop("offsets", None)
-                (Path(out) / SELECTION).write_text(json.dumps(data, indent=2))
+                write_text_atomic(out_path(out) / SELECTION, json.dumps(data, indent=2))
 
 
 def _gather_one(docs, part, wd, offsets, chunks):

@@ -19,6 +19,7 @@ from training.data.blend import blend_indices, normalise_weights
 from training.data.cache import cached_indices
 from training.data.empty_sources import announce_skipped, drop_empty_sources
 from training.data.gpt_dataset import GPTDataset, build_sample_indices, samples_per_epoch
+from training.data.remote_cache import local_curated
 from training.data.shards import MANIFEST_NAME, ShardError, SourceShards
 
 SPLITS = ("train", "valid", "test")
@@ -183,7 +184,7 @@ def build_blended_dataset(curated_out: Path, seq_len: int, seed: int,
     A source without token shards is an error, or with `empty_sources="skip"` left out of the
     blend (rank 0 says so in one line; the datasets list it in `skipped_sources`).
     """
-    curated_out = Path(curated_out)
+    curated_out = local_curated(curated_out)  # object storage: a verified local copy
     if weights is not None and epochs is not None:
         raise ValueError("give weights= or epochs=, not both")
     if weights is None and epochs is None:
