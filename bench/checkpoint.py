@@ -26,10 +26,10 @@ from training.checkpoint import (
 )
 from training.config import TrainingConfig
 from training.launch import launch
-from training.loop import Trainer, setup_process
 from training.model import count_parameters
 from training.parallel import comm
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer, setup_process
 
 MODEL = {"layers": 12, "hidden": 768, "heads": 12, "seq_len": 512, "vocab_size": 16384}
 

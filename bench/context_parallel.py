@@ -22,9 +22,9 @@ import torch.distributed as dist
 
 from training.config import TrainingConfig, load_config
 from training.launch import launch
-from training.loop import Trainer, setup_process
 from training.parallel.context import RingAttention
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer, setup_process
 
 
 def train_worker(cfg_dict: dict) -> dict | None:

@@ -27,8 +27,8 @@ import torch
 
 from training.checkpoint import save_checkpoint
 from training.config import load_config
-from training.loop import Trainer, setup_process
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer, setup_process
 
 # Dense bf16 peaks (TFLOP/s) by a substring of torch.cuda.get_device_name(), first match wins.
 PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0),

@@ -21,8 +21,8 @@ import tempfile
 
 from training.config import TrainingConfig
 from training.launch import launch
-from training.loop import Trainer, setup_process
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer, setup_process
 
 LAYOUTS = (("(1,2,2)", dict(tp=1, pp=2, dp=2)),
            ("(2,2,1)+SP", dict(tp=2, pp=2, dp=1, sequence_parallel=True)),

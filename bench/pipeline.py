@@ -20,11 +20,11 @@ import time
 
 from training.config import TrainingConfig
 from training.launch import launch
-from training.loop import Trainer, setup_process
 from training.parallel import comm
 from training.parallel.grid import destroy_grid
 from training.parallel.schedule_sim import bubble_fraction, simulate
 from training.parallel.schedules import Kind, build_schedule
+from training.trainer import Trainer, setup_process
 
 SCHEDULES = (("1f1b", 1), ("interleaved", 2))
 

@@ -26,9 +26,9 @@ from torch import nn
 from training.batches import SyntheticBatchSource
 from training.config import TrainingConfig
 from training.launch import launch
-from training.loop import Trainer, setup_process
 from training.optim import learning_rate
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer, setup_process
 
 WARMUP = 2
 

@@ -17,11 +17,11 @@ import tempfile
 
 from training.config import TrainingConfig, load_config, padded_vocab_size
 from training.launch import launch
-from training.loop import Trainer, setup_process
 from training.model import count_parameters
 from training.parallel import comm
 from training.parallel.grid import destroy_grid
 from training.parallel.zero_memory import predicted_bytes
+from training.trainer import Trainer, setup_process
 
 SKIP = 2
 STAGES = (0, 1, 2)

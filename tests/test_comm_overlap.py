@@ -21,11 +21,11 @@ from test_trainer_equivalence import assert_same_run
 
 from training.config import TrainingConfig
 from training.launch import launch
-from training.loop import Trainer, setup_process
 from training.parallel import comm
 from training.parallel.grid import build_grid, destroy_grid
 from training.parallel.schedule_sim import peak_in_flight
 from training.parallel.schedules import Kind, Payload, build_schedule
+from training.trainer import Trainer, setup_process
 
 ROOT = Path(__file__).resolve().parents[1]
 

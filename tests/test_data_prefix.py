@@ -15,8 +15,8 @@ from training.data import blend_indices, build_blended_dataset
 from training.data.cache import cached_indices
 from training.data.gpt_dataset import build_sample_indices
 from training.launch import launch
-from training.loop import Trainer, setup_process
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer, setup_process
 
 MTNLG = [0.19336, 0.15652, 0.14336, 0.13017, 0.09446, 0.08962, 0.05689, 0.04771, 0.02897,
          0.01588, 0.01359, 0.01007, 0.00873, 0.00859, 0.00208]

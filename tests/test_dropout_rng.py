@@ -9,9 +9,9 @@ import torch.distributed as dist
 
 from training.config import ModelConfig
 from training.launch import launch
-from training.loop import setup_process
 from training.model import GPT
 from training.parallel.grid import build_grid, destroy_grid
+from training.trainer import setup_process
 
 
 def dropout_outputs(sequence_parallel: bool, p: float) -> dict[str, torch.Tensor]:

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from training.checkpoint import save_checkpoint
 from training.cli import main
 from training.config import TrainingConfig
-from training.loop import Trainer
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer
 
 transformers = pytest.importorskip("transformers")
 

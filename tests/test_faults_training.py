@@ -26,10 +26,10 @@ from training.checkpoint import save_checkpoint
 from training.checkpoint_format import ShardReader, read_index
 from training.config import TrainingConfig
 from training.launch import launch
-from training.loop import Trainer, setup_process
 from training.model import full_state_dict
 from training.parallel.grid import destroy_grid
 from training.parallel.optimizer import NonFiniteStepsError
+from training.trainer import Trainer, setup_process
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8

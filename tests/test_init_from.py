@@ -9,9 +9,9 @@ from tests.test_checkpoint import config
 from training.checkpoint import save_checkpoint
 from training.checkpoint_format import CheckpointError
 from training.config import TrainingConfig
-from training.loop import Trainer, setup_process
 from training.model import full_state_dict
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer, setup_process
 
 
 def _trainer(cfg: dict) -> Trainer:

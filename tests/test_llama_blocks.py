@@ -14,10 +14,10 @@ from test_trainer_equivalence import assert_same_run
 from training.checkpoint_format import CheckpointError
 from training.config import ConfigError, TrainingConfig, load_config, parse_config
 from training.launch import launch
-from training.loop import Trainer
 from training.metrics import flops_per_step
 from training.model import count_parameters
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer
 
 STEPS = 4
 

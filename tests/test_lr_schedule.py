@@ -7,9 +7,9 @@ import warnings
 import pytest
 
 from training.config import ConfigError, TrainingConfig, load_config
-from training.loop import Trainer
 from training.optim import LRSchedule, global_batch_size, learning_rate, samples_after_steps
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer
 
 PEAK, FLOOR = 5.0e-5, 5.0e-6
 

@@ -12,9 +12,9 @@ from test_trainer_equivalence import assert_same_run
 
 from training.config import TrainingConfig
 from training.launch import launch
-from training.loop import Trainer, setup_process
 from training.model import full_state_dict, split_layers
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer, setup_process
 
 STEPS = 5
 

@@ -9,13 +9,13 @@ from test_trainer_equivalence import assert_same_run
 
 from training.config import TrainingConfig
 from training.launch import launch
-from training.loop import setup_process
 from training.model import GPT
 from training.parallel.grid import build_grid, destroy_grid
 from training.parallel.tensor import (
     gather_from_sequence_parallel,
     reduce_scatter_to_sequence_parallel,
 )
+from training.trainer import setup_process
 
 
 def collectives_and_shapes() -> dict:

@@ -7,9 +7,9 @@ import torch
 
 from training.config import TrainingConfig
 from training.launch import launch
-from training.loop import Trainer, setup_process
 from training.model import full_state_dict
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer, setup_process
 
 STEPS = 6
 

@@ -11,8 +11,8 @@ from test_checkpoint import config, run_ranks
 from training.checkpoint import save_checkpoint
 from training.checkpoint_format import ShardReader, flat_range_boxes, read_index
 from training.config import TrainingConfig
-from training.loop import Trainer, setup_process
 from training.parallel.grid import destroy_grid
+from training.trainer import Trainer, setup_process
 
 
 def zero_config(run_dir, dp: int, zero: int, **kwargs) -> dict:

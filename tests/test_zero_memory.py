@@ -11,9 +11,9 @@ from test_trainer_equivalence import tiny_config
 
 from training.config import TrainingConfig
 from training.launch import launch
-from training.loop import Trainer, setup_process
 from training.parallel.grid import destroy_grid
 from training.parallel.zero_memory import predicted_bytes, resident_bytes
+from training.trainer import Trainer, setup_process
 
 
 def memory_config(run_dir, dp: int, zero: int, dtype: str = "bf16") -> dict:

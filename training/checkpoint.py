@@ -58,7 +58,7 @@ from training.parallel import comm
 from training.parallel.optimizer import Segment
 
 if TYPE_CHECKING:
-    from training.loop import Trainer
+    from training.trainer import Trainer
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
 

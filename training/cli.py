@@ -17,7 +17,6 @@ from training.batches import check_data_sources
 from training.config import ConfigError, load_config
 from training.data.shards import ShardError
 from training.launch import launch, under_launcher
-from training.loop import check_supported, run_worker
 from training.parallel.grid import GridLayout, LayoutError
 from training.preflight import PreflightError, check_curated
 from training.rank_failures import (
@@ -30,6 +29,7 @@ from training.rank_failures import (
 )
 from training.run_messages import remove_partial_checkpoints
 from training.train_dir_lock import lock_train_dir
+from training.trainer import check_supported, run_worker
 
 INTERRUPTED = "interrupted; rerun the same command to resume"
 

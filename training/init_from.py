@@ -25,7 +25,7 @@ from training.checkpoint_format import (
 )
 
 if TYPE_CHECKING:
-    from training.loop import Trainer
+    from training.trainer import Trainer
 
 
 def resolve(path: str | Path) -> Path:

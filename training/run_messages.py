@@ -17,7 +17,7 @@ from training.config import ParallelConfig, TrainingConfig
 from training.optim import LRSchedule, global_batch_size
 
 if TYPE_CHECKING:
-    from training.loop import Trainer
+    from training.trainer import Trainer
 
 
 def layout_line(p: ParallelConfig, stages: int) -> str:
