@@ -17,3 +17,15 @@ def check_safe_name(name: str) -> str:
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def nested_model(annotation, base: type[BaseModel] = BaseModel) -> type[BaseModel] | None:
+    """The model class a field holds (directly, or inside Optional/list/dict/Union): where
+    an error message looks up the keys a misspelt one could have been."""
+    if isinstance(annotation, type) and issubclass(annotation, base):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = nested_model(arg, base)
+        if found is not None:
+            return found
+    return None

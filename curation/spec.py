@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from curation.config import StrictModel, check_safe_name
+from curation.config import StrictModel, check_safe_name, nested_model
 from curation.stages.registry import STAGES
 from curation.tokenize import TokenizerConfig
 
@@ -123,18 +123,9 @@ def _allowed_keys(loc: tuple) -> list[str] | None:
         field = model.model_fields.get(part)
         if field is None:
             return None
-        model = _model_in(field.annotation)
+        model = nested_model(field.annotation, StrictModel)
     return sorted(model.model_fields) if model is not None else None
 
-
-def _model_in(annotation) -> type[StrictModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, StrictModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def _problems(exc: ValidationError) -> list[str]:

@@ -8,15 +8,7 @@ import re
 
 from pydantic import BaseModel, ValidationError
 
-
-def _model_in(annotation) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
+from curation.config import nested_model
 
 
 def _field(model: type[BaseModel], key: str):
@@ -36,7 +28,7 @@ def allowed_keys(root: type[BaseModel], loc: tuple) -> list[str] | None:
         field = _field(model, part) if model is not None else None
         if field is None:
             return None
-        model = _model_in(field.annotation)
+        model = nested_model(field.annotation)
     if model is None:
         return None
     return sorted(field.alias or name for name, field in model.model_fields.items())
