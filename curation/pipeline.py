@@ -187,6 +187,10 @@ def _split_by_source_task(numbered: tuple[int, str], curated: str) -> None:
                              out_path(curated) / str(source) / f"part-{part:05d}.parquet")
 
 
+def _copy_pair(pair: tuple[str, str]) -> None:
+    copy_file(out_path(pair[0]), out_path(pair[1]))
+
+
 def finalize(results: list[StageResult], out: Path, client) -> None:
     """OUT/curated/<source>/ from the last stage, OUT/ledger/ as every stage's ledger."""
     last = results[-1]
@@ -200,9 +204,10 @@ def finalize(results: list[StageResult], out: Path, client) -> None:
                 str(out / "curated"), desc="curated", retries=2)
     ledger_dir = out / "ledger"
     ledger_dir.mkdir(parents=True)
-    for result in results:
-        for path in sorted((result.folder / "ledger").glob("*.parquet")):
-            copy_file(path, ledger_dir / f"{result.folder.name}-{path.name}")
+    copies = [(str(path), str(ledger_dir / f"{result.folder.name}-{path.name}"))
+              for result in results
+              for path in sorted((result.folder / "ledger").glob("*.parquet"))]
+    map_batched(client, _copy_pair, copies)  # on the workers: remote copies are requests
     write_json_atomic(marker, {"key": key})
 
 
