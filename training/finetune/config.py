@@ -14,8 +14,10 @@ from curation.config import StrictModel
 
 # The linears a block has, by the name they carry inside it (training/blocks.py). A target
 # matches a linear whose name is the target or ends with "." + target: `proj` is both
-# `attn.proj` and `mlp.proj`, `attn.proj` only the attention's.
+# `attn.proj` and `mlp.proj`, `attn.proj` only the attention's. `qkv` is the attention's input
+# projection however it is stored: one `qkv`, or `q` and `kv` with grouped-query attention.
 BLOCK_LINEARS = ("attn.qkv", "attn.q", "attn.kv", "attn.proj", "mlp.fc", "mlp.proj")
+ALIASES = {"qkv": ("attn.qkv", "attn.q", "attn.kv"), "attn.qkv": ("attn.qkv", "attn.q", "attn.kv")}
 
 
 class LoraConfig(StrictModel):
@@ -72,4 +74,6 @@ class FinetuneConfig(StrictModel):
 
 
 def matching_linears(target: str) -> list[str]:
+    if target in ALIASES:
+        return list(ALIASES[target])
     return [name for name in BLOCK_LINEARS if name == target or name.endswith("." + target)]

@@ -1,8 +1,9 @@
 """The task set of `pretrain finetune`: JSONL examples -> padded token rows and loss masks.
 
 Each example is one sample, *padded* (not packed): prompt tokens, completion tokens, the EOD
-token, then padding (EOD ids) to seq_len + 1; an example longer than that is cut at the end
-(counted and reported). The loss mask is 1 where the target is a completion token (or, with
+token, then padding (EOD ids) to seq_len + 1. An example longer than that loses the start of
+its prompt (the completion, what the loss is on, is kept), or if the completion alone is too
+long, the end of the completion (both counted and reported). The loss mask is 1 where the target is a completion token (or, with
 `text_field`, any token of the text) or the closing EOD, 0 on the prompt and the padding, so
 with prompt/completion the loss is on the completion only. The model attends causally, so the
 padding after an example never changes what it sees.
@@ -85,9 +86,10 @@ def encode(examples: list[tuple[str, str]], tokenizer, eod: int, seq_len: int) -
     truncated = 0
     for i, completion in enumerate(completions):
         prompt = prompts[i].ids if prompts is not None else []
-        ids = prompt + completion.ids + [eod]
-        truncated += len(ids) > seq_len + 1
-        ids = ids[: seq_len + 1]
+        answer = completion.ids + [eod]
+        truncated += len(prompt) + len(answer) > seq_len + 1
+        prompt = prompt[max(0, len(prompt) + len(answer) - seq_len - 1):]
+        ids = (prompt + answer)[: seq_len + 1]
         tokens[i, : len(ids)] = ids
         counted[i, len(prompt): len(ids)] = 1.0
     # the target of position j is token j + 1

@@ -72,8 +72,8 @@ def export_peft(adapter: str | Path, out: str | Path) -> list[Path]:
         a = reader.read_full(f"model/{name}.lora_A").float()
         b = reader.read_full(f"model/{name}.lora_B").float()
         for module, part_a, part_b in split(name, a, b, cfg.model):
-            tensors[f"{PREFIX}{module}.lora_A.weight"] = part_a.contiguous()
-            tensors[f"{PREFIX}{module}.lora_B.weight"] = part_b.contiguous()
+            tensors[f"{PREFIX}{module}.lora_A.weight"] = part_a.clone()  # A is shared
+            tensors[f"{PREFIX}{module}.lora_B.weight"] = part_b.clone()
             modules.append(module)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
