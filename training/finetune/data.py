@@ -3,9 +3,10 @@
 Each example is one sample, *padded* (not packed): prompt tokens, completion tokens, the EOD
 token, then padding (EOD ids) to seq_len + 1. An example longer than that loses the start of
 its prompt (the completion, what the loss is on, is kept), or if the completion alone is too
-long, the end of the completion (both counted and reported). The loss mask is 1 where the target is a completion token (or, with
-`text_field`, any token of the text) or the closing EOD, 0 on the prompt and the padding, so
-with prompt/completion the loss is on the completion only. The model attends causally, so the
+long, the end of the completion (both counted and reported). The loss mask is 1 where the
+target is a completion token (or, with `text_field`, any token of the text) or the closing
+EOD, 0 on the prompt and the padding, so with prompt/completion the loss is on the completion
+only. The model attends causally, so the
 padding after an example never changes what it sees.
 
 Examples are split once, by a permutation seeded with train.seed, into `eval_fraction` held
@@ -58,8 +59,8 @@ def read_examples(cfg: TaskDataConfig) -> list[tuple[str, str]]:
                 raise TaskDataError(f"{path}:{number}: a JSON object is needed per line")
             for field in fields:
                 if not isinstance(row.get(field), str):
-                    raise TaskDataError(f"{path}:{number}: field {field!r} "
-                                        f"{'is missing' if field not in row else 'is not a string'}")
+                    problem = "is missing" if field not in row else "is not a string"
+                    raise TaskDataError(f"{path}:{number}: field {field!r} {problem}")
             examples.append(("", row[cfg.text_field]) if cfg.text_field
                             else (row[cfg.prompt_field], row[cfg.completion_field]))
     if not examples:
