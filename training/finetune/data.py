@@ -6,8 +6,7 @@ its prompt (the completion, what the loss is on, is kept), or if the completion 
 long, the end of the completion (both counted and reported). The loss mask is 1 where the
 target is a completion token (or, with `text_field`, any token of the text) or the closing
 EOD, 0 on the prompt and the padding, so with prompt/completion the loss is on the completion
-only. The model attends causally, so the
-padding after an example never changes what it sees.
+only. The model attends causally, so the padding after an example never changes what it sees.
 
 Examples are split once, by a permutation seeded with train.seed, into `eval_fraction` held
 out and the rest for training; every epoch visits the training examples in a fresh seeded
