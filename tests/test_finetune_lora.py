@@ -20,11 +20,25 @@ from training.finetune.trainer import FinetuneTrainer
 from training.parallel.grid import destroy_grid
 from training.trainer import Trainer
 
+BASES = {}
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
-def base(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(f"ft-{request.param}")
-    return make_base(root, request.param), write_task(root / "task.jsonl"), root
+
+def base_of(arch: str, tmp_path_factory):
+    """One tiny pre-trained base per architecture for the whole module."""
+    if arch not in BASES:
+        root = tmp_path_factory.mktemp(f"ft-{arch}")
+        BASES[arch] = make_base(root, arch), write_task(root / "task.jsonl"), root
+    return BASES[arch]
+
+
+@pytest.fixture
+def base(tmp_path_factory):
+    return base_of("gpt2", tmp_path_factory)
+
+
+@pytest.fixture(params=["gpt2", "llama"])
+def any_base(request, tmp_path_factory):
+    return base_of(request.param, tmp_path_factory)
 
 
 def write_config(path, raw) -> str:
@@ -60,6 +74,8 @@ def test_ggpo_perturbation_is_the_formula_and_base_stays(base, tmp_path):
               if not p.requires_grad}
     assert frozen and all("lora_" not in n for n in frozen)
     assert all("lora_" in n for n, p in trainer.model.named_parameters() if p.requires_grad)
+    adapters = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" in n)
+    assert trainer.optimizer.local_numel == adapters  # optimizer state for adapters only
     seen = {}  # (G2) reads A, B and their gradients before the update
 
     def snapshot():
@@ -107,10 +123,10 @@ def our_logits(model, tokens):
     return F.linear(model.head.ln(hidden), model.output_layer().weight)
 
 
-def test_finetune_merge_and_peft_export(base, tmp_path):
+def test_finetune_merge_and_peft_export(any_base, tmp_path):
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
-    base_dir, task, root = base
+    base_dir, task, root = any_base
     run = tmp_path / "run"
     config = write_config(tmp_path / "ft.yaml", finetune_raw(base_dir, task, run, save_every=2))
     assert main(["finetune", config]) == 0

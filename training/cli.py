@@ -120,6 +120,9 @@ def _main(argv: list[str]) -> int:
             labels[overrides[-1]] = f"--{axis} {getattr(args, axis)}"
     try:
         cfg = load_config(args.config, overrides, labels)
+        if cfg.finetune is not None:
+            raise ConfigError(f"{args.config}: a finetune: section is run by `pretrain "
+                              f"finetune {args.config}`")
         layout = GridLayout(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.dp, cfg.parallel.cp)
         if not under_launcher():
             layout.check_world(args.nproc or layout.world_size)
