@@ -6,7 +6,7 @@ reference documentation (pydoc_data.topics) with a byte-level BPE trained on the
 The task: the first line of a standard-library function's docstring as the prompt, the
 function's name as the completion (`"Return the base name of pathname p.\\ndef"` ->
 `" basename"`), the loss on the completion only; 20% of the examples are held out. Each run
-trains with a constant learning rate and evaluates on the held-out set every half epoch, so
+trains with a constant learning rate and evaluates on the held-out set every epoch, so
 one run gives the held-out loss at every training length up to `--epochs`.
 
     .venv/bin/python -m bench.finetune_ggpo [--epochs 12] [--seeds 1 2 3] [--out DIR]
@@ -20,6 +20,7 @@ import argparse
 import importlib
 import inspect
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -150,7 +151,7 @@ def finetune(base: Path, tokenizer: Path, task: Path, run_dir: Path, method: dic
     }
     probe = prepare(raw, "bench", {})
     per_epoch = probe.train.steps / epochs
-    raw["train"]["eval_every"] = max(1, round(per_epoch / 2))
+    raw["train"]["eval_every"] = max(1, round(per_epoch))
     cfg = prepare(raw, "bench", {})
     trainer = FinetuneTrainer(cfg)
     start = time.perf_counter()
@@ -166,16 +167,21 @@ def finetune(base: Path, tokenizer: Path, task: Path, run_dir: Path, method: dic
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=float, default=8)
+    parser.add_argument("--epochs", type=float, default=6)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--base-steps", type=int, default=200)
-    parser.add_argument("--examples", type=int, default=400,
+    parser.add_argument("--examples", type=int, default=240,
                         help="task examples used (a seeded sample of all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--work", type=Path, help="working folder; its pre-trained base is "
+                        "reused if there")
     args = parser.parse_args()
     setup_process()
-    work = Path(tempfile.mkdtemp(prefix="finetune-ggpo-"))
-    base, tokenizer = pretrain_base(work, args.base_steps)
+    work = args.work or Path(tempfile.mkdtemp(prefix="finetune-ggpo-"))
+    if (work / "base" / "checkpoints" / "latest").is_file():  # a base pre-trained before
+        base, tokenizer = work / "base", work / "curated" / "tokenizer.json"
+    else:
+        base, tokenizer = pretrain_base(work, args.base_steps)
     examples = docstring_task()
     keep = np.random.default_rng(0).permutation(len(examples))[: args.examples]
     examples = [examples[i] for i in sorted(keep)]
@@ -185,6 +191,7 @@ def main() -> None:
     runs = {}
     for seed in args.seeds:
         for name, method in METHODS.items():
+            shutil.rmtree(work / f"{name}-{seed}", ignore_errors=True)
             result = finetune(base, tokenizer, task, work / f"{name}-{seed}", method, seed,
                               args.epochs)
             runs.setdefault(name, []).append(result)
