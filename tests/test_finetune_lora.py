@@ -199,3 +199,22 @@ def test_bad_task_line_is_named(base, tmp_path, capsys):
     raw = finetune_raw(base_dir, bad, tmp_path / "run")
     assert main(["finetune", write_config(tmp_path / "c.yaml", raw)]) == 2
     assert f"{bad}:2: field 'completion' is missing" in capsys.readouterr().err
+
+
+def test_loss_mask_covers_the_completion_and_long_prompts_lose_their_start(base):
+    from training.finetune.data import encode, load_tokenizer
+
+    _, _, root = base
+    tokenizer, eod = load_tokenizer(root / "curated" / "tokenizer.json")
+    prompt, completion = tokenizer.encode("Return the name").ids, tokenizer.encode(" f").ids
+    task = encode([("Return the name", " f"), ("", "a text")], tokenizer, eod, seq_len=16)
+    row, mask = task.tokens[0], task.loss_mask[0]
+    answer = completion + [eod]
+    assert list(row[: len(prompt) + len(answer)]) == prompt + answer
+    # target j is token j + 1: counted exactly for the completion and its EOD
+    counted = [j + 1 for j in range(16) if mask[j]]
+    assert counted == list(range(len(prompt), len(prompt) + len(answer)))
+    text = tokenizer.encode("a text").ids + [eod]
+    assert task.loss_mask[1].sum() == len(text) - 1  # every text token after the first
+    long = encode([("word " * 40, " f")], tokenizer, eod, seq_len=8)
+    assert long.truncated == 1 and list(long.tokens[0][-len(answer):]) == answer

@@ -16,6 +16,9 @@ the communication stays what the base already does (training/parallel/tensor.py)
 - a column-parallel base replicated over TP (grouped-query KV heads when kv_heads < tp): A
   and B replicated, both `tp_partial`.
 
+`lora.dropout` > 0 draws its masks on each rank's own input (a row-parallel adapter's input
+is split over TP), so it is the same in distribution at every layout, not bit for bit.
+
 Adapters are initialised as Hugging Face PEFT does (A Kaiming-uniform, B zero), drawn as the
 full tensor from (seed, name) and sliced, so a model is the same function at every TP.
 `perturbation` (GGPO, ggpo.py) is an extra weight added to W for the step's forward and
