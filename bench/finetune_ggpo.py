@@ -165,6 +165,39 @@ def finetune(base: Path, tokenizer: Path, task: Path, run_dir: Path, method: dic
             "trainable": sum(p.numel() for p in trainer.buckets.offsets)}
 
 
+def ggpo_overhead(base: Path, tokenizer: Path, task: Path, work: Path, rounds: int,
+                  block: int) -> dict:
+    """Step time with GGPO on and off in alternating blocks of one LoRA-GGPO trainer, so both
+    see the same machine load: median seconds per step of each."""
+    method = METHODS["LoRA-GGPO"]
+    raw = {"batch": {"micro": 16, "global": 16}, "optim": {"lr": method["lr"]},
+           "train": {"dir": str(work / "overhead"), "seed": 1, "log_every": 10_000,
+                     "steps": 10_000},
+           "finetune": {"init_from": str(base), "lora": method["lora"], "ggpo": method["ggpo"],
+                        "data": {"paths": [str(task)], "prompt_field": "prompt",
+                                 "completion_field": "completion",
+                                 "tokenizer": str(tokenizer)}}}
+    shutil.rmtree(work / "overhead", ignore_errors=True)
+    trainer = FinetuneTrainer(prepare(raw, "bench", {}))
+    ggpo, times = trainer.ggpo, {"LoRA": [], "LoRA-GGPO": []}
+    for _ in range(2):
+        trainer.train_step()  # warm-up; GGPO has its first gradient norms
+    for _ in range(rounds):
+        for name in times:
+            trainer.ggpo = ggpo if name == "LoRA-GGPO" else None
+            if trainer.ggpo is None:
+                ggpo.end()
+            for _ in range(block):
+                start = time.perf_counter()
+                trainer.train_step()
+                times[name].append(time.perf_counter() - start)
+    trainer.close()
+    destroy_grid()
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {**medians, "ratio": medians["LoRA-GGPO"] / medians["LoRA"],
+            "steps_each": rounds * block}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=float, default=6)
@@ -173,6 +206,8 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=240,
                         help="task examples used (a seeded sample of all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the step-time comparison (reuses --work's base and task)")
     parser.add_argument("--work", type=Path, help="working folder; its pre-trained base is "
                         "reused if there")
     args = parser.parse_args()
@@ -187,6 +222,13 @@ def main() -> None:
     examples = [examples[i] for i in sorted(keep)]
     task = work / "task.jsonl"
     task.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    args.out.mkdir(parents=True, exist_ok=True)
+    overhead = ggpo_overhead(base, tokenizer, task, work, rounds=4, block=5)
+    (args.out / "finetune_ggpo_overhead.json").write_text(json.dumps(overhead, indent=1))
+    print(f"step time, alternating blocks: LoRA {overhead['LoRA']:.4f}s, LoRA-GGPO "
+          f"{overhead['LoRA-GGPO']:.4f}s, ratio {overhead['ratio']:.2f}", flush=True)
+    if args.overhead_only:
+        return
     print(f"task: {len(examples)} examples (80% train, 20% held out)", flush=True)
     runs = {}
     for seed in args.seeds:
