@@ -191,11 +191,17 @@ def ggpo_overhead(base: Path, tokenizer: Path, task: Path, work: Path, rounds: i
                 start = time.perf_counter()
                 trainer.train_step()
                 times[name].append(time.perf_counter() - start)
+    work_s = []  # GGPO's own work per step: (G1)-(G4) for every layer, then (G2)'s norms
+    for step in range(20):
+        start = time.perf_counter()
+        ggpo.begin_step(trainer.step + 1 + step)
+        ggpo.observe_gradients(trainer.buckets)
+        work_s.append(time.perf_counter() - start)
     trainer.close()
     destroy_grid()
     medians = {name: statistics.median(values) for name, values in times.items()}
     return {**medians, "ratio": medians["LoRA-GGPO"] / medians["LoRA"],
-            "steps_each": rounds * block}
+            "steps_each": rounds * block, "ggpo_work_s": statistics.median(work_s)}
 
 
 def main() -> None:
@@ -226,7 +232,8 @@ def main() -> None:
     overhead = ggpo_overhead(base, tokenizer, task, work, rounds=4, block=5)
     (args.out / "finetune_ggpo_overhead.json").write_text(json.dumps(overhead, indent=1))
     print(f"step time, alternating blocks: LoRA {overhead['LoRA']:.4f}s, LoRA-GGPO "
-          f"{overhead['LoRA-GGPO']:.4f}s, ratio {overhead['ratio']:.2f}", flush=True)
+          f"{overhead['LoRA-GGPO']:.4f}s, ratio {overhead['ratio']:.2f}; GGPO's own work "
+          f"{overhead['ggpo_work_s']:.4f}s per step", flush=True)
     if args.overhead_only:
         return
     print(f"task: {len(examples)} examples (80% train, 20% held out)", flush=True)
