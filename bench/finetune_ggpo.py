@@ -261,8 +261,9 @@ def report(runs: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    lines = ["| method | trainable params | held-out loss: 0.5 ep | best (epoch) | final | "
-             "median step (s) |", "|---|---|---|---|---|---|"]
+    first = runs["LoRA"][0]["curve"][0][0]
+    lines = [f"| method | trainable params | held-out loss after {first:.0f} epoch | best (epoch) "
+             "| final | median step (s) |", "|---|---|---|---|---|---|"]
     for name, results in runs.items():
         epochs = np.array([e for e, _ in results[0]["curve"]])
         values = np.array([[v for _, v in r["curve"]] for r in results])
