@@ -196,6 +196,12 @@ class GradBuckets:
         start = self._local_starts[index]
         return self.param_shards[start: start + hi - lo]
 
+    def grad_tensors(self) -> list[torch.Tensor]:
+        """Every tensor of gradient storage alive now: full bucket buffers (being filled or
+        being reduced, with their received shards) and the shard buffer."""
+        in_flight = [t for _, _, received, grads in self._in_flight for t in (received, grads)]
+        return [t for t in (*self.grad_buffers, *in_flight, self.shard_grads) if t is not None]
+
     def param_tensors(self) -> list[torch.Tensor]:
         """Every tensor of parameter storage (for memory accounting)."""
         return [self.params] if self.params is not None else [self.param_shards,

@@ -26,7 +26,7 @@ work; the config rejects zero 3 with pp > 1 (config.py).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -170,3 +170,10 @@ class ParameterGatherer:
             yield
         finally:
             self.release()
+
+
+def parameters_gathered(trainer):
+    """A context in which every parameter of the trainer's model holds its data (stage 3:
+    gathered, freed after; other stages: always)."""
+    gatherer = getattr(trainer, "gatherer", None)
+    return gatherer.all_gathered() if gatherer is not None else nullcontext()

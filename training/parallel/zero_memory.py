@@ -41,6 +41,6 @@ def resident_bytes(buckets, optimizer) -> dict[str, int]:
     gradients (full buffers still alive and the shard buffer), optimizer state (moments and
     any separate master weights)."""
     params = storage_bytes(buckets.param_tensors())
-    grads = storage_bytes([*buckets.grad_buffers, buckets.shard_grads])
+    grads = storage_bytes(buckets.grad_tensors())
     optim = storage_bytes(optimizer.state_tensors())
     return {"mem_params": params, "mem_grads": grads, "mem_optim": optim}
