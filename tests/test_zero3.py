@@ -6,40 +6,19 @@ gradients."""
 
 import pytest
 import torch
-from test_trainer_equivalence import assert_same_run, tiny_config
+from test_trainer_equivalence import assert_same_run, tiny_config, train_and_gather
 
 from training.config import TrainingConfig
 from training.launch import launch
-from training.model import full_state_dict
 from training.parallel.grid import destroy_grid
-from training.parallel.zero3 import parameters_gathered
 from training.parallel.zero_memory import resident_bytes
 from training.trainer import Trainer, setup_process
-
-
-def train_and_gather(cfg_dicts: list[dict]) -> list:
-    """Worker: train each config; rank 0 returns (records, full parameters, held numel)."""
-    setup_process()
-    results = []
-    for cfg_dict in cfg_dicts:
-        trainer = Trainer(TrainingConfig.model_validate(cfg_dict))
-        records = trainer.run()
-        trainer.close()
-        buckets = trainer.buckets
-        freed = all(full.untyped_storage().nbytes() == 0 for full in buckets.full_params)
-        with parameters_gathered(trainer):
-            params = full_state_dict(trainer.model, trainer.grid)
-        held = buckets.param_shards.numel() if buckets.param_shards is not None else None
-        results.append({"run": (records, params), "freed": freed, "held": held,
-                        "numel": buckets.numel} if trainer.grid.rank == 0 else None)
-    destroy_grid()
-    return results
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     (result,) = train_and_gather([tiny_config(dir=str(tmp_path_factory.mktemp("ref")))])
-    return result["run"]
+    return result
 
 
 def test_stage3_at_dp4_and_tp2_dp2_equals_one_process(reference, tmp_path):
@@ -47,10 +26,8 @@ def test_stage3_at_dp4_and_tp2_dp2_equals_one_process(reference, tmp_path):
     dp4["parallel"]["recompute"] = "full"  # a block's forward rerun inside its backward
     tp2 = tiny_config(tp=2, dp=2, zero=3, dir=str(tmp_path / "tp2dp2"))
     tp2["parallel"]["sequence_parallel"] = True
-    for result, dp in zip(launch(4, train_and_gather, [dp4, tp2])[0], (4, 2), strict=True):
-        assert_same_run(result["run"], reference)
-        assert result["freed"]  # nothing stays gathered between steps
-        assert result["held"] == result["numel"] // dp
+    for result in launch(4, train_and_gather, [dp4, tp2])[0]:
+        assert_same_run(result, reference)
 
 
 def bf16_losses(cfg_dicts: list[dict]) -> list:
@@ -96,14 +73,19 @@ def watch_block_forward(cfg_dicts: list[dict]) -> list:
     trainer.run()
     trainer.close()
     destroy_grid()
-    return [(names, held, live, trainer.buckets.numel) for names, held, live in seen]
+    buckets = trainer.buckets
+    between_steps = {"freed": all(not full.untyped_storage().nbytes()
+                                  for full in buckets.full_params),
+                     "held": buckets.param_shards.numel()}
+    return [(names, held, live, buckets.numel) for names, held, live in seen], between_steps
 
 
 def test_only_the_running_layer_and_the_next_are_gathered(tmp_path):
     cfg = tiny_config(dp=2, zero=3, dir=str(tmp_path), steps=1, eval_every=0)
     cfg["model"].update(layers=4, hidden=64)
     cfg["dtype"] = "bf16"
-    for seen in launch(2, watch_block_forward, [cfg]).values():
+    for seen, between_steps in launch(2, watch_block_forward, [cfg]).values():
+        assert between_steps == {"freed": True, "held": seen[0][3] // 2}
         assert len(seen) == 2  # one step, two micro-batches per rank
         for names, held, live, numel in seen:
             # block 1 runs; block 2's all-gather is in flight (prefetched) or done
@@ -141,10 +123,10 @@ def test_stage2_accumulates_micro_batches_into_the_shard(tmp_path):
     for zero in (1, 2):
         cfg = tiny_config(dp=2, zero=zero, dir=str(tmp_path / f"z{zero}"), steps=1,
                           eval_every=0)
-        cfg["model"].update(layers=4, hidden=64)
+        cfg["model"].update(layers=8, hidden=64)  # many buckets: few are alive at once
         cfg["dtype"] = "bf16"
         configs.append(cfg)
     for (stage1, full, _), (stage2, _, shard) in launch(2, peak_gradient_bytes,
                                                          configs).values():
         assert stage1 >= full
-        assert shard <= stage2 <= 0.8 * full
+        assert shard <= stage2 <= 0.75 * full
