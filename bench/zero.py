@@ -93,16 +93,18 @@ def measure(cfg_dicts: list[dict]) -> list[dict]:
 
 def paper_table() -> None:
     print("\npaper's bytes per GPU (bf16 params/grads, fp32 master + Adam), shipped configs:")
-    print("| config | Ψ per model-parallel rank | N (dp) | stage 0 | stage 1 | stage 2 | stage 3 |")
+    print("| config | Ψ per model-parallel rank | N (dp × cp) | stage 0 | stage 1 | stage 2 "
+          "| stage 3 |")
     print("|---|---|---|---|---|---|---|")
     for name in ("gpt_1.3b", "mtnlg_530b"):
         cfg = load_config(name)
         total = count_parameters(cfg.model, padded_vocab_size(50257, cfg.model.pad_vocab_to))
         per_rank = total / (cfg.parallel.tp * cfg.parallel.pp)
-        cells = [sum(predicted_bytes(s, per_rank, cfg.parallel.dp).values()) / 2**30
+        cells = [sum(predicted_bytes(s, per_rank, cfg.parallel.dp, cp=cfg.parallel.cp).values())
+                 / 2**30
                  for s in (0, 1, 2, 3)]
         print(f"| {name} ({total / 1e9:.2f}B, tp {cfg.parallel.tp} pp {cfg.parallel.pp}) | "
-              f"{per_rank / 1e6:.0f}M | {cfg.parallel.dp} | "
+              f"{per_rank / 1e6:.0f}M | {cfg.parallel.dp * cfg.parallel.cp} | "
               + " | ".join(f"{c:.2f} GiB" for c in cells) + " |")
 
 
