@@ -8,7 +8,8 @@ reduce-scattered by the same buckets as soon as they are complete. Module hooks 
 
 - before a module's forward its units are gathered (waiting only for what is still in flight),
   and the next module's are prefetched: their all-gathers run while this one computes;
-- after the forward they are freed, and a hook on the output waits for its gradient;
+- after the forward they are freed (not the last module's: its backward comes next), and a
+  hook on the output waits for its gradient;
 - when that gradient arrives (the module's backward is next) the units are gathered again and
   the previous module's are prefetched;
 - when every parameter of a unit has had its gradient accumulated, the unit is freed.
@@ -133,10 +134,13 @@ class ParameterGatherer:
         units = self.runs[position][1]
         if any(unit.in_backward for unit in units):
             return  # a recomputation inside the backward: the backward still needs them
-        for unit in units:
-            self._free(unit)
-        if isinstance(out, torch.Tensor) and out.requires_grad:
+        training = isinstance(out, torch.Tensor) and out.requires_grad
+        if training:
             out.register_hook(lambda grad: self._before_backward(position))
+        if not (training and position == len(self.runs) - 1):
+            for unit in units:
+                self._free(unit)
+        # else: the last module's backward comes next; keep it rather than gather it again
 
     def _before_backward(self, position: int) -> None:
         for unit in self.runs[position][1]:
