@@ -17,8 +17,8 @@ reduce-scattered by the same buckets as soon as they are complete. Module hooks 
 Freeing keeps each parameter's shape but gives its storage back, so what autograd saved for the
 backward refers to the same storage and sees the data again once re-gathered (FSDP's trick).
 With the tied word embedding (pp = 1) the output head needs the embedding's unit too: it is
-gathered for the head's forward, and from the head's backward to the embedding's (where its
-gradient is complete). Full recomputation reruns a block's forward inside its backward: the
+gathered for the head's forward and kept until the embedding's backward (where its gradient
+is complete). Full recomputation reruns a block's forward inside its backward: the
 unit is then already gathered and stays so.
 
 A pipeline would gather every unit twice per micro-batch, interleaved with other micro-batches'
