@@ -212,8 +212,6 @@ def load_checkpoint(trainer: Trainer, ckpt: Path, index: dict | None = None) -> 
     optimizer = trainer.optimizer
     for seg in optimizer.segments:  # only this rank's shard of the optimizer state
         targets = {kind: optimizer.state_of(seg, kind) for kind in MOMENTS}
-        if optimizer.master is not None:  # fp32 master weights, exact (params may be bf16)
-            targets["model"] = optimizer.master_of(seg)
         _read_segment(trainer, reader, seg, stored_names[seg.param], targets)
     trainer.optimizer.steps = index["optimizer_steps"]
     trainer.step, trainer.consumed_samples = index["step"], index["consumed_samples"]
@@ -233,9 +231,10 @@ def _read_segment(trainer: Trainer, reader: ShardReader, seg: Segment, stored: s
 
 def load_parameters(trainer: Trainer, reader: ShardReader, where: str,
                     hint: str = "a different model config?") -> dict:
-    """Copy the checkpoint's fp32 weights (`model/`) into this rank's parameters, checking
-    every global shape first; returns {parameter: stored name}. With ZeRO 3 only this rank's
-    shard exists: it is read segment by segment (and the master copy with it)."""
+    """Copy the checkpoint's fp32 weights (`model/`) into this rank's parameters and its
+    shard of the fp32 master weights (exact even when the parameters are bf16), checking every
+    global shape first; returns {parameter: stored name}. With ZeRO 3 only this rank's shard
+    of the parameters exists: it is read segment by segment, with the master copy."""
     stored_names = {param: getattr(param, "duplicate_of", None) or name
                     for name, param in global_parameters(trainer)}
     for param, stored in stored_names.items():
@@ -244,17 +243,17 @@ def load_parameters(trainer: Trainer, reader: ShardReader, where: str,
         if found != global_shape:
             raise CheckpointError(f"{where}: {stored} has global shape {found}, this model "
                                   f"needs {global_shape} ({hint})")
-    optimizer = trainer.optimizer
-    if trainer.buckets.stage >= 3:
+    optimizer, sharded_params = trainer.optimizer, trainer.buckets.stage >= 3
+    if not sharded_params:
+        for param, stored in stored_names.items():
+            _, offset = global_box(param, trainer)
+            param.data.copy_(reader.read_box(f"model/{stored}", offset, param.shape))
+    if sharded_params or optimizer.master is not None:  # fp32 master weights, exact
         for seg in optimizer.segments:
             _read_segment(trainer, reader, seg, stored_names[seg.param],
                           {"model": optimizer.master_of(seg)})
+    if sharded_params:
         optimizer.store_master_in_params()
-        return stored_names
-    for param, stored in stored_names.items():
-        _, offset = global_box(param, trainer)
-        param.data.copy_(reader.read_box(f"model/{stored}", offset, param.shape))
-    optimizer.load_master_from_params()
     return stored_names
 
 
