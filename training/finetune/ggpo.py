@@ -25,8 +25,8 @@ scale s = alpha / r, at every training step t:
         whose size follows the weight's scale and the recent gradient, with no second pass.
 
 The first step has no gradient yet (G2), so, as in the reference implementation, it is not
-perturbed (nor is the first step after a resume: (G2)'s row norms are not checkpointed). epsilon is never written into W0 (the base stays bit-identical) and is not used in
-evaluation.
+perturbed (nor is the first step after a resume: (G2)'s row norms are not checkpointed).
+epsilon is never written into W0 (the base stays bit-identical) and is not used in evaluation.
 
 Parallel layouts. epsilon is drawn as the full [d_out, d_in] tensor from a generator seeded by
 (seed, step, layer name) and each TP rank keeps its slice of it, so the perturbation is the

@@ -78,6 +78,10 @@ def prepare(raw: dict, source: str, flags: dict[str, str]) -> TrainingConfig:
                                      ckpt)
     if cfg.finetune.lora is not None:
         problems += lora_problems(cfg.model, cfg.finetune.lora)
+    if cfg.parallel.zero == 3:
+        problems.append("parallel.zero: 3 is not supported by pretrain finetune yet (its layer "
+                        "units would gather frozen base weights the buckets do not hold); use "
+                        "parallel.zero: 1 or 2 (optimizer state is the adapters' only anyway)")
     if cfg.parallel.cp > 1:
         problems.append("parallel.cp > 1 is not supported by pretrain finetune (loss masks "
                         "are not cut into CP slices)")
