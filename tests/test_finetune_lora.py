@@ -181,11 +181,13 @@ def test_bad_input_is_refused_before_any_process(base, tmp_path, capsys):
     }
     other = dict(arch["config"]["model"], hidden=64)
     cases["arch"] = ({"model": other}, "is a checkpoint of another architecture")
+    cases["zero3"] = ({"parallel": {"zero": 3}}, "parallel.zero: 3 is not supported")
     for label, (change, message) in cases.items():
         raw = finetune_raw(base_dir, task, tmp_path / label)
         raw["finetune"].update(change.get("lora") and {"lora": change["lora"]} or {})
         if "model" in change:
             raw["model"] = change["model"]
+        raw["parallel"].update(change.get("parallel", {}))
         assert main(["finetune", write_config(tmp_path / f"{label}.yaml", raw)]) == 2
         err = capsys.readouterr().err
         assert message in err, err
