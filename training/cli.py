@@ -1,5 +1,5 @@
-"""`pretrain CONFIG [--nproc N] [--tp N --pp N --dp N] [--set key=value ...]` and
-`pretrain export-hf CHECKPOINT OUT [--tokenizer PATH]`.
+"""`pretrain CONFIG [--nproc N] [--tp N --pp N --dp N] [--set key=value ...]`,
+`pretrain export-hf CHECKPOINT OUT [--tokenizer PATH]` and `pretrain eval CKPT --tasks ...`.
 
 Under torchrun the process is one rank of the launcher's world. Run bare, it starts `--nproc`
 processes (default TP x PP x DP) itself through torch's elastic launcher; a world of one runs
@@ -78,9 +78,16 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
+def eval_main(argv: list[str]) -> int:
+    from training.evaluation.cli import eval_main as run_eval
+
+    return run_eval(argv)
+
+
 SUBCOMMANDS = {
     "export-hf": (export_main,
                   "CHECKPOINT OUT: a Hugging Face folder (GPT-2 or Llama) of a checkpoint"),
+    "eval": (eval_main, "CKPT --tasks TASK...: zero/one/few-shot accuracy (lm-eval, offline)"),
 }
 
 
