@@ -13,9 +13,11 @@ import argparse
 import os
 import sys
 
+from curation.tasks.registry import TaskError
 from training.batches import check_data_sources
 from training.config import ConfigError, load_config
 from training.data.shards import ShardError
+from training.evaluation.during_training import check_eval_tasks
 from training.launch import launch, under_launcher
 from training.parallel.grid import GridLayout, LayoutError
 from training.preflight import PreflightError, check_curated
@@ -119,8 +121,10 @@ def _main(argv: list[str]) -> int:
         if not cfg.data.is_synthetic:
             check_curated(cfg.data.curated)
             check_data_sources(cfg)
+        check_eval_tasks(cfg)
         held = lock_train_dir(cfg.train.dir)  # LockHeld is a RuntimeError: one line
-    except (ConfigError, LayoutError, PreflightError, RuntimeError, ShardError) as err:
+    except (ConfigError, LayoutError, PreflightError, RuntimeError, ShardError,
+            TaskError) as err:
         print(f"pretrain: {err}", file=sys.stderr)
         return 2
     with held:

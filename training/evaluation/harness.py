@@ -28,7 +28,7 @@ def go_offline() -> None:
     os.environ.update(OFFLINE)
 
 
-def parse_shots(text: str) -> list[int | str]:
+def parse_shots(text: str, where: str = "--shots") -> list[int | str]:
     """`0,1,few` -> [0, 1, "few"]; `few` is each task's own few-shot count."""
     shots: list[int | str] = []
     for part in (p.strip() for p in text.split(",")):
@@ -37,10 +37,10 @@ def parse_shots(text: str) -> list[int | str]:
         elif part.isdigit():
             shots.append(int(part))
         else:
-            raise ValueError(f"--shots: {part!r} is not a shot count (give numbers and `few`, "
+            raise ValueError(f"{where}: {part!r} is not a shot count (give numbers and `few`, "
                              "e.g. 0,1,few)")
     if not shots:
-        raise ValueError("--shots: give at least one shot count")
+        raise ValueError(f"{where}: give at least one shot count")
     return list(dict.fromkeys(shots))
 
 

@@ -4,12 +4,14 @@ TensorBoard scalars."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from training.evaluation.harness import task_name
 from training.evaluation.selection import EvalTask
 
 STDERR = "_stderr"
+SHOT_TASK = re.compile(r"(.+)_(\d+)shot")  # harness.task_name's form
 
 
 def task_metrics(results: dict, task: str, shots: int) -> dict[str, tuple[float, float | None]]:
@@ -26,11 +28,16 @@ def task_metrics(results: dict, task: str, shots: int) -> dict[str, tuple[float,
     return metrics
 
 
-def flat_metrics(results: dict, tasks: list[EvalTask], shots: dict[str, list[int]]) -> dict:
+def flat_metrics(results: dict) -> dict:
     """{"eval/<task>/<k>shot/<metric>": value}: the keys of metrics.jsonl and TensorBoard."""
-    return {f"eval/{t.name}/{k}shot/{metric}": value
-            for t in tasks for k in shots[t.name]
-            for metric, (value, _) in task_metrics(results, t.name, k).items()}
+    flat = {}
+    for harness_task in results["results"]:
+        named = SHOT_TASK.fullmatch(harness_task)
+        if named:
+            task, shots = named.group(1), int(named.group(2))
+            for metric, (value, _) in task_metrics(results, task, shots).items():
+                flat[f"eval/{task}/{shots}shot/{metric}"] = value
+    return flat
 
 
 def write_tensorboard(run_dir: Path, step: int, metrics: dict) -> None:

@@ -79,7 +79,7 @@ def evaluate(model: Path, task_names: list[str], shots: list[int | str], out: Pa
     title = f"{ckpt or model}" + (f" (step {step})" if step is not None else "")
     write_report(out / "report.md", title=title, results=results, tasks=tasks, shots=counts,
                  items=items, decontam_where=where)
-    metrics = flat_metrics(results, tasks, counts)
+    metrics = flat_metrics(results)
     if tensorboard_run is not None:
         write_tensorboard(tensorboard_run, step or 0, metrics)
     return Evaluation(results, metrics, step, out)
