@@ -197,6 +197,8 @@ def test_the_registry_rejects_a_task_whose_files_differ_between_spec_and_eval(me
      "bad.jsonl: row 1: field 'label' must be the 0-based index of the right choice (0..1)"),
     ({"rows": [{"context": "a b", "options": ["x", "y"], "label": 0}], "tasks": ["bad"]},
      "bad.jsonl: row 1: field 'choices' (choices) is missing"),
+    ({"rows": [{"context": "a b", "choices": ["x", "many words " * 30], "label": 0}],
+      "tasks": ["bad"]}, "more than the model's context of 40 leaves for it"),
 ])
 def test_bad_input_is_one_clear_error_before_the_model_loads(memorised, tmp_path, capsys,
                                                              change, phrase):
@@ -246,32 +248,35 @@ def test_shipped_tasks_hold_text_the_demo_corpus_sources_never_contain():
     assert len(find_matches(corpus, table).key) == 0
 
 
-def test_shipped_tasks_evaluate_a_demo_trained_model_and_during_training(demo_run, tmp_path,
-                                                                         capsys):
-    """Trained on the demo corpus with `train.eval_tasks_every`, then `pretrain eval` on the
-    same checkpoint: every shipped task at 0 and 1 shots, and the cloze task's numbers in
-    metrics.jsonl are the CLI's."""
+def test_shipped_tasks_evaluate_a_demo_trained_model_and_during_training(
+        demo_run, tmp_path, capsys, monkeypatch):
+    """Trained on the demo corpus with `train.eval_tasks_every` (the cloze task, zero-shot,
+    in a child process at step 4), then `pretrain eval` on the same checkpoint: every shipped
+    task at 0 and 1 shots (the first 12 items of each, to keep the test short)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the child evaluation; see one_thread
     run = tmp_path / "run"
     assert main(["tiny", "--set", f"data.curated={demo_run}", "--set", f"train.dir={run}",
                  "--set", "train.steps=4", "--set", "train.save_every=4", "--set",
                  "train.eval_every=0", "--set", "train.eval_tasks_every=4", "--set",
                  "train.eval_tasks=[pydoc_cloze]"]) == 0
+    torch.set_num_threads(1)  # the trainer set its own
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     during = {k: v for k, v in records[-1].items() if k.startswith("eval/")}
+    assert records[-1]["step"] == 4
     assert set(during) == {"eval/pydoc_cloze/0shot/acc", "eval/pydoc_cloze/0shot/perplexity"}
-    assert (run / "evals" / "step-00000004" / "report.md").is_file()
+    child = json.loads((run / "evals" / "step-00000004" / "results.json").read_text())
+    assert child["n-samples"]["pydoc_cloze_0shot"]["effective"] == 36
+    assert during["eval/pydoc_cloze/0shot/acc"] == child["results"]["pydoc_cloze_0shot"]["acc,none"]
 
     out = tmp_path / "eval"
     assert main(["eval", str(run), "--tasks", "pydoc_cloze", "pydoc_choice", "pydoc_yesno",
-                 "--shots", "0,1", "--out", str(out)]) == 0
+                 "--shots", "0,1", "--limit", "12", "--out", str(out)]) == 0
     capsys.readouterr()
     payload = json.loads((out / "results.json").read_text())
-    assert payload["n-samples"]["pydoc_cloze_1shot"]["effective"] == 36
-    assert payload["n-samples"]["pydoc_choice_0shot"]["effective"] == 40
-    assert payload["n-samples"]["pydoc_yesno_1shot"]["effective"] == 34
-    assert payload["results"]["pydoc_cloze_0shot"]["acc,none"] == \
-        during["eval/pydoc_cloze/0shot/acc"]
-    for name in ("pydoc_choice_0shot", "pydoc_choice_1shot", "pydoc_yesno_0shot"):
+    samples = {name: (n["original"], n["effective"]) for name, n in payload["n-samples"].items()}
+    assert samples == {f"pydoc_{task}_{k}shot": (items, 12) for task, items in
+                       (("cloze", 36), ("choice", 40), ("yesno", 34)) for k in (0, 1)}
+    for name in samples:
         assert 0.0 <= payload["results"][name]["acc,none"] <= 1.0
     report = (out / "report.md").read_text()
     decontamination = json.loads((demo_run / "decontamination.json").read_text())
