@@ -62,11 +62,11 @@ class DecontaminateConfig(ScopedConfig):
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, got {names}")
-        unregistered = [t.name for t in self.tasks if t.paths is None
-                        and t.name not in shipped_registry()]
+        shipped = shipped_registry()
+        unregistered = [t.name for t in self.tasks if t.paths is None and t.name not in shipped]
         if unregistered:
             raise ValueError(f"task {unregistered[0]!r} gives no `paths` and is not a shipped "
-                             f"task ({', '.join(sorted(shipped_registry()))})")
+                             f"task ({', '.join(sorted(shipped))})")
         return self
 
     def resolved_tasks(self, base_dir: Path) -> list[ResolvedTask]:

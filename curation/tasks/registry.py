@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from curation.tasks.entry import TaskEntry
+from curation.tasks.entry import DEFAULT_FEW_SHOT, TaskEntry
 from curation.tasks.files import task_files
 
 SHIPPED = Path(__file__).resolve().parent / "shipped" / "registry.yaml"
@@ -57,7 +57,7 @@ class ResolvedTask:
     def from_record(cls, name: str, record: dict, origin: str) -> ResolvedTask:
         entry = TaskEntry(name=name, paths=list(record["files"]), fields=record["fields"],
                           kind=record.get("kind"), columns=record.get("columns") or {},
-                          few_shot=record.get("few_shot", 5),
+                          few_shot=record.get("few_shot", DEFAULT_FEW_SHOT),
                           fewshot_paths=list(record.get("fewshot_files") or {}) or None)
         return cls(entry, tuple(Path(p) for p in record["files"]),
                    tuple(Path(p) for p in record.get("fewshot_files") or {}), origin)
