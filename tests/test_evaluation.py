@@ -133,7 +133,7 @@ def test_memorised_task_scores_one_and_its_flipped_answers_score_chance(memorise
     assert stderr == pytest.approx((0.25 * ITEMS / (ITEMS - 1) / ITEMS) ** 0.5)
     report = (out / "report.md").read_text()
     assert "## memo_shuffled" in report and "| 0 | 0.500 ± 0.129 |" in report
-    assert "not checked against this task" in report  # no decontamination.json beside it
+    assert "Decontamination: unknown, no " in report  # no decontamination.json in curated/
     # given the run folder, the metrics go to the run's TensorBoard at the checkpoint's step
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -279,6 +279,7 @@ def test_shipped_tasks_evaluate_a_demo_trained_model_and_during_training(
     for name in samples:
         assert 0.0 <= payload["results"][name]["acc,none"] <= 1.0
     report = (out / "report.md").read_text()
+    assert "cloze task, 36 items (the first 12 scored)" in report
     decontamination = json.loads((demo_run / "decontamination.json").read_text())
     cloze = decontamination["tasks"].get("pydoc_cloze", {})
     assert (f"Decontamination: {cloze.get('documents_modified', 0)} corpus documents cut and "

@@ -51,7 +51,10 @@ def write_tensorboard(run_dir: Path, step: int, metrics: dict) -> None:
         board.close()
 
 
-def decontamination_line(task: EvalTask, where: str) -> str:
+def decontamination_line(task: EvalTask, where: str, known: bool) -> str:
+    """`where` is decontamination.json's path when `known`, else why there is none."""
+    if not known:
+        return f"Decontamination: unknown, {where}."
     if task.decontamination is None:
         return f"Decontamination: the corpus was not checked against this task ({where})."
     line = task.decontamination
@@ -61,17 +64,22 @@ def decontamination_line(task: EvalTask, where: str) -> str:
 
 
 def write_report(path: Path, *, title: str, results: dict, tasks: list[EvalTask],
-                 shots: dict[str, list[int]], items: dict[str, int], decontam_where: str) -> str:
+                 shots: dict[str, list[int]], items: dict[str, int], decontam_where: str,
+                 decontam_known: bool) -> str:
     lines = [f"# Evaluation: {title}", "",
              f"lm-evaluation-harness {results.get('lm_eval_version', '?')}, offline; "
              f"model context {results.get('max_length', '?')} tokens. Each cell is lm-eval's "
              "metric ± its standard error.", ""]
     for task in tasks:
         entry = task.task.entry
+        scored = min((results.get("n-samples", {}).get(task_name(task.name, k), {})
+                      .get("effective", items[task.name]) for k in shots[task.name]),
+                     default=items[task.name])
+        limited = f" (the first {scored} scored)" if scored < items[task.name] else ""
         lines += [f"## {task.name}", "",
-                  f"{entry.kind} task, {items[task.name]} items, files: "
+                  f"{entry.kind} task, {items[task.name]} items{limited}, files: "
                   + ", ".join(f"`{f}`" for f in task.task.files) + ".",
-                  decontamination_line(task, decontam_where), ""]
+                  decontamination_line(task, decontam_where, decontam_known), ""]
         by_shot = {k: task_metrics(results, task.name, k) for k in shots[task.name]}
         names = list(dict.fromkeys(m for metrics in by_shot.values() for m in metrics))
         lines += ["| shots | " + " | ".join(names) + " |",
@@ -86,5 +94,5 @@ def write_report(path: Path, *, title: str, results: dict, tasks: list[EvalTask]
 
 
 def _cell(value: float, stderr: float | None) -> str:
-    digits = ".4g" if abs(value) >= 1000 else ".3f"
+    digits = ",.1f" if abs(value) >= 1000 else ".3f"
     return f"{value:{digits}}" + (f" ± {stderr:{digits}}" if stderr is not None else "")

@@ -78,7 +78,7 @@ def evaluate(model: Path, task_names: list[str], shots: list[int | str], out: Pa
         json.dumps(results, indent=2, default=handle_non_serializable), encoding="utf-8")
     title = f"{ckpt or model}" + (f" (step {step})" if step is not None else "")
     write_report(out / "report.md", title=title, results=results, tasks=tasks, shots=counts,
-                 items=items, decontam_where=where)
+                 items=items, decontam_where=where, decontam_known=decontamination is not None)
     metrics = flat_metrics(results)
     if tensorboard_run is not None:
         write_tensorboard(tensorboard_run, step or 0, metrics)

@@ -39,12 +39,12 @@ class EvalTask:
 def read_decontamination(curated: str | Path | None) -> tuple[dict | None, str]:
     """(OUT/decontamination.json, its path) of a curated OUT, or (None, why not)."""
     if curated is None:
-        return None, "no curated OUT (synthetic data, or not given)"
+        return None, "no curated OUT (synthetic data; give --curated OUT)"
     from curation.storage import out_path
 
     path = out_path(str(curated)) / "decontamination.json"
     if not path.is_file():
-        return None, f"{path} is missing (the spec has no decontaminate stage)"
+        return None, f"no {path} (the corpus spec has no decontaminate stage)"
     return json.loads(path.read_text(encoding="utf-8")), str(path)
 
 
