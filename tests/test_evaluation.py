@@ -287,3 +287,18 @@ def test_shipped_tasks_evaluate_a_demo_trained_model_and_during_training(
     section = re.search(r"## pydoc_choice\n(.*?)(\n## |\Z)", report, re.S).group(1)
     assert "not checked against this task" in section  # the demo spec lists only the cloze
     assert re.search(r"\| 1 \| \d\.\d{3} ± \d\.\d{3} \|", section)
+
+
+@pytest.mark.parametrize(("overrides", "phrase"), [
+    (["train.eval_tasks_every=30"], "eval_tasks_every (30) must be a multiple of save_every"),
+    (["train.eval_tasks_every=50", "train.eval_tasks=[]"], "eval_tasks is empty"),
+    (["train.eval_shots=0,lots"], "eval_shots: 'lots' is not a shot count"),
+    (["train.eval_tasks_every=50", "train.eval_tasks=[nope]"], "unknown task 'nope'"),
+])
+def test_train_eval_tasks_every_is_checked_before_training(tmp_path, capsys, overrides, phrase):
+    sets = [arg for o in ["train.eval_tasks=[pydoc_cloze]", *overrides,
+                          f"train.dir={tmp_path / 'run'}"] for arg in ("--set", o)]
+    assert main(["tiny", *sets]) == 2
+    err = capsys.readouterr().err
+    assert phrase in err, err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
