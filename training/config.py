@@ -179,6 +179,24 @@ class TrainConfig(StrictModel):
     init_from: str | None = Field(
         None, description="a checkpoint (or run folder) whose weights a new run starts from, "
         "with a fresh optimizer, schedule and data; ignored once the run has checkpoints")
+    eval_tasks_every: int = Field(
+        0, ge=0, description="0 disables; else rank 0 runs `pretrain eval` on the checkpoint "
+        "of every such step (a multiple of save_every), logging accuracies to metrics.jsonl")
+    eval_tasks: list[str] = Field([], description="task names for eval_tasks_every")
+    eval_shots: str = Field("0", description="shot counts for eval_tasks_every, e.g. 0,1,few")
+
+    @model_validator(mode="after")
+    def _task_evaluation(self) -> TrainConfig:
+        from training.evaluation.harness import parse_shots
+
+        parse_shots(self.eval_shots, where="eval_shots")
+        every = self.eval_tasks_every
+        if every and not self.eval_tasks:
+            raise ValueError(f"eval_tasks_every is {every} but eval_tasks is empty")
+        if every and (not self.save_every or every % self.save_every):
+            raise ValueError(f"eval_tasks_every ({every}) must be a multiple of save_every "
+                             f"({self.save_every}): the evaluation reads that step's checkpoint")
+        return self
 
 
 class DataConfig(StrictModel):

@@ -29,7 +29,6 @@ from pydantic import Field, model_validator
 
 from curation.atomic import save_npy, write_text_atomic
 from curation.config import StrictModel
-from curation.decontam.tasks import read_task_texts, task_files
 from curation.documents import REMOVED, empty_ledger, ledger_rows
 from curation.progress import track
 from curation.select import budget as cut
@@ -43,6 +42,7 @@ from curation.select.features import (
 from curation.select.got import chunk_count, got_scores
 from curation.stages.base import ScopedConfig, Stage, StageOutput
 from curation.storage import load_npy, out_path, remove_tree
+from curation.tasks.files import read_task_texts, task_files
 
 DEFAULT_DIMS = {"got": 256, "dsir": 10_000}
 SELECTION = "selection.json"
@@ -104,11 +104,7 @@ class SelectConfig(ScopedConfig):
         return self.embedding.dims or DEFAULT_DIMS.get(self.method, 256)
 
     def target_files(self, base_dir: Path) -> list[Path]:
-        try:
-            return task_files(self.target.paths, base_dir, "target")
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(str(exc).replace("decontaminate task 'target'",
-                                                     "select target")) from None
+        return task_files(self.target.paths, base_dir, "select target")
 
     def missing_files(self, base_dir: Path) -> list[str]:
         if self.target is None:
