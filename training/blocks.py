@@ -24,13 +24,14 @@ from torch.utils.checkpoint import checkpoint
 
 from training.config import ModelConfig
 from training.parallel.grid import ProcessGrid
-from training.parallel.rng import dropout_region
+from training.parallel.rng import dropout_region, region_stream
 from training.parallel.tensor import ColumnParallelLinear, RowParallelLinear
 
 NORM_EPS = 1e-5
 
 # (q, k, v, dropout, mask) -> output; mask: bool [batch, 1, seq, seq], True where a query may
-# attend (documents kept apart), or None for the causal mask
+# attend (documents kept apart), or None for the causal mask; ring attention (CP) takes the
+# tokens' document ids [batch, seq] instead
 AttentionCore = Callable[..., torch.Tensor]
 
 
@@ -91,7 +92,9 @@ class Attention(nn.Module):
         self.dropout, self.core, self.recompute_core = cfg.dropout, core, recompute_core
         self.rope = cfg.position == "rope"
         self.rope_theta = cfg.rope_theta
-        self.tp_rank, self.device = grid.tp_rank, grid.device
+        # this rank's heads (and, under CP, its tokens) draw their own dropout masks
+        self.region = region_stream(grid.tp_rank, grid.cp_rank, tp, by_tp=True)
+        self.device = grid.device
         linear = dict(grid=grid, seed=seed, std=cfg.init_std, sequence_parallel=sequence_parallel,
                       bias=cfg.bias)
         if self.fused:
@@ -134,7 +137,7 @@ class Attention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         # This rank's heads: their dropout masks must not repeat another rank's. The region
         # is entered outside the checkpoint, which then stashes and replays its stream.
-        with dropout_region(self.training and self.dropout > 0, self.tp_rank, self.device):
+        with dropout_region(self.training and self.dropout > 0, self.region, self.device):
             if self.recompute_core and torch.is_grad_enabled():
                 out = checkpoint(self.core, q, k, v, dropout, mask, use_reentrant=False)
             else:
