@@ -21,7 +21,12 @@ from dataclasses import replace
 
 import torch
 
-from training.parallel.ring_attention import Ring, RingAttentionFunction, Visibility
+from training.parallel.ring_attention import (
+    Ring,
+    RingAttentionFunction,
+    Visibility,
+    dropout_seed,
+)
 
 
 def chunk_ids(cp: int, rank: int) -> tuple[int, int]:
@@ -78,5 +83,5 @@ class RingAttention:
                                  for r in range(cp)], mask)
         # with dropout: one draw from the current stream (the attention's RNG region, entered
         # only when dropout is on); every block's mask derives from it
-        seed = int(torch.randint(0, 2**62, (1,), device=q.device)) if dropout else 0
+        seed = dropout_seed(q.device) if dropout else 0
         return RingAttentionFunction.apply(q, k, v, self.ring, visibility, dropout, seed)

@@ -80,6 +80,11 @@ class Visibility:
         return (same & visible).unsqueeze(1)
 
 
+def dropout_seed(device: torch.device) -> int:
+    """One draw from the current stream (the attention's RNG region): the call's dropout seed."""
+    return int(torch.randint(0, 2**62, (1,), device=device))
+
+
 def dropout_keep(seed: int, q_rank: int, k_rank: int, cp: int, shape, p: float,
                  device: torch.device) -> torch.Tensor:
     """The keep-mask of one (query rank, key rank) block: a function of the seed and the block
