@@ -17,6 +17,7 @@ from training.model import count_parameters
 from training.parallel.grid import destroy_grid
 from training.trainer import Trainer
 
+
 def test_llama_preset_sets_the_group_and_explicit_keys_override(tmp_path):
     model = parse_config(llama_config(tmp_path)).model
     assert (model.norm, model.position, model.mlp, model.tie_embeddings, model.bias) == (

@@ -56,7 +56,9 @@ def context_slice(micro, grid):
         return micro
     documents = micro.documents
     if documents is not None:
-        cut = (lambda t: None if t is None else slice_sequence(t, cp, rank))
+        def cut(tensor):
+            return None if tensor is None else slice_sequence(tensor, cp, rank)
+
         loss_tokens = None if documents.loss_mask is None else \
             documents.loss_mask.sum().clamp_min(1.0) / cp
         documents = replace(documents, position_ids=cut(documents.position_ids),
