@@ -1,7 +1,8 @@
 """Ring attention (parallel/ring_attention.py) on 2 and 4 real processes equals one process's
 attention on the whole sequence: each rank's output slice and its q/k/v gradients (fp32,
 1e-5), with Megatron's load-balanced chunks — causal, with packed documents kept apart, and
-with attention dropout (against the same masks applied by autograd). The bytes it saves for
+with attention dropout (against the same masks applied by autograd), and with one KV head
+for three query heads (multi-query: K/V travel unrepeated). The bytes it saves for
 the backward fall as 1/CP. gloo over loopback; each CP size is one launch."""
 
 import pytest
@@ -19,6 +20,7 @@ from training.parallel.context import (
 from training.parallel.ring_attention import dropout_keep, dropout_seed
 
 SEQ, P_DROP, STREAM = 16, 0.3, 1234
+CASES = ("causal", "documents", "dropout", "multi_query")
 EODS = [(0, 3), (0, 9), (1, 12)]  # (sample, position) of each planted document end
 
 
@@ -50,8 +52,16 @@ def full_keep(cp: int) -> torch.Tensor:
     return keep
 
 
+def problem(case: str) -> tuple:
+    """q, k, v, weight; one KV head (the first) for the multi-query case."""
+    q, k, v, weight = full_problem()
+    if case == "multi_query":
+        k, v = k[:, :1].contiguous(), v[:, :1].contiguous()
+    return q, k, v, weight
+
+
 def reference(cp: int, case: str) -> list[tuple]:
-    q, k, v, weight = (t.requires_grad_(i < 3) for i, t in enumerate(full_problem()))
+    q, k, v, weight = (t.requires_grad_(i < 3) for i, t in enumerate(problem(case)))
     causal = torch.ones(SEQ, SEQ, dtype=torch.bool).tril()
     if case == "causal":
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -59,6 +69,8 @@ def reference(cp: int, case: str) -> list[tuple]:
         ids = document_ids()
         mask = ((ids[:, :, None] == ids[:, None, :]) & causal).unsqueeze(1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    elif case == "multi_query":
+        out = F.scaled_dot_product_attention(q, k.expand_as(q), v.expand_as(q), is_causal=True)
     else:
         scores = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).masked_fill(~causal, -1e30)
         out = (scores.softmax(-1) * full_keep(cp) / (1 - P_DROP)) @ v
@@ -68,7 +80,7 @@ def reference(cp: int, case: str) -> list[tuple]:
 
 
 def run_case(core, rank: int, cp: int, case: str) -> tuple:
-    q, k, v, weight = (slice_sequence(t, cp, rank, dim=2) for t in full_problem())
+    q, k, v, weight = (slice_sequence(t, cp, rank, dim=2) for t in problem(case))
     q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
     dropout = P_DROP if case == "dropout" else 0.0
     mask = document_ids() if case == "documents" else None
@@ -98,8 +110,7 @@ def ring_worker() -> dict:
     dist.init_process_group("gloo")
     rank, cp = dist.get_rank(), dist.get_world_size()
     core = RingAttention(dist.group.WORLD, list(range(cp)), rank)
-    results = {case: run_case(core, rank, cp, case) for case in ("causal", "documents",
-                                                                   "dropout")}
+    results = {case: run_case(core, rank, cp, case) for case in CASES}
     results["saved_bytes"] = saved_bytes(RingAttention(dist.group.WORLD, list(range(cp)), rank),
                                          cp)
     dist.destroy_process_group()
@@ -120,7 +131,7 @@ def one_rank_bytes() -> int:
 @pytest.mark.parametrize("cp", [2, 4])
 def test_ring_attention_equals_one_process_and_saves_one_cpth(cp, one_rank_bytes):
     results = launch(cp, ring_worker)
-    for case in ("causal", "documents", "dropout"):
+    for case in CASES:
         expected = reference(cp, case)
         for rank in range(cp):
             for name, got, want in zip(("out", "dq", "dk", "dv"), results[rank][case],

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from training.blocks import repeat_kv
 from training.parallel import comm
 
 MASKED = -1e30  # finite, so a row with no visible key has weight exp(-1e30 - lse) = 0
@@ -94,14 +95,21 @@ def dropout_keep(seed: int, q_rank: int, k_rank: int, cp: int, shape, p: float,
     return torch.rand(shape, generator=generator, device=device) >= p
 
 
+def _group_sum(grad: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """The gradient of `repeat_kv`: each KV head's query group summed."""
+    batch, heads = grad.shape[:2]
+    return grad.view(batch, kv_heads, heads // kv_heads, *grad.shape[2:]).sum(2)
+
+
 def _scores(q, k, visible, scale):
     scores = torch.matmul(q, k.transpose(-2, -1)).float() * scale
     return scores.masked_fill(~visible, MASKED)
 
 
 class RingAttentionFunction(torch.autograd.Function):
-    """q, k, v [batch, heads, local_seq, head_dim] (this rank's load-balanced slice) ->
-    attention output of the same shape."""
+    """q [batch, heads, local_seq, head_dim] (this rank's load-balanced slice), k, v [batch,
+    kv_heads, local_seq, head_dim] -> attention output of q's shape. Grouped-query K/V travel
+    unrepeated: the ring carries kv_heads, not heads."""
 
     @staticmethod
     def forward(ctx, q, k, v, ring: Ring, visibility: Visibility, dropout: float, seed: int):
@@ -118,14 +126,15 @@ class RingAttentionFunction(torch.autograd.Function):
             visible = visibility.block(ring.cp_rank, owner)
             if not visible.any():
                 continue
-            scores = _scores(q, current[0], visible, scale)
+            key, value = repeat_kv(current[0], q.shape[1]), repeat_kv(current[1], q.shape[1])
+            scores = _scores(q, key, visible, scale)
             block_lse = torch.logsumexp(scores, dim=-1)
             probs = torch.exp(scores - block_lse.unsqueeze(-1))
             if dropout:
                 keep = dropout_keep(seed, ring.cp_rank, owner, ring.cp, probs.shape, dropout,
                                     q.device)
                 probs = probs * keep / (1 - dropout)
-            block_out = torch.matmul(probs.to(v.dtype), current[1]).float()
+            block_out = torch.matmul(probs.to(v.dtype), value).float()
             merged = torch.logaddexp(lse, block_lse)
             out = out * (lse - merged).exp().unsqueeze(-1) \
                 + block_out * (block_lse - merged).exp().unsqueeze(-1)
@@ -155,8 +164,9 @@ class RingAttentionFunction(torch.autograd.Function):
             owner = ring.owner(step)
             visible = ctx.visibility.block(ring.cp_rank, owner)
             if visible.any():
-                probs = torch.exp(_scores(q, current[0], visible, scale) - lse.unsqueeze(-1))
-                grad_probs = torch.matmul(grad_out, current[1].transpose(-2, -1)).float()
+                key, value = repeat_kv(current[0], q.shape[1]), repeat_kv(current[1], q.shape[1])
+                probs = torch.exp(_scores(q, key, visible, scale) - lse.unsqueeze(-1))
+                grad_probs = torch.matmul(grad_out, value.transpose(-2, -1)).float()
                 if dropout:
                     keep = dropout_keep(ctx.seed, ring.cp_rank, owner, ring.cp, probs.shape,
                                         dropout, q.device) / (1 - dropout)
@@ -164,11 +174,12 @@ class RingAttentionFunction(torch.autograd.Function):
                 else:
                     dropped = probs
                 grad_scores = probs * (grad_probs - row_dot)
-                grad_q += torch.matmul(grad_scores.to(q.dtype), current[0]).float() * scale
-                grad_kv[0] += torch.matmul(grad_scores.transpose(-2, -1).to(q.dtype), q).float() \
-                    * scale
-                grad_kv[1] += torch.matmul(dropped.transpose(-2, -1).to(q.dtype),
-                                           grad_out).float()
+                grad_q += torch.matmul(grad_scores.to(q.dtype), key).float() * scale
+                kv_heads = k.shape[1]
+                grad_kv[0] += _group_sum(torch.matmul(grad_scores.transpose(-2, -1).to(q.dtype),
+                                                      q).float() * scale, kv_heads)
+                grad_kv[1] += _group_sum(torch.matmul(dropped.transpose(-2, -1).to(q.dtype),
+                                                      grad_out).float(), kv_heads)
             if ring.cp > 1:  # pass the accumulator on; the last shift hands it to its owner
                 grad_kv, grad_pending = ring.shift(grad_kv)
         wait_all(kv_pending + grad_pending)
