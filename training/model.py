@@ -47,7 +47,8 @@ from training.parallel.tensor import (
 )
 
 
-def residual_dropout(cfg: ModelConfig, grid: ProcessGrid, sequence_parallel: bool) -> RegionDropout:
+def residual_dropout(cfg: ModelConfig, grid: ProcessGrid,
+                     sequence_parallel: bool) -> RegionDropout:
     """Dropout on the residual stream: replicated over TP, or with sequence parallelism a TP
     shard; with CP each rank's own tokens (parallel/rng.py)."""
     sharded = sequence_parallel or grid.layout.cp > 1
@@ -137,7 +138,7 @@ class GPT(nn.Module):
         sequence_parallel = sequence_parallel and grid.layout.tp > 1
         # Context parallelism: this rank holds a load-balanced slice of every sequence, its
         # attention core passes K/V around the CP ring, positions follow the slice.
-        cp = grid.layout.cp
+        cp = self.context_parallel = grid.layout.cp
         core = RingAttention(grid.group("cp"), grid.ranks("cp"), grid.cp_rank) if cp > 1 \
             else causal_core
         self.positions = (load_balanced_positions(cfg.seq_len, cp, grid.cp_rank, grid.device)
@@ -181,7 +182,7 @@ class GPT(nn.Module):
         positions = documents.position_ids if documents is not None else None
         positions = self.positions if positions is None else positions
         mask = None if documents is None else \
-            documents.document_ids if self.positions is not None else documents.attention_mask
+            documents.document_ids if self.context_parallel > 1 else documents.attention_mask
         x = self.embedding(inputs, positions) if layers.start == 0 else inputs
         for i in layers:
             block = self.blocks[str(i)]

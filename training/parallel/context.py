@@ -70,8 +70,9 @@ def context_slice(micro, grid):
 
 class RingAttention:
     """A causal attention core (training/blocks.py's `AttentionCore`) over a CP group:
-    q, k, v [batch, heads, local_seq, head_dim] are this rank's load-balanced slice; `mask`,
-    when given, is the per-token document ids of the whole sequence [batch, seq]."""
+    q [batch, heads, local_seq, head_dim] and k, v (as many heads or fewer: grouped-query)
+    are this rank's load-balanced slice; `mask`, when given, is the per-token document ids of
+    the whole sequence [batch, seq]."""
 
     def __init__(self, group, ranks: list[int], cp_rank: int):
         cp = len(ranks)
