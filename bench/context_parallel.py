@@ -3,7 +3,9 @@ llama_tiny at sequence 1024 and 4096, and the attention core's saved activation 
 rank at CP 1, 2 and 4.
 
 1. `pretrain`'s Trainer (gloo ranks on this machine), llama_tiny with `seq_len` set, micro and
-   global batch 1; the median of the step records after the first (warm-up) step.
+   global batch 1; the median of the step records after the first (warm-up) step, and the
+   CPU seconds per step summed over the ranks (process time: less sensitive than wall time
+   to other jobs on a shared machine).
 2. Bytes autograd keeps for the backward of one attention core call (q, k, v of one rank's
    slice of a [1, 4 heads, seq, 16] problem), ring attention at CP 1/2/4, with
    `scaled_dot_product_attention` (one process) for reference: what the core adds (q, k, v
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import time
 
 import torch
 import torch.distributed as dist
@@ -32,14 +35,17 @@ def train_worker(cfg_dict: dict) -> dict | None:
     setup_process()
     torch.set_flush_denormal(True)
     trainer = Trainer(TrainingConfig.model_validate(cfg_dict))
-    records = trainer.run()[1:]
+    trainer.run(until=1)  # warm-up
+    start = time.process_time()
+    records = trainer.run()
+    cpu_per_step = (time.process_time() - start) / len(records)
     trainer.close()
     rank = trainer.grid.rank
     destroy_grid()
     if rank:
-        return None
-    return {key: statistics.median(r[key] for r in records)
-            for key in ("tokens_per_s", "comm_share", "step_s")}
+        return {"cpu_s": cpu_per_step}
+    return {"cpu_s": cpu_per_step, **{key: statistics.median(r[key] for r in records)
+                                       for key in ("tokens_per_s", "comm_share", "step_s")}}
 
 
 def throughput(seq: int, cp: int, steps: int) -> dict:
@@ -48,7 +54,8 @@ def throughput(seq: int, cp: int, steps: int) -> dict:
             f"model.seq_len={seq}", f"parallel.cp={cp}", "batch.micro=1", "batch.global=1",
             f"train.steps={steps}", "train.eval_every=0", "train.save_every=0",
             f"train.dir={run_dir}", "parallel.zero=0"]).dump()
-        return launch(cp, train_worker, cfg)[0]
+        found = launch(cp, train_worker, cfg)
+        return {**found[0], "cpu_s": sum(r["cpu_s"] for r in found.values())}
 
 
 def saved_bytes(core, q, k, v) -> tuple[int, int]:
@@ -83,12 +90,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    print("| seq | CP | tokens/s | comm share | step s |\n|---:|---:|---:|---:|---:|")
+    print("| seq | CP | tokens/s | comm share | step s | CPU s/step (all ranks) |\n"
+          "|---:|---:|---:|---:|---:|---:|")
     for seq in (1024, 4096):
         for cp in (1, 2):
             r = throughput(seq, cp, args.steps)
             print(f"| {seq} | {cp} | {r['tokens_per_s']:,.0f} | {r['comm_share']:.2f} | "
-                  f"{r['step_s']:.2f} |", flush=True)
+                  f"{r['step_s']:.2f} | {r['cpu_s']:.2f} |", flush=True)
     seq = 4096
     q, k, v = (torch.randn(1, 4, seq, 16, requires_grad=True) for _ in range(3))
     sdpa = saved_bytes(lambda *t: torch.nn.functional.scaled_dot_product_attention(
