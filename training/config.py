@@ -280,8 +280,6 @@ class TrainingConfig(StrictModel):
             problems.append("model.vocab_size is required when data is synthetic")
         kept_apart = [f"data.{key}" for key in ("reset_position_ids", "reset_attention_mask",
                                                 "eod_mask_loss") if getattr(self.data, key)]
-        if kept_apart and p.cp > 1:
-            problems.append(f"{', '.join(kept_apart)} with parallel.cp > 1 is not supported yet")
         if kept_apart and self.data.is_synthetic:
             problems.append(f"{', '.join(kept_apart)} need documents: set data.curated (synthetic "
                             "samples have no EOD tokens)")
@@ -340,11 +338,6 @@ def context_problems(m: ModelConfig, p: ParallelConfig) -> list[str]:
     elif p.sequence_parallel and (m.seq_len // p.cp) % p.tp:
         problems.append(f"parallel.sequence_parallel shards each CP rank's {m.seq_len // p.cp} "
                         f"tokens over parallel.tp ({p.tp}): it must be divisible")
-    if m.dropout:
-        problems.append("parallel.cp > 1 needs model.dropout: 0 (ring attention has no "
-                        "attention dropout)")
-    if p.pp > 1:
-        problems.append("parallel.cp > 1 with parallel.pp > 1 is not supported yet")
     return problems
 
 

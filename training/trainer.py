@@ -112,7 +112,8 @@ class Trainer:
         p, m = self.cfg.parallel, self.cfg.model
         if p.pp == 1:
             return None
-        seq = m.seq_len // p.tp if p.sequence_parallel else m.seq_len
+        seq = m.seq_len // p.cp  # a CP rank's slice of each sequence
+        seq = seq // p.tp if p.sequence_parallel else seq
         return PipelineRuntime(self.model, self.grid, p.schedule, p.virtual_stages,
                                (self.cfg.batch.micro, seq, m.hidden), self.autocast,
                                wire_dtype=torch.bfloat16 if self.cfg.dtype == "bf16"
@@ -127,7 +128,7 @@ class Trainer:
         batch = source.local_batch(consumed, global_batch, self.grid.dp_rank,
                                    self.cfg.parallel.dp).to(self.grid.device)
         micro_batches = prepare_micro_batches(batch, self.cfg.batch.micro, self.cfg.data,
-                                              source.eod_id)
+                                              source.eod_id, dense_mask=self.grid.layout.cp == 1)
         return [context_slice(micro, self.grid) for micro in micro_batches]
 
     def train_step(self) -> tuple[float, float, int]:
