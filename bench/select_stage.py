@@ -6,7 +6,8 @@ Synthetic pool: documents of 60-120 words drawn from two Zipf word distributions
 20k-word vocabulary (two "domains"), in parquet partitions of 20k documents; the target
 is 2000 documents of one domain. Measured: `prepare` (features, OT chunks or DSIR
 weights, the distributed cut) and the per-partition `run` that writes kept documents and
-ledger rows, as the pipeline runs them.
+ledger rows, as the pipeline runs them; wall seconds, and CPU seconds of the driver and the
+two worker processes (this machine is shared, so wall time alone says little).
 
     .venv/bin/python bench/select_stage.py --docs 1000000 --method got [--dims 256 --chunk 50000]
 """
@@ -43,6 +44,14 @@ def documents(n: int, rng: np.random.Generator, domain_of) -> list[str]:
     return [" ".join(flat[bounds[i]:bounds[i + 1]]) for i in range(n)]
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this (worker) process so far."""
+    import psutil
+
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=100_000)
@@ -74,6 +83,8 @@ def main() -> None:
     folder = root / "stage"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
+        worker_cpu = client.run(_cpu_seconds)
+        driver_cpu = time.process_time()
         started = time.perf_counter()
         stage.prepare(ClusterStageContext(spec, root, folder, parts, client))
         prepared = time.perf_counter()
@@ -81,11 +92,14 @@ def main() -> None:
                    for k, p in enumerate(parts)]
         client.gather(futures)
         done = time.perf_counter()
+        cpu = time.process_time() - driver_cpu + sum(
+            after - worker_cpu[w] for w, after in client.run(_cpu_seconds).items())
     total = done - started
     print(json.dumps({"docs": args.docs, "method": args.method, "dims": args.dims,
                       "chunk": args.chunk, "iters": args.iters,
                       "prepare_s": round(prepared - started, 1),
                       "run_s": round(done - prepared, 1), "total_s": round(total, 1),
+                      "cpu_s": round(cpu, 1),
                       "docs_per_s": round(args.docs / total)}))
 
 
