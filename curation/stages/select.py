@@ -128,23 +128,32 @@ def _part_file(workdir: str, part: int, kind: str) -> Path:
 
 def featurize_partition(docs: pd.DataFrame, part: int, workdir: str, method: str,
                         dims: int, seed: int, log_ratio: np.ndarray | None):
-    """Tokens and (for dsir, random) scores of one partition; GOT-D embeddings to disk.
-    Returns the number of documents and, for dsir without `log_ratio`, the pool's bucket
-    counts."""
+    """Tokens and (for dsir, random) scores of one partition; GOT-D embeddings and the
+    pool's DSIR bucket counts (pass without `log_ratio`) to disk. The tokens file is
+    written last: once it exists the partition's features are done."""
     texts = docs["text"].tolist()
-    for kind in ("tokens", "scores", "embeddings"):
+    for kind in ("tokens", "scores", "embeddings", "buckets"):
         _part_file(workdir, part, kind).parent.mkdir(parents=True, exist_ok=True)
-    save_npy(_part_file(workdir, part, "tokens"), token_counts(texts))
     if method == "got":
         save_npy(_part_file(workdir, part, "embeddings"), hashed_embeddings(texts, dims))
     elif method == "random":
         save_npy(_part_file(workdir, part, "scores"), -gumbel_noise(docs["id"], seed))
     elif log_ratio is None:
-        return len(docs), bucket_totals(texts, dims)
+        save_npy(_part_file(workdir, part, "buckets"), bucket_totals(texts, dims))
     else:
         weights = bucket_log_weights(texts, log_ratio)
         save_npy(_part_file(workdir, part, "scores"), -(weights + gumbel_noise(docs["id"], seed)))
-    return len(docs), None
+        return
+    save_npy(_part_file(workdir, part, "tokens"), token_counts(texts))
+
+
+def _done(workdir: str, kind: str):
+    """skip= for ctx.map: the partitions whose `kind` file an earlier attempt wrote."""
+    return lambda part: out_path(_part_file(workdir, part, kind)).exists()
+
+
+def _chunk_file(workdir: str, c: int) -> Path:
+    return out_path(workdir) / "chunks" / f"chunk-{c:05d}.npy"
 
 
 def solve_chunk(workdir: str, c: int, chunks: int, offsets: list[int], target_path: str,
@@ -161,7 +170,7 @@ def solve_chunk(workdir: str, c: int, chunks: int, offsets: list[int], target_pa
         owners.append(part)
     pool = np.concatenate(pieces) if pieces else np.zeros((0, 1), dtype=np.float32)
     scores = got_scores(pool, load_npy(target_path), reg, iters)
-    path = out_path(workdir) / "chunks" / f"chunk-{c:05d}.npy"
+    path = _chunk_file(workdir, c)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_npy(path, scores)
 
@@ -173,7 +182,7 @@ def gather_got_scores(docs: pd.DataFrame, part: int, workdir: str, offset: int,
     scores = np.empty(len(docs))
     for c in np.unique(positions % chunks):
         mine = positions % chunks == c
-        chunk = load_npy(out_path(workdir) / "chunks" / f"chunk-{c:05d}.npy", mmap_mode="r")
+        chunk = load_npy(_chunk_file(workdir, c), mmap_mode="r")
         scores[mine] = chunk[positions[mine] // chunks]  # chunk c lists c, c + K, …
     save_npy(_part_file(workdir, part, "scores"), scores)
 
@@ -242,32 +251,39 @@ class SelectStage(Stage):
         return texts
 
     def prepare(self, ctx) -> None:
+        """Features, scores and the cut. Every step's files are written atomically and
+        reused by a rerun of an interrupted run: finished partitions are not featurised
+        again, solved OT chunks not solved again, and a finished selection is kept."""
         cfg, workdir = self.config, out_path(ctx.workdir)
+        if (workdir / SELECTION).exists():
+            return
         workdir.mkdir(parents=True, exist_ok=True)
         wd, seed, dims = str(workdir), int(self.spec.seed), cfg.dims
         cols = ["id", "text"]
-        results = ctx.map(featurize_partition, wd, cfg.method, dims, seed, None, columns=cols,
-                          desc="select: features")
-        counts = [n for n, _ in results]
+        ctx.map(featurize_partition, wd, cfg.method, dims, seed, None, columns=cols,
+                desc="select: features", skip=_done(wd, "tokens"))
+        parts = range(len(ctx.partitions))
+        counts = [len(load_npy(_part_file(wd, k, "tokens"), mmap_mode="r")) for k in parts]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
         if cfg.method == "dsir":
             target = bucket_totals(self._target_texts(), dims)
-            pool = np.sum([c for _, c in results], axis=0)
+            pool = np.sum([load_npy(_part_file(wd, k, "buckets")) for k in parts], axis=0)
             log_ratio = np.log((target + 1) / (target + 1).sum()) \
                 - np.log((pool + 1) / (pool + 1).sum())
             ctx.map(featurize_partition, wd, cfg.method, dims, seed, log_ratio, columns=cols,
-                    desc="select: dsir weights")
-        elif cfg.method == "got":
+                    desc="select: dsir weights", skip=_done(wd, "scores"))
+        elif cfg.method == "got" and not all(_done(wd, "scores")(k) for k in parts):
             target_path = workdir / "target_embeddings.npy"
             save_npy(target_path, hashed_embeddings(self._target_texts(), dims))
             chunks = chunk_count(offsets[-1], cfg.ot.chunk)
             futures = [ctx.client.submit(solve_chunk, wd, c, chunks, offsets, str(target_path),
                                          cfg.ot.reg, cfg.ot.iters, pure=False)
-                       for c in range(chunks)]
+                       for c in range(chunks) if not _chunk_file(wd, c).exists()]
             track(futures, "select: OT chunks")
             ctx.client.gather(futures)
             ctx.map(_gather_one, wd, offsets, chunks, columns=["id"],
-                    desc="select: gather scores")
+                    desc="select: gather scores", skip=_done(wd, "scores"))
+        if cfg.method == "got":
             for scratch in ("embeddings", "chunks"):  # 4 bytes x dims per document: drop
                 remove_tree(workdir / scratch)
         selection = self._choose(ctx, wd, offsets)
