@@ -130,7 +130,9 @@ def test_only_scopes_the_selection_and_its_budget(corpus, dask_cluster_client):
 
 
 @pytest.mark.parametrize("bad, problem", [
-    ({"embedding": {"checkpoint": "ckpt/"}}, "not available yet"),
+    ({"embedding": {"checkpoint": "ckpt/"}}, "embedding.checkpoint: "),
+    ({"embedding": {"kind": "checkpoint"}}, "needs `checkpoint: PATH`"),
+    ({"method": "dsir", "embedding": {"sentence_transformers": "m"}}, "is for method got"),
     ({"method": "got", "target": None}, "needs `target"),
     ({"budget": {"docs": 3, "tokens": 5}}, "exactly one"),
     ({"target": {"paths": ["missing.jsonl"]}}, "select target: no file matches"),
