@@ -175,11 +175,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--json", type=Path, default=Path("bench/select_warmup.json"))
-    ap.add_argument("--per-domain", type=int, default=400)
+    ap.add_argument("--per-domain", type=int, default=300)
     ap.add_argument("--budget", type=float, default=0.2, help="share of the pool's tokens")
-    ap.add_argument("--pretrain-steps", type=int, default=200)
-    ap.add_argument("--warmup-steps", type=int, default=40)
-    ap.add_argument("--finetune-steps", type=int, default=15)
+    ap.add_argument("--pretrain-steps", type=int, default=150)
+    ap.add_argument("--warmup-steps", type=int, default=30)
+    ap.add_argument("--finetune-steps", type=int, default=10)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     args = ap.parse_args()
     import torch
@@ -192,8 +192,8 @@ def main() -> None:
     sources = sorted(data["pool_docs"])
     budget = {"tokens": round(args.budget * data["pool_tokens"])}
     target = {"paths": ["target/sample.jsonl"]}
-    results = {"setup": {**data, "budget": budget, **{k: v for k, v in vars(args).items()
-                                                       if k not in ("out", "json")}},
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "json", "budget")}
+    results = {"setup": {**data, "budget_share": args.budget, "budget": budget, **settings},
                "runs": []}
     val = root / "target" / "val.jsonl"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -247,10 +247,9 @@ def summary_table(results: dict) -> str:
         warm = np.array([r["warmup_loss"] for r in runs])
         tuned = np.array([r["finetune_loss"] for r in runs])
         speed = [r["docs_per_s"] for r in runs if "docs_per_s" in r]
+        docs_per_s = f"{np.mean(speed):.0f}" if speed else "–"
         rows.append(f"| {method} | {warm.mean():.4f} ± {warm.std():.4f} | "
-                    f"{tuned.mean():.4f} ± {tuned.std():.4f} | "
-                    f"{np.mean(speed):.0f} |" if speed else
-                    f"| {method} | {warm.mean():.4f} | {tuned.mean():.4f} ± {tuned.std():.4f} | – |")
+                    f"{tuned.mean():.4f} ± {tuned.std():.4f} | {docs_per_s} |")
     return "\n".join(rows)
 
 
