@@ -10,6 +10,7 @@ ledger rows, as the pipeline runs them; wall seconds, and CPU seconds of the dri
 two worker processes (this machine is shared, so wall time alone says little).
 
     .venv/bin/python bench/select_stage.py --docs 1000000 --method got [--dims 256 --chunk 50000]
+    .venv/bin/python bench/select_stage.py --features-only   # features of one partition
 """
 
 from __future__ import annotations
@@ -52,6 +53,22 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
+def features_cpu(dims: int) -> None:
+    """Best of 3: CPU seconds of hashed embeddings + token counts of one bench partition."""
+    from curation.select.features import hashed_embeddings, token_counts
+
+    rng = np.random.default_rng(0)
+    texts = documents(PART, rng, lambda m: rng.integers(0, 2, size=m))
+    hashed_embeddings(texts[:10], dims)
+    best = np.inf
+    for _ in range(3):
+        started = time.process_time()
+        hashed_embeddings(texts, dims)
+        token_counts(texts)
+        best = min(best, time.process_time() - started)
+    print(json.dumps({"docs": PART, "dims": dims, "features_cpu_s": round(best, 3)}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=100_000)
@@ -59,7 +76,11 @@ def main() -> None:
     ap.add_argument("--dims", type=int, default=256)
     ap.add_argument("--chunk", type=int, default=50_000)
     ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--features-only", action="store_true",
+                    help="CPU seconds of the features of one partition, in this process")
     args = ap.parse_args()
+    if args.features_only:
+        return features_cpu(args.dims)
     from dask.distributed import Client, LocalCluster
 
     rng = np.random.default_rng(0)
