@@ -11,8 +11,10 @@ Gumbel noise is a function of (spec seed, document id), so the choice does not d
 partitioning or workers.
 
 `prepare` runs on the cluster: features and scores per partition on the workers (files
-in the work directory), GOT-D's chunks as cluster tasks against the target embeddings,
-and the global cut by the histogram passes of curation/select/budget.py. `run` keeps
+in the work directory; GOT-D's embeddings hashed, or from a checkpoint or a
+sentence-transformers model: curation/select/embeddings.py), GOT-D's chunks as cluster
+tasks against the target embeddings, and the global cut by the histogram passes of
+curation/select/budget.py. Every file is written atomically and reused by a rerun. `run` keeps
 the chosen documents; the rest become `removed` / `select.not_chosen` ledger rows with
 their score.
 """
