@@ -22,6 +22,7 @@ from training.architecture import (
     tensor_parallel_problems,
 )
 from training.config_messages import describe
+from training.finetune.config import FinetuneConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -232,6 +233,7 @@ class TrainingConfig(StrictModel):
     data: DataConfig = DataConfig()
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["fp32", "bf16"] = "fp32"
+    finetune: FinetuneConfig | None = None  # `pretrain finetune` (training/finetune/)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:

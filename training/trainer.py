@@ -64,7 +64,8 @@ class Trainer:
             raise ValueError(f"padded vocabulary {self.vocab_size} is not divisible by "
                              f"parallel.tp={p.tp}; raise model.pad_vocab_to")
         self.model = self._build_model()
-        params = list(dict.fromkeys(self.model.parameters()))
+        # only trained parameters get gradient buckets and optimizer state (frozen: a LoRA base)
+        params = [p for p in dict.fromkeys(self.model.parameters()) if p.requires_grad]
         # replicated weights' gradients are averaged over DP x CP (CP ranks see other tokens);
         # ZeRO shards the optimizer state (stage 2: gradients, 3: parameters) over that group
         units, runs = layer_units(self.model) if p.zero == 3 else (None, None)
@@ -152,12 +153,17 @@ class Trainer:
         self.buckets.finish_grad_sync()
         if self.gatherer is not None:
             self.gatherer.release()
+        self.on_gradients_reduced()
         self.step += 1
         self.lr = self.lr_schedule.lr(self.step, self.consumed_samples + global_batch)
         loss = self._mean_over_dp(loss_sum / len(micro_batches))
         grad_norm = self.optimizer.step(self.lr, loss)  # skipped if either is NaN/Inf
         self.consumed_samples += global_batch
         return loss, grad_norm, global_batch
+
+    def on_gradients_reduced(self) -> None:
+        """Called once the step's gradients are reduced, before clipping and the update (a
+        fine-tuning method that reads them, such as GGPO, overrides it)."""
 
     @torch.no_grad()
     def evaluate(self) -> float:
