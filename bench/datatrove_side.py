@@ -48,8 +48,11 @@ import datatrove.pipeline.dedup.minhash as _minhash  # noqa: E402
 _minhash.load_word_tokenizer = _whitespace
 
 from datatrove.executor import LocalPipelineExecutor  # noqa: E402
-from datatrove.pipeline.dedup import MinhashDedupCluster, MinhashDedupFilter  # noqa: E402
-from datatrove.pipeline.dedup import MinhashDedupSignature  # noqa: E402
+from datatrove.pipeline.dedup import (  # noqa: E402
+    MinhashDedupCluster,
+    MinhashDedupFilter,
+    MinhashDedupSignature,  # noqa: E402
+)
 from datatrove.pipeline.dedup.exact_dedup import (  # noqa: E402
     ExactDedupConfig,
     ExactDedupFilter,

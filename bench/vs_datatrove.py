@@ -3,8 +3,8 @@
 Stages on both sides: normalize (ftfy) -> Gopher repetition + Gopher quality + C4
 (defaults) -> exact dedup -> fuzzy dedup (word 5-grams, the same bands x rows). datatrove
 runs in its own virtual environment, which this script creates and fills with `pip
-install datatrove` (and the few packages its steps import) when it is missing (never a textmill dependency); its word
-tokenizer is a whitespace split (bench/datatrove_side.py). Runs alternate (textmill
+install datatrove` (and the few packages its steps import) when it is missing (never a
+textmill dependency); its word tokenizer is a whitespace split (bench/datatrove_side.py). Runs alternate (textmill
 first in even pairs, datatrove first in odd ones) so both see the same machine load.
 
 Prints per part wall seconds, docs/s and the ratio, CPU seconds of every process of each
@@ -156,7 +156,7 @@ def report(pair: int, tm: dict, dt: dict, docs: int, only_fuzzy: bool, one: dict
           f"{tm['parts']['fuzzy_dedup']['seconds']:.1f} s = "
           f"{tm['parts']['fuzzy_dedup']['seconds'] / fuzzy['seconds']['signatures']:.2f}x "
           f"the signature pass; fuzzy input {tm['parts']['fuzzy_dedup']['docs_in']} docs")
-    print(f"  datatrove parts: " + ", ".join(f"{k} {v['seconds']:.1f}s/{v['cpu_seconds']:.1f}cpu"
+    print("  datatrove parts: " + ", ".join(f"{k} {v['seconds']:.1f}s/{v['cpu_seconds']:.1f}cpu"
                                             for k, v in dt["parts"].items()))
     if one is not None:
         print(f"  textmill 1 worker: {one['seconds']:.1f} s; 2 workers / 1 worker = "
