@@ -4,8 +4,9 @@ Stages on both sides: normalize (ftfy) -> Gopher repetition + Gopher quality + C
 (defaults) -> exact dedup -> fuzzy dedup (word 5-grams, the same bands x rows). datatrove
 runs in its own virtual environment, which this script creates and fills with `pip
 install datatrove` (and the few packages its steps import) when it is missing (never a
-textmill dependency); its word tokenizer is a whitespace split (bench/datatrove_side.py). Runs alternate (textmill
-first in even pairs, datatrove first in odd ones) so both see the same machine load.
+textmill dependency); its word tokenizer is a whitespace split (bench/datatrove_side.py).
+Runs alternate (textmill first in even pairs, datatrove first in odd ones) so both see
+the same machine load.
 
 Prints per part wall seconds, docs/s and the ratio, CPU seconds of every process of each
 run, the fuzzy stage's own phases, and the Jaccard of the two kept-id sets with the most
