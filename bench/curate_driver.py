@@ -86,8 +86,11 @@ def _start_cluster(workdir: Path, workers: int, env: dict) -> tuple[str, list]:
 def measure(scale: float, workers: int, code: Path, workdir: Path) -> dict:
     env = _env(code)
     data = workdir / "demo_data"
+    # cwd: `python -c` / `-m` put the current folder first on sys.path, ahead of
+    # PYTHONPATH; run from the work folder so that the driver imports `code`'s package.
     subprocess.run([str(BIN / "python"), "-m", "curation.cli", "demo-corpus", str(data),
-                    "--scale", str(scale)], env=env, check=True, stdout=subprocess.DEVNULL)
+                    "--scale", str(scale)], env=env, check=True, stdout=subprocess.DEVNULL,
+                   cwd=workdir)
     (workdir / "specs").mkdir()
     spec = workdir / "specs" / "demo.yaml"
     shutil.copyfile(ROOT / "corpus_specs" / "demo.yaml", spec)  # its paths: ../demo_data/...
@@ -99,7 +102,8 @@ def measure(scale: float, workers: int, code: Path, workdir: Path) -> dict:
         with open(log, "w") as stderr:
             done = subprocess.run([str(BIN / "python"), "-c", DRIVER, str(figures), "run",
                                    str(spec), "--out", str(workdir / "out"), "--scheduler",
-                                   address], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+                                   address], env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                  cwd=workdir)
         if done.returncode:
             raise RuntimeError(f"curate run failed:\n{log.read_text()[-4000:]}")
         wall = time.perf_counter() - started

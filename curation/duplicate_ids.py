@@ -144,11 +144,15 @@ def apply_decisions_task(stage_dir: str, chunk: str, paths: list[str]) -> dict:
     return partition_stats(chunk, None, docs, ledger)
 
 
+def _apply_decisions_to(chunk: str, stage_dir: str, paths: list[str]) -> dict:
+    return apply_decisions_task(stage_dir, chunk, paths)
+
+
 def resolve_duplicate_ids(stage_dir, paths: list[str], on_duplicate: str, client,
                           documents: int) -> dict[str, dict]:
     """Find later copies of ids; stop (`error`) or ledger them. Returns the changed
     partitions' stats by partition name."""
-    from curation.progress import track
+    from curation.batches import map_batched
 
     count = find_duplicates(stage_dir, client, documents)
     if not count:
@@ -156,7 +160,6 @@ def resolve_duplicate_ids(stage_dir, paths: list[str], on_duplicate: str, client
     if on_duplicate == "error":
         raise duplicate_error(stage_dir, count, paths)
     chunks = chunks_with_duplicates(stage_dir)
-    futures = [client.submit(apply_decisions_task, str(stage_dir), c, paths, pure=False,
-                             retries=2) for c in chunks]
-    track(futures, "read: duplicate ids")
-    return dict(zip(chunks, client.gather(futures), strict=True))
+    changed = map_batched(client, _apply_decisions_to, chunks, str(stage_dir), paths,
+                          desc="read: duplicate ids", retries=2)
+    return dict(zip(chunks, changed, strict=True))

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from curation.atomic import write_json_atomic
-from curation.progress import track
+from curation.batches import map_batched
 from curation.storage import out_path
 
 CHUNK_BYTES = 8 * 2**20
@@ -56,9 +56,8 @@ def content_fingerprint(files: list, cache_path: Path, client) -> str:
                     if {k: cache.get(f.path, {}).get(k) for k in ("size", "stamp")}
                     != stats[f.path]})
     if stale:
-        futures = [client.submit(file_sha256, path, pure=False) for path in stale]
-        track(futures, "read: hash inputs")
-        for path, sha in zip(stale, client.gather(futures), strict=True):
+        hashes = map_batched(client, file_sha256, stale, desc="read: hash inputs")
+        for path, sha in zip(stale, hashes, strict=True):
             cache[path] = {**stats[path], "sha256": sha}
         write_json_atomic(cache_path, {p: cache[p] for p in sorted(stats)})
     entries = [[f.source, f.path, stats[f.path]["size"], cache[f.path]["sha256"]]

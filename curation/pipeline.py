@@ -19,16 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curation.atomic import atomic_write_parquet, write_json_atomic, write_text_atomic
+from curation.batches import map_batched
 from curation.documents import DOCUMENT_COLUMNS, LEDGER_SCHEMA
 from curation.duplicate_ids import needs_check, resolve_duplicate_ids
 from curation.input_hashes import content_fingerprint
 from curation.layout import STEP_MANIFEST as MANIFEST
-from curation.progress import track
-from curation.read_stage import (
-    list_input_files,
-    read_file_task,
-    read_partitions,
-)
+from curation.read_stage import list_input_files, read_file_once, read_partitions
 from curation.rerun_reason import rerun_reason
 from curation.spec import Spec
 from curation.stage_context import ClusterStageContext, read_partition
@@ -106,17 +102,10 @@ def run_read(spec: Spec, out: Path, client, force: bool) -> StageResult:
     else:
         started = time.perf_counter()
         sources = {s.name: s for s in spec.sources}
-        pending = [f for f in files if not (folder / "stats" / f"f{f.index:05d}.json").exists()]
         check_ids = needs_check(spec)
-        futures = [client.submit(read_file_task, f, sources[f.source], spec.read, str(folder),
-                                 check_ids, key=f"read-{f.index:05d}-{key[:8]}", retries=2)
-                   for f in pending]
-        track(futures, "read")
-        client.gather(futures)
-        stats = []
-        for f in files:
-            result = json.loads((folder / "stats" / f"f{f.index:05d}.json").read_text())
-            stats.extend(result["partitions"])
+        stats = [p for result in map_batched(client, read_file_once, files, sources, spec.read,
+                                             str(folder), check_ids, desc="read", retries=2)
+                 for p in result["partitions"]]
         if check_ids:
             changed = resolve_duplicate_ids(folder, [f.path for f in files],
                                             spec.read.on_duplicate_id, client,
@@ -129,8 +118,12 @@ def run_read(spec: Spec, out: Path, client, force: bool) -> StageResult:
 
 
 def process_partition_task(stage, in_path: str, part: int, folder: str) -> dict:
-    """Run one stage on one partition on a worker; write data, ledger, then stats."""
+    """Run one stage on one partition on a worker; write data, ledger, then stats. A
+    partition whose stats exist was finished by an earlier run: its stats are returned."""
     folder = out_path(folder)
+    done = folder / "stats" / f"part-{part:05d}.json"
+    if done.exists():
+        return json.loads(done.read_text())
     docs = read_partition(in_path)
     result = stage.process(docs, part, folder)
     kept = result.kept.reset_index(drop=True)
@@ -142,6 +135,11 @@ def process_partition_task(stage, in_path: str, part: int, folder: str) -> dict:
     stats = partition_stats(name, docs, kept, ledger)
     write_json_atomic(folder / "stats" / f"part-{part:05d}.json", stats)
     return stats
+
+
+def _process_numbered_partition(numbered: tuple[int, str], stage, folder: str) -> dict:
+    part, in_path = numbered
+    return process_partition_task(stage, in_path, part, folder)
 
 
 def run_stage(stage, index: int, previous: StageResult, spec: Spec, out: Path, client,
@@ -157,15 +155,9 @@ def run_stage(stage, index: int, previous: StageResult, spec: Spec, out: Path, c
         scope = stage.sources_in_scope()
         ctx = ClusterStageContext(spec, out, folder, previous.partitions, client, scope)
         stage.prepare(ctx)
-        pending = [(k, p) for k, p in enumerate(previous.partitions)
-                   if not (folder / "stats" / f"part-{k:05d}.json").exists()]
-        futures = [client.submit(process_partition_task, stage, str(p), k, str(folder),
-                                 key=f"{stage.name}-{k:05d}-{key[:8]}", retries=2)
-                   for k, p in pending]
-        track(futures, stage.name)
-        client.gather(futures)
-        stats = [json.loads((folder / "stats" / f"part-{k:05d}.json").read_text())
-                 for k in range(len(previous.partitions))]
+        stats = map_batched(client, _process_numbered_partition,
+                            list(enumerate(map(str, previous.partitions))), stage, str(folder),
+                            desc=stage.name, retries=2)
         parts = [folder / "data" / f"part-{k:05d}.parquet"
                  for k in range(len(previous.partitions))]
         done = _finish_stage(folder, stage.name, key, recorded, stats, parts, started, scope)
@@ -186,12 +178,17 @@ def enabled_stages(spec: Spec) -> list[tuple[int, object]]:
     return stages
 
 
-def _split_by_source_task(in_path: str, part: int, curated: str) -> None:
+def _split_by_source_task(numbered: tuple[int, str], curated: str) -> None:
+    part, in_path = numbered
     docs = read_partition(in_path)
     for source, group in docs.groupby("source", sort=True):
         columns = DOCUMENT_COLUMNS + [c for c in group.columns if c not in DOCUMENT_COLUMNS]
         atomic_write_parquet(group[columns].reset_index(drop=True),
                              out_path(curated) / str(source) / f"part-{part:05d}.parquet")
+
+
+def _copy_pair(pair: tuple[str, str]) -> None:
+    copy_file(out_path(pair[0]), out_path(pair[1]))
 
 
 def finalize(results: list[StageResult], out: Path, client) -> None:
@@ -203,16 +200,14 @@ def finalize(results: list[StageResult], out: Path, client) -> None:
         return
     for name in ("curated", "ledger"):
         remove_tree(out / name)
-    futures = [client.submit(_split_by_source_task, str(p), k, str(out / "curated"),
-                             key=f"curated-{k:05d}-{key[:8]}", retries=2)
-               for k, p in enumerate(last.partitions)]
-    track(futures, "curated")
-    client.gather(futures)
+    map_batched(client, _split_by_source_task, list(enumerate(map(str, last.partitions))),
+                str(out / "curated"), desc="curated", retries=2)
     ledger_dir = out / "ledger"
     ledger_dir.mkdir(parents=True)
-    for result in results:
-        for path in sorted((result.folder / "ledger").glob("*.parquet")):
-            copy_file(path, ledger_dir / f"{result.folder.name}-{path.name}")
+    copies = [(str(path), str(ledger_dir / f"{result.folder.name}-{path.name}"))
+              for result in results
+              for path in sorted((result.folder / "ledger").glob("*.parquet"))]
+    map_batched(client, _copy_pair, copies)  # on the workers: remote copies are requests
     write_json_atomic(marker, {"key": key})
 
 

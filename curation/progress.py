@@ -4,6 +4,10 @@ At a terminal, a tqdm bar. Anywhere else (a CI log, a Slurm output file, a noteb
 is either invisible or a wall of carriage returns, so there a plain line is printed every
 `TEXTMILL_PROGRESS_SECONDS` seconds (default 30) while parts finish, and one when the
 stage is done: `heuristics: 12/40 parts, 31 s`.
+
+A task may cover several parts (curation.batches); `parts` says how many each covers, and
+progress is counted in parts. Away from a terminal the driver does no work per task while
+it waits: it blocks on the futures and counts them only when a line is due.
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ from collections.abc import Sequence
 
 PROGRESS_SECONDS_ENV = "TEXTMILL_PROGRESS_SECONDS"
 DEFAULT_PROGRESS_SECONDS = 30.0
-POLL_SECONDS = 0.1
 
 
-def track(futures: Sequence, desc: str) -> None:
-    """Block until every future is done (finished or failed), showing progress on stderr."""
+def track(futures: Sequence, desc: str, parts: Sequence[int] | None = None) -> None:
+    """Block until every future is done (finished or failed), showing progress on stderr;
+    future k covers `parts[k]` parts (one each by default)."""
+    parts = [1] * len(futures) if parts is None else list(parts)
     if sys.stderr.isatty():
-        _bar(futures, desc)
+        _bar(futures, desc, parts)
     else:
-        _plain_lines(futures, desc, _interval())
+        _plain_lines(futures, desc, parts, _interval())
 
 
 def _interval() -> float:
@@ -33,29 +38,31 @@ def _interval() -> float:
         return DEFAULT_PROGRESS_SECONDS
 
 
-def _bar(futures: Sequence, desc: str) -> None:
+def _bar(futures: Sequence, desc: str, parts: list[int]) -> None:
     from dask.distributed import as_completed
     from tqdm import tqdm
 
-    with tqdm(total=len(futures), desc=desc, unit="part", file=sys.stderr, leave=True,
+    size = {f.key: n for f, n in zip(futures, parts, strict=True)}
+    with tqdm(total=sum(parts), desc=desc, unit="part", file=sys.stderr, leave=True,
               dynamic_ncols=True) as bar:
-        for _ in as_completed(futures):
-            bar.update(1)
+        for future in as_completed(futures):
+            bar.update(size[future.key])
 
 
-def _plain_lines(futures: Sequence, desc: str, every: float) -> None:
+def _plain_lines(futures: Sequence, desc: str, parts: list[int], every: float) -> None:
+    from distributed import wait
+    from distributed.client import TimeoutError
+
     started = time.monotonic()
-    last_line = started
+    total = sum(parts)
     while True:
-        done = sum(f.done() for f in futures)
-        now = time.monotonic()
-        if done == len(futures):
+        try:
+            wait(futures, timeout=max(every, 0.1))
             break
-        if now - last_line >= every:
-            _line(desc, done, len(futures), now - started)
-            last_line = now
-        time.sleep(POLL_SECONDS)
-    _line(desc, len(futures), len(futures), time.monotonic() - started)
+        except TimeoutError:
+            done = sum(n for f, n in zip(futures, parts, strict=True) if f.done())
+            _line(desc, done, total, time.monotonic() - started)
+    _line(desc, total, total, time.monotonic() - started)
 
 
 def _line(desc: str, done: int, total: int, seconds: float) -> None:

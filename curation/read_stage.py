@@ -7,6 +7,7 @@ by the partition size. Malformed records become ledger rows with stage `read`.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -69,6 +70,15 @@ def read_file_task(file: InputFile, source_spec, read_config, stage_dir: str,
     result = {"file": file.path, "source": file.source, "partitions": stats}
     write_json_atomic(stage_dir / "stats" / f"f{file.index:05d}.json", result)
     return result
+
+
+def read_file_once(file: InputFile, sources: dict, read_config, stage_dir: str,
+                   write_id_keys: bool = False) -> dict:
+    """`read_file_task`, unless an earlier run finished this file (its stats exist)."""
+    done = out_path(stage_dir) / "stats" / f"f{file.index:05d}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    return read_file_task(file, sources[file.source], read_config, stage_dir, write_id_keys)
 
 
 def read_partitions(stage_dir) -> list:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from curation.progress import track
+from curation.batches import map_batched
 from curation.storage import out_path, read_parquet_table
 
 
@@ -23,6 +23,12 @@ def _run_on_partition(fn: Callable, path: str, part: int, columns, sources, args
     docs = read_partition(path, None if columns is None else sorted({*columns, "source"}))
     docs = docs[docs["source"].isin(sources)].reset_index(drop=True)
     return fn(docs if columns is None else docs[columns], part, *args)
+
+
+def _run_on_numbered_partition(numbered: tuple[int, str], fn: Callable, columns, sources,
+                               args) -> Any:
+    part, path = numbered
+    return _run_on_partition(fn, path, part, columns, sources, args)
 
 
 class ClusterStageContext:
@@ -51,14 +57,10 @@ class ClusterStageContext:
         unless `all_sources`."""
         sources = None if all_sources else self.sources
         todo = [i for i in range(len(self.partitions)) if skip is None or not skip(i)]
-        futures = [
-            self.client.submit(_run_on_partition, fn, str(self.partitions[i]), i, columns,
-                               sources, args, pure=False)
-            for i in todo
-        ]
-        if futures:
-            track(futures, desc or getattr(fn, "__name__", "map"))
+        done = map_batched(self.client, _run_on_numbered_partition,
+                           [(i, str(self.partitions[i])) for i in todo], fn, columns, sources,
+                           args, desc=desc or getattr(fn, "__name__", "map"))
         results = [None] * len(self.partitions)
-        for i, result in zip(todo, self.client.gather(futures), strict=True):
+        for i, result in zip(todo, done, strict=True):
             results[i] = result
         return results

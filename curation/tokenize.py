@@ -22,9 +22,9 @@ from pydantic import Field, model_validator
 
 from curation.aggregate import result, submit
 from curation.atomic import atomic_path
+from curation.batches import map_batched
 from curation.bottom_k import bottom_k_rows
 from curation.config import StrictModel
-from curation.progress import track
 from curation.shard_layout import part_counts, part_windows, plan_shards, write_shard
 from curation.shards import (
     MANIFEST_FORMAT,
@@ -181,6 +181,18 @@ def _encode_partition(curated: str, part_path: str, tokenizer_path: str, sha: st
     return part_counts(part_path)
 
 
+def _encode_pair(pair: tuple[str, str], *args) -> tuple[int, int]:
+    return _encode_partition(*pair, *args)
+
+
+def _part_windows_at(start: tuple[str, int], shard_tokens: int) -> list:
+    return part_windows(start[0], int(start[1]), shard_tokens)
+
+
+def _write_planned_shard(shard: tuple[list, str, str]) -> dict:
+    return write_shard(shard[0], shard[1])
+
+
 def _source_is_done(source_dir: Path, params: dict) -> bool:
     manifest_path = source_dir / MANIFEST_NAME
     if not manifest_path.is_file():
@@ -227,32 +239,28 @@ def tokenize_corpus(config: TokenizerConfig, curated_dir: Path, tokens_dir: Path
             continue
         parts_dir = source_dir / f"_parts-{sha[:16]}"
         parts = [str(parts_dir / f"part-{i:05d}.arrow") for i in range(len(partitions))]
-        todo[source] = (source_dir, parts_dir, parts, [
-            client.submit(_encode_partition, str(c), p, str(tokenizer_path), sha, eod_id,
-                          dtype.name, config.batch_docs, pure=False)
-            for c, p in zip(partitions, parts, strict=True)])
-    encoded = [f for *_, futures in todo.values() for f in futures]
-    if encoded:
-        track(encoded, "tokenize")
-    plans = {}
-    for source, (source_dir, _, parts, futures) in todo.items():
-        tokens = np.array([t for _, t in client.gather(futures)], dtype=np.int64)
-        first_tokens = (np.cumsum(tokens) - tokens).tolist()
-        windows = client.gather([client.submit(part_windows, p, int(first), config.shard_tokens,
-                                               pure=False)
-                                 for p, first in zip(parts, first_tokens, strict=True)])
-        plans[source] = [client.submit(write_shard, pieces, str(source_dir /
-                                                                SHARD_PATTERN.format(k)),
-                                       pure=False)
-                         for k, pieces in enumerate(plan_shards(windows, parts))]
-    written = [f for futures in plans.values() for f in futures]
-    if written:
-        track(written, "token shards")
-    for source, (source_dir, parts_dir, _, _) in todo.items():
-        shards = client.gather(plans[source])
-        _remove_stale_shards(source_dir, shards)
+        todo[source] = (source_dir, parts_dir, [str(c) for c in partitions], parts)
+    # One map per step over every source's partitions (few, large tasks: curation.batches).
+    counts = iter(map_batched(
+        client, _encode_pair, [pair for *_, curated, parts in todo.values()
+                               for pair in zip(curated, parts, strict=True)],
+        str(tokenizer_path), sha, eod_id, dtype.name, config.batch_docs, desc="tokenize"))
+    starts = []
+    for *_, parts in todo.values():
+        tokens = np.array([next(counts)[1] for _ in parts], dtype=np.int64)
+        starts += zip(parts, (np.cumsum(tokens) - tokens).tolist(), strict=True)
+    windows = iter(map_batched(client, _part_windows_at, starts, config.shard_tokens))
+    shards = []
+    for source, (source_dir, *_, parts) in todo.items():
+        plan = plan_shards([next(windows) for _ in parts], parts)
+        shards += [(pieces, str(source_dir / SHARD_PATTERN.format(k)), source)
+                   for k, pieces in enumerate(plan)]
+    written = map_batched(client, _write_planned_shard, shards, desc="token shards")
+    for source, (source_dir, parts_dir, *_) in todo.items():
+        mine = [entry for entry, (*_, of) in zip(written, shards, strict=True) if of == source]
+        _remove_stale_shards(source_dir, mine)
         write_manifest(source_dir, {
-            **params, "source": source, "documents": sum(s["documents"] for s in shards),
-            "tokens": sum(s["tokens"] for s in shards), "shards": shards})
+            **params, "source": source, "documents": sum(s["documents"] for s in mine),
+            "tokens": sum(s["tokens"] for s in mine), "shards": mine})
         remove_tree(parts_dir)
     return {s: out_path(tokens_dir) / s / MANIFEST_NAME for s in curated_partitions(curated_dir)}

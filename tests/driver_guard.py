@@ -46,3 +46,19 @@ def received_bytes(monkeypatch) -> list[int]:
     monkeypatch.setattr(Client, "gather", counted_gather)
     monkeypatch.setattr(Future, "result", counted_result)
     return sizes
+
+
+def submitted_tasks(monkeypatch) -> list[str]:
+    """A list that grows by the key of every task the driver submits with `Client.submit`."""
+    from distributed import Client
+
+    keys: list[str] = []
+    submit = Client.submit
+
+    def counted_submit(self, *args, **kwargs):
+        future = submit(self, *args, **kwargs)
+        keys.append(future.key)
+        return future
+
+    monkeypatch.setattr(Client, "submit", counted_submit)
+    return keys

@@ -13,6 +13,7 @@ import pytest
 from curation.pipeline import run_pipeline
 from curation.spec import parse_spec
 from tests.conftest import write_jsonl
+from tests.driver_guard import submitted_tasks
 
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly box "
          "jackdaws and the curious river keeps running past old stone bridges").split()
@@ -144,6 +145,23 @@ def test_partitioning_does_not_change_the_result(corpus, first_run, dask_cluster
     root, _ = corpus
     run_pipeline(make_spec(root, partition_rows=1000), tmp_path / "big", dask_cluster_client)
     pd.testing.assert_frame_equal(curated(tmp_path / "big"), curated(first_run[0]))
+
+
+def test_the_driver_submits_no_more_tasks_for_more_partitions(corpus, dask_cluster_client,
+                                                             tmp_path, monkeypatch):
+    """Per-partition work is batched into a few tasks per worker (curation.batches), so
+    3x the partitions cost the `curate` process about the same number of tasks."""
+    root, _ = corpus
+    keys = submitted_tasks(monkeypatch)
+    run_pipeline(make_spec(root, partition_rows=8), tmp_path / "few", dask_cluster_client)
+    few = len(keys)
+    keys.clear()
+    run_pipeline(make_spec(root, partition_rows=2), tmp_path / "many", dask_cluster_client)
+    parts = len(list((tmp_path / "many" / "stages" / "01_normalize" / "data").glob("*")))
+    assert parts >= 3 * len(list((tmp_path / "few" / "stages" / "01_normalize" / "data")
+                                 .glob("*")))
+    assert len(keys) <= few + 4, (few, len(keys))
+    pd.testing.assert_frame_equal(curated(tmp_path / "many"), curated(tmp_path / "few"))
 
 
 def test_rerun_skips_finished_stages_and_finishes_a_cut_stage(corpus, dask_cluster_client,

@@ -286,6 +286,28 @@ def test_with_a_cluster_the_driver_reads_no_documents(run_out, tmp_path, dask_cl
     assert write_report(out, client=dask_cluster_client).read_text() == alone
 
 
+def test_with_a_cluster_the_workers_draw_the_same_plots(run_out, tmp_path,
+                                                        dask_cluster_client, monkeypatch):
+    """The PNGs are drawn on the workers: matplotlib's savefig is refused in this process,
+    and every plot comes out byte for byte as drawn here."""
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "out"
+    shutil.copytree(run_out, out)
+    write_report(out)
+    here = {p.name: p.read_bytes() for p in sorted((out / "report").glob("*.png"))}
+    for path in (out / "report").glob("*.png"):
+        path.unlink()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the driver drew a plot")
+
+    monkeypatch.setattr(Figure, "savefig", refuse)
+    write_report(out, client=dask_cluster_client)
+    there = {p.name: p.read_bytes() for p in sorted((out / "report").glob("*.png"))}
+    assert len(here) >= 4 and there == here
+
+
 def test_the_text_bytes_table_ends_with_the_last_stage(run_out):
     table = md_table((run_out / "report.md").read_text(), "**Text bytes**")
     assert list(table.columns) == ["source", "input", *[n for n, _ in stage_totals(run_out)]]

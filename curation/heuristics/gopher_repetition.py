@@ -23,12 +23,12 @@ Rules, in order: `dup_line_fraction`, `dup_paragraph_fraction`, `dup_line_char_f
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, create_model
 
 from curation.config import StrictModel
 from curation.hashing import GOLDEN_GAMMA, splitmix64
@@ -47,45 +47,52 @@ TOP_NGRAM_SIZES = (2, 3, 4)
 DUP_NGRAM_SIZES = (5, 6, 7, 8, 9, 10)
 
 
-class GopherRepetitionConfig(StrictModel):
-    """Each threshold is the paper's; None switches that rule off.
+Share = Annotated[float | None, Field(ge=0, le=1)]  # a bound on a share; None: rule off
 
-    `dup_ngram_occurrences` — which characters the duplicate n-gram shares count:
-    - "all" (the default): every occurrence of a repeated n-gram, the first included.
-      This is the reading the paper's thresholds were set for. Appendix A of Rae et al.
-      defines the measure as the fraction of characters "contained within all duplicate
-      n-grams", taking care not to count characters of overlapping n-grams twice: every
-      occurrence of an n-gram that occurs more than once is a duplicate n-gram. The
-      sibling measure for n = 2..4 counts every occurrence of the most frequent n-gram,
-      and the thresholds of both families form one series (0.20, 0.18, 0.16 for top
-      2..4-grams, then 0.15 down to 0.10 for duplicate 5..10-grams), i.e. one scale.
-      Dolma reads it the same way.
-    - "repeats": only the occurrences after the first, as datatrove's GopherRepetition
-      filter (and so FineWeb) computes it; a passage said twice scores half as much, so
-      with the paper's thresholds this reading removes fewer documents.
-    """
+# The measures the rules bound, in the order documents are checked, with the thresholds of
+# the paper's Table A1; the config has a `max_<measure>` field for each.
+THRESHOLDS: dict[str, float] = {
+    "dup_line_fraction": 0.30,
+    "dup_paragraph_fraction": 0.30,
+    "dup_line_char_fraction": 0.20,
+    "dup_paragraph_char_fraction": 0.20,
+    **{f"top_{n}gram_char_fraction": t for n, t in zip(TOP_NGRAM_SIZES, (0.20, 0.18, 0.16),
+                                                        strict=True)},
+    **{f"dup_{n}gram_char_fraction": t for n, t in zip(
+        DUP_NGRAM_SIZES, (0.15, 0.14, 0.13, 0.12, 0.11, 0.10), strict=True)},
+}
 
+
+class _RepetitionOptions(StrictModel):
     dup_ngram_occurrences: Literal["all", "repeats"] = "all"
-
-    max_dup_line_fraction: float | None = Field(0.30, ge=0, le=1)
-    max_dup_paragraph_fraction: float | None = Field(0.30, ge=0, le=1)
-    max_dup_line_char_fraction: float | None = Field(0.20, ge=0, le=1)
-    max_dup_paragraph_char_fraction: float | None = Field(0.20, ge=0, le=1)
-    max_top_2gram_char_fraction: float | None = Field(0.20, ge=0, le=1)
-    max_top_3gram_char_fraction: float | None = Field(0.18, ge=0, le=1)
-    max_top_4gram_char_fraction: float | None = Field(0.16, ge=0, le=1)
-    max_dup_5gram_char_fraction: float | None = Field(0.15, ge=0, le=1)
-    max_dup_6gram_char_fraction: float | None = Field(0.14, ge=0, le=1)
-    max_dup_7gram_char_fraction: float | None = Field(0.13, ge=0, le=1)
-    max_dup_8gram_char_fraction: float | None = Field(0.12, ge=0, le=1)
-    max_dup_9gram_char_fraction: float | None = Field(0.11, ge=0, le=1)
-    max_dup_10gram_char_fraction: float | None = Field(0.10, ge=0, le=1)
 
     def top_ngram_threshold(self, n: int) -> float | None:
         return getattr(self, f"max_top_{n}gram_char_fraction")
 
     def dup_ngram_threshold(self, n: int) -> float | None:
         return getattr(self, f"max_dup_{n}gram_char_fraction")
+
+
+GopherRepetitionConfig = create_model(
+    "GopherRepetitionConfig", __base__=_RepetitionOptions, __module__=__name__,
+    **{f"max_{measure}": (Share, limit) for measure, limit in THRESHOLDS.items()})
+GopherRepetitionConfig.__doc__ = """Each threshold (`max_<measure>`, THRESHOLDS) is the
+paper's; None switches that rule off.
+
+`dup_ngram_occurrences` — which characters the duplicate n-gram shares count:
+- "all" (the default): every occurrence of a repeated n-gram, the first included.
+  This is the reading the paper's thresholds were set for. Appendix A of Rae et al.
+  defines the measure as the fraction of characters "contained within all duplicate
+  n-grams", taking care not to count characters of overlapping n-grams twice: every
+  occurrence of an n-gram that occurs more than once is a duplicate n-gram. The
+  sibling measure for n = 2..4 counts every occurrence of the most frequent n-gram,
+  and the thresholds of both families form one series (0.20, 0.18, 0.16 for top
+  2..4-grams, then 0.15 down to 0.10 for duplicate 5..10-grams), i.e. one scale.
+  Dolma reads it the same way.
+- "repeats": only the occurrences after the first, as datatrove's GopherRepetition
+  filter (and so FineWeb) computes it; a passage said twice scores half as much, so
+  with the paper's thresholds this reading removes fewer documents.
+"""
 
 
 def _duplicate_pieces(pieces: Pieces) -> dict[str, np.ndarray]:
@@ -198,17 +205,9 @@ def measure(texts: pa.Array, config: GopherRepetitionConfig) -> dict[str, np.nda
     return measures
 
 
-def rules(config: GopherRepetitionConfig) -> list[Rule]:
-    """The Gopher repetition rules in the order they are checked."""
-    name = "gopher_repetition."
-    checks = [
-        ("dup_line_fraction", config.max_dup_line_fraction),
-        ("dup_paragraph_fraction", config.max_dup_paragraph_fraction),
-        ("dup_line_char_fraction", config.max_dup_line_char_fraction),
-        ("dup_paragraph_char_fraction", config.max_dup_paragraph_char_fraction),
-        *((f"top_{n}gram_char_fraction", config.top_ngram_threshold(n)) for n in TOP_NGRAM_SIZES),
-        *((f"dup_{n}gram_char_fraction", config.dup_ngram_threshold(n)) for n in DUP_NGRAM_SIZES),
-    ]
-    return [
-        rule for measure, limit in checks for rule in bound(name + measure, measure, limit, "max")
-    ]
+def rules(config) -> list[Rule]:
+    """The Gopher repetition rules (of a GopherRepetitionConfig) in the order they are
+    checked."""
+    return [rule for measure in THRESHOLDS
+            for rule in bound(f"gopher_repetition.{measure}", measure,
+                              getattr(config, f"max_{measure}"), "max")]

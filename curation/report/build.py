@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from curation.atomic import write_text_atomic
-from curation.report import data, plots
+from curation.report import data
 from curation.report.summary import HEADER, format_table, summary_rows
 from curation.stages.quality import weak_classifier_warning
 from curation.storage import out_path, resolved
@@ -47,6 +47,35 @@ class Section:
     blocks: list = field(default_factory=list)
 
 
+def _draw(name: str, args: tuple, path: str) -> None:
+    from curation.report import plots
+
+    getattr(plots, name)(*args, out_path(path))
+
+
+class Painter:
+    """Draws the report's PNGs (`curation.report.plots`, by function name): on the
+    cluster's workers, side by side, when there is a client (then the `curate` process
+    neither imports matplotlib nor draws), else here, one after the other."""
+
+    def __init__(self, client=None):
+        self.client = client
+        self.pending: list = []
+
+    def __call__(self, name: str, *args, path: Path) -> Path:
+        if self.client is None:
+            _draw(name, args, str(path))
+        else:
+            self.pending.append(self.client.submit(_draw, name, args, str(path), pure=False))
+        return path
+
+    def wait(self) -> None:
+        """Every PNG is written (a drawing's error is raised here)."""
+        if self.pending:
+            self.client.gather(self.pending)
+            self.pending = []
+
+
 def stage_totals(out: Path) -> list[tuple[str, dict]]:
     """(stage, totals) for every finished stage folder under OUT/stages, in order."""
     totals = [(run.name, run.manifest["totals"]) for run in data.stage_runs(out_path(out))]
@@ -64,14 +93,14 @@ def _n(value) -> str:
     return f"{int(value):,}"
 
 
-def _funnel_section(out: Path, funnel: pd.DataFrame, tokens: dict) -> Section:
+def _funnel_section(out: Path, funnel: pd.DataFrame, tokens: dict, draw: Painter) -> Section:
     stages = list(dict.fromkeys(funnel["stage"]))
     sources = sorted(funnel["source"].unique())
     blocks: list = [
         "What is left of every source after each stage: `input` is what the read step saw "
         "(malformed records included); the documents table ends with the documents in the "
         "token shards, and the plot's last panel counts their tokens.",
-        Image(plots.plot_funnel(funnel, tokens, out / PLOTS_DIR / "funnel.png")
+        Image(draw("plot_funnel", funnel, tokens, path=out / PLOTS_DIR / "funnel.png")
               .relative_to(out), "documents, bytes and tokens after each stage"),
     ]
     for column_in, column_out, what in (("docs_in", "kept", "Documents"),
@@ -94,7 +123,7 @@ def _funnel_section(out: Path, funnel: pd.DataFrame, tokens: dict) -> Section:
     return Section("Funnel", blocks)
 
 
-def _reasons_section(out: Path, facts: dict, client) -> Section | None:
+def _reasons_section(out: Path, facts: dict, client, draw: Painter) -> Section | None:
     counts = data.reason_counts(facts)
     if counts.empty:
         return None
@@ -102,7 +131,7 @@ def _reasons_section(out: Path, facts: dict, client) -> Section | None:
     blocks: list = ["Every ledger row counted by stage, action and reason. `removed` documents "
                     "are gone; `modified` ones were kept with their text changed."]
     if (counts["action"] == "removed").any():
-        blocks.append(Image(plots.plot_reasons(counts, out / PLOTS_DIR / "reasons.png")
+        blocks.append(Image(draw("plot_reasons", counts, path=out / PLOTS_DIR / "reasons.png")
                             .relative_to(out), "removed documents per reason"))
     blocks.append(Table(["stage", "action", "reason", "documents"],
                         [[r.stage, r.action, r.reason, _n(r.documents)]
@@ -115,21 +144,21 @@ def _reasons_section(out: Path, facts: dict, client) -> Section | None:
     return Section("Removal reasons", blocks)
 
 
-def _language_section(out: Path, facts: dict) -> Section | None:
+def _language_section(out: Path, facts: dict, draw: Painter) -> Section | None:
     table = data.languages(facts)
     if table is None:
         return None
     return Section("Languages", [
         "Detected language of the curated documents, and of the documents the language "
         "stage removed (not an allowed language, or too uncertain).",
-        Image(plots.plot_languages(table, out / PLOTS_DIR / "languages.png").relative_to(out),
-              "documents per detected language"),
+        Image(draw("plot_languages", table, path=out / PLOTS_DIR / "languages.png")
+              .relative_to(out), "documents per detected language"),
         Table(["lang", "curated", "removed by language"],
               [[r.lang, _n(r.curated), _n(r.removed)] for r in table.itertuples()]),
     ])
 
 
-def _quality_section(out: Path, facts: dict) -> Section | None:
+def _quality_section(out: Path, facts: dict, draw: Painter) -> Section | None:
     quality = data.quality_scores(out, facts)
     if quality is None:
         return None
@@ -142,7 +171,7 @@ def _quality_section(out: Path, facts: dict) -> Section | None:
              f"{r.mean:.3f}"] for r in quality.per_source.itertuples()]
     blocks: list = [
         f"Keep rule: {rule}. Exempt sources are scored but never removed.",
-        Image(plots.plot_quality(quality, out / PLOTS_DIR / "quality.png").relative_to(out),
+        Image(draw("plot_quality", quality, path=out / PLOTS_DIR / "quality.png").relative_to(out),
               "quality-score histogram with the keep rule"),
         Table(["source", "scored", "kept", "removed", "exempt", "mean score"], rows),
     ]
@@ -162,7 +191,7 @@ def _quality_section(out: Path, facts: dict) -> Section | None:
     return Section("Quality", blocks)
 
 
-def _dedup_section(out: Path, facts: dict) -> Section | None:
+def _dedup_section(out: Path, facts: dict, draw: Painter) -> Section | None:
     sizes = data.cluster_sizes(facts)
     if sizes is None:
         return None
@@ -171,7 +200,7 @@ def _dedup_section(out: Path, facts: dict) -> Section | None:
     return Section("Near-duplicate clusters", [
         "Connected components of MinHash-LSH candidate pairs that lost documents: one keeper "
         "per cluster (the highest source priority), the rest removed.",
-        Image(plots.plot_cluster_sizes(sizes, out / PLOTS_DIR / "clusters.png")
+        Image(draw("plot_cluster_sizes", sizes, path=out / PLOTS_DIR / "clusters.png")
               .relative_to(out), "cluster-size distribution"),
         Table(["clusters", "documents removed", "largest cluster", "mean size"],
               [[_n(clusters), _n(removed), _n(sizes.index.max()),
@@ -179,7 +208,7 @@ def _dedup_section(out: Path, facts: dict) -> Section | None:
     ])
 
 
-def _contamination_section(out: Path) -> Section | None:
+def _contamination_section(out: Path, draw: Painter) -> Section | None:
     summary = data.read_json(out / "decontamination.json")
     if summary is None:
         return None
@@ -190,8 +219,8 @@ def _contamination_section(out: Path) -> Section | None:
     blocks: list = [f"Documents sharing a {ngram}-gram with a downstream task's text: the "
                     "matching span is cut out; a document cut into too many pieces is dropped."]
     if tasks:
-        blocks.append(Image(plots.plot_contamination(tasks, out / PLOTS_DIR /
-                                                     "contamination.png").relative_to(out),
+        blocks.append(Image(draw("plot_contamination", tasks,
+                                 path=out / PLOTS_DIR / "contamination.png").relative_to(out),
                             "contaminated documents per task"))
     blocks.append(Table(
         ["task", "documents hit", "cut", "dropped", "characters removed", "top n-gram"],
@@ -221,7 +250,7 @@ def _selection_section(out: Path) -> Section | None:
     ])
 
 
-def _blend_section(out: Path, train_tokens: int | None) -> Section | None:
+def _blend_section(out: Path, train_tokens: int | None, draw: Painter) -> Section | None:
     blend = data.blend_table(out, train_tokens)
     if blend is None:
         return None
@@ -234,7 +263,7 @@ def _blend_section(out: Path, train_tokens: int | None) -> Section | None:
         "tokens (`curate report --train-tokens N` to change): epochs = weight × training "
         "tokens / source tokens.",
         Table(["source", "tokens", "weight", "epochs"], rows),
-        Image(plots.plot_blend(blend, out / PLOTS_DIR / "blend.png").relative_to(out),
+        Image(draw("plot_blend", blend, path=out / PLOTS_DIR / "blend.png").relative_to(out),
               "corpus share vs blend weight"),
     ])
 
@@ -245,11 +274,13 @@ def build_sections(out: Path, train_tokens: int | None = None, client=None) -> l
     out = out_path(out)
     funnel = data.funnel(out)
     facts = data.gather_counts(out, client)
-    sections = [_funnel_section(out, funnel, data.token_totals(out)),
-                _reasons_section(out, facts, client), _language_section(out, facts),
-                _quality_section(out, facts), _dedup_section(out, facts),
-                _contamination_section(out), _selection_section(out),
-                _blend_section(out, train_tokens)]
+    draw = Painter(client)
+    sections = [_funnel_section(out, funnel, data.token_totals(out), draw),
+                _reasons_section(out, facts, client, draw), _language_section(out, facts, draw),
+                _quality_section(out, facts, draw), _dedup_section(out, facts, draw),
+                _contamination_section(out, draw), _selection_section(out),
+                _blend_section(out, train_tokens, draw)]
+    draw.wait()
     return [s for s in sections if s is not None]
 
 

@@ -8,8 +8,10 @@ The stage never knows how many workers there are.
 
 Every stage's config takes `only: [sources]` or `exempt: [sources]` (ScopedConfig).
 `Stage.process` applies that scope, in the shape of datatrove's filter base: the
-documents of in-scope sources go through `run`, which returns what it keeps and a
-ledger row for everything it removes or changes; the others pass through untouched
+documents of in-scope sources go through `run`, which returns what it keeps and, as
+`Removed` / `Modified` decisions, why it dropped or changed the rest (`Decided`);
+`process` writes the ledger rows for them, here and nowhere else, so every stage's rows
+have the same columns, stage name and JSON details. The others pass through untouched
 except for `annotate` (a stage that adds a column adds it to them too: language
 detects, quality scores, neither removes). `prepare` sees only in-scope documents
 through `StageContext.map`, unless it asks for all of them.
@@ -17,17 +19,17 @@ through `StageContext.map`, unless it asks for all of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
 from pydantic import model_validator
 
 from curation.config import StrictModel
-from curation.documents import empty_ledger
+from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
 
 
 class ScopedConfig(StrictModel):
@@ -69,6 +71,36 @@ class StageOutput:
 
     kept: pd.DataFrame
     ledger: pd.DataFrame
+
+
+@dataclass
+class Decision:
+    """Documents a stage removes or changes, for one `reason` (or one per document), with
+    details (one dict for all, one per document, or none)."""
+
+    docs: pd.DataFrame
+    reason: str | Sequence[str]
+    detail: dict | Sequence[dict] | None = None
+    action: ClassVar[str]
+
+
+class Removed(Decision):
+    action = REMOVED
+
+
+class Modified(Decision):
+    """Kept, but changed: the new text is in `Decided.kept`."""
+
+    action = MODIFIED
+
+
+@dataclass
+class Decided:
+    """What `run` returns: the documents that go on, and the decisions about the others,
+    in the order their ledger rows are written."""
+
+    kept: pd.DataFrame
+    decisions: list[Decision] = field(default_factory=list)
 
 
 class StageContext(Protocol):
@@ -127,9 +159,22 @@ class Stage:
         """Optional: write a run-level summary under OUT once OUT/ledger/ is complete, by
         aggregations on `client`'s workers (curation.aggregate)."""
 
-    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
-        """The stage on the in-scope documents of one partition."""
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> Decided | StageOutput:
+        """The stage on the in-scope documents of one partition: what it keeps and why it
+        drops or changes the rest (a stage may still return its own ledger rows)."""
         raise NotImplementedError
+
+    def ledger(self, decisions: list[Decision]) -> pd.DataFrame:
+        """The ledger rows of `decisions`, in order: one per document."""
+        frames = [ledger_rows(d.docs, self.name, d.action, d.reason, d.detail)
+                  for d in decisions if len(d.docs)]
+        return pd.concat(frames, ignore_index=True) if frames else empty_ledger()
+
+    def _run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+        result = self.run(docs, part, workdir)
+        if isinstance(result, Decided):
+            return StageOutput(result.kept.reset_index(drop=True), self.ledger(result.decisions))
+        return result
 
     def annotate(self, docs: pd.DataFrame, workdir: Path) -> pd.DataFrame:
         """Out-of-scope documents as they leave the stage (unchanged unless overridden)."""
@@ -139,10 +184,10 @@ class Stage:
         """`run` on the in-scope documents; the rest pass through `annotate`."""
         inside = self.config.in_scope(docs["source"].astype(str))
         if inside.all():
-            return self.run(docs, part, workdir)
+            return self._run(docs, part, workdir)
         passed = self.annotate(docs[~inside].reset_index(drop=True), workdir)
         if not inside.any():
             return StageOutput(passed, empty_ledger())
-        result = self.run(docs[inside].reset_index(drop=True), part, workdir)
+        result = self._run(docs[inside].reset_index(drop=True), part, workdir)
         kept = pd.concat([result.kept, passed], ignore_index=True)
         return StageOutput(kept, result.ledger)

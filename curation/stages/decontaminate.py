@@ -33,8 +33,7 @@ from curation.decontam.ngrams import (
     find_matches,
 )
 from curation.decontam.summary import summarize_decontamination
-from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
-from curation.stages.base import ScopedConfig, Stage, StageOutput
+from curation.stages.base import Decided, Modified, Removed, ScopedConfig, Stage
 from curation.storage import file_stamp, out_path
 from curation.tasks.entry import TaskEntry
 from curation.tasks.files import read_task_texts
@@ -157,7 +156,7 @@ class DecontaminateStage(Stage):
                                   client=client,
                                   task_records={t.name: t.record() for t in self._tasks()})
 
-    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> Decided:
         path = out_path(workdir) / ACTIVE_TABLE
         if not path.exists():
             raise FileNotFoundError(f"{path}: decontaminate.prepare has not run")
@@ -165,7 +164,7 @@ class DecontaminateStage(Stage):
         texts = docs["text"].tolist()
         matches = find_matches(texts, table)
         if len(matches.key) == 0:
-            return StageOutput(docs.reset_index(drop=True), empty_ledger())
+            return Decided(docs)
         cfg = self.config
         new_texts = list(texts)
         removed, removed_reason, removed_detail = [], [], []
@@ -200,16 +199,10 @@ class DecontaminateStage(Stage):
         kept_mask[removed] = False
         out = docs.reset_index(drop=True).copy()
         out["text"] = pd.Series(new_texts, dtype=out["text"].dtype)
-        ledger = pd.concat(
-            [
-                ledger_rows(out.iloc[modified], self.name, MODIFIED, "contaminated_cut",
-                            modified_detail),
-                ledger_rows(out.iloc[removed], self.name, REMOVED, removed_reason,
-                            removed_detail),
-            ],
-            ignore_index=True,
-        )
-        return StageOutput(out[kept_mask].reset_index(drop=True), ledger)
+        return Decided(out[kept_mask], [
+            Modified(out.iloc[modified], "contaminated_cut", modified_detail),
+            Removed(out.iloc[removed], removed_reason, removed_detail),
+        ])
 
 
 def _describe(cut: Cut, text: str, table: TaskTable) -> dict:

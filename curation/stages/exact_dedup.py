@@ -23,8 +23,7 @@ import pyarrow.parquet as pq
 
 from curation.atomic import atomic_path, atomic_write_parquet, write_json_atomic
 from curation.dedup.keeper import keeper_first
-from curation.documents import REMOVED, ledger_rows
-from curation.stages.base import ScopedConfig, Stage, StageContext, StageOutput
+from curation.stages.base import Decided, Removed, ScopedConfig, Stage, StageContext
 from curation.storage import out_path, parquet_rows, read_parquet_table, remove_tree
 
 DONE_MARKER = "decisions.done.json"
@@ -128,18 +127,17 @@ class ExactDedupStage(Stage):
                            for k, filters in enumerate(hash_ranges(tasks))])
         write_json_atomic(ctx.workdir / DONE_MARKER, {"documents": int(total)})
 
-    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> Decided:
         decisions = read_part_decisions(workdir / "decisions", part)
         if decisions.empty:
-            return StageOutput(kept=docs, ledger=ledger_rows(docs.iloc[:0], self.name, REMOVED, ""))
+            return Decided(docs)
         decisions = decisions.set_index("id")
         is_dup = docs["id"].isin(decisions.index).to_numpy()
         removed = docs[is_dup]
         found = decisions.loc[removed["id"]]
         detail = [{"keeper": k, "copies": int(c)}
                   for k, c in zip(found["keeper"], found["copies"], strict=True)]
-        ledger = ledger_rows(removed, self.name, REMOVED, "exact_duplicate", detail)
-        return StageOutput(kept=docs[~is_dup], ledger=ledger)
+        return Decided(docs[~is_dup], [Removed(removed, "exact_duplicate", detail)])
 
 
 def read_part_decisions(decisions_dir: Path, part: int) -> pd.DataFrame:

@@ -29,14 +29,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
 from curation.heuristics import c4, gopher_quality, gopher_repetition
 from curation.heuristics.c4 import C4Config
 from curation.heuristics.gopher_quality import GopherQualityConfig
 from curation.heuristics.gopher_repetition import GopherRepetitionConfig
 from curation.heuristics.pieces import as_text_array
 from curation.heuristics.rules import NOT_FAILED, Rule, first_failures
-from curation.stages.base import ScopedConfig, Stage, StageOutput
+from curation.stages.base import Decided, Modified, Removed, ScopedConfig, Stage
 
 __all__ = [
     "C4Config",
@@ -89,7 +88,7 @@ class HeuristicsStage(Stage):
             rules += gopher_repetition.rules(config.gopher_repetition)
         return measures, rules
 
-    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> Decided:
         docs = docs.reset_index(drop=True)
         entered = texts = as_text_array(docs["text"])
         lines_cut = None
@@ -101,13 +100,11 @@ class HeuristicsStage(Stage):
         measures, rules = self._measures(entered, texts, langs)
         failed = first_failures(rules, measures, np.ones(len(docs), bool))
         removed = np.flatnonzero(failed != NOT_FAILED)
-        removed_rows = ledger_rows(
+        decisions = [Removed(
             docs.iloc[removed],
-            self.name,
-            REMOVED,
             [rules[failed[i]].name for i in removed],
             [rules[failed[i]].detail(measures[rules[failed[i]].measure][i]) for i in removed],
-        )
+        )]
 
         keep = failed == NOT_FAILED
         kept = docs[keep].copy()
@@ -116,20 +113,12 @@ class HeuristicsStage(Stage):
             index=kept.index,
             dtype=docs["text"].dtype,
         )
-        ledger = [removed_rows]
         if lines_cut is not None:
             changed = (lines_cut.lines_removed > 0) | (lines_cut.citations_removed > 0)
             modified = np.flatnonzero(keep & changed)
-            ledger.append(
-                ledger_rows(
-                    docs.iloc[modified],
-                    self.name,
-                    MODIFIED,
-                    "c4.line_filter",
-                    [_line_cut_detail(lines_cut, i) for i in modified],
-                )
-            )
-        return StageOutput(kept=kept.reset_index(drop=True), ledger=_concat(ledger))
+            decisions.append(Modified(docs.iloc[modified], "c4.line_filter",
+                                      [_line_cut_detail(lines_cut, i) for i in modified]))
+        return Decided(kept, decisions)
 
 
 def _line_cut_detail(cut: c4.LineFilterResult, i: int) -> dict:
@@ -143,7 +132,3 @@ def _line_cut_detail(cut: c4.LineFilterResult, i: int) -> dict:
         detail["citations_removed"] = int(cut.citations_removed[i])
     return detail
 
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else empty_ledger()

@@ -19,7 +19,6 @@ from langdetect.detector import Detector
 from langdetect.utils.ngram import NGram
 from pydantic import Field
 
-from curation.documents import REMOVED, ledger_rows
 from curation.language.langid_profiles import (
     BITS_PER_CHAR,
     FIXED_POINT_SCALE,
@@ -27,7 +26,7 @@ from curation.language.langid_profiles import (
     load_profiles,
     lookup_ngrams,
 )
-from curation.stages.base import ScopedConfig, Stage, StageOutput
+from curation.stages.base import Decided, Removed, ScopedConfig, Stage
 
 SPACE = ord(" ")
 SEPARATOR = "\x00"  # joins documents; langdetect maps it to a space like all Basic Latin
@@ -219,7 +218,7 @@ class LanguageStage(Stage):
         langs, scores = self._detect(docs)
         return docs.assign(lang=langs.astype(str), lang_score=scores)
 
-    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> Decided:
         cfg = self.config
         langs, scores = self._detect(docs)
         sources = docs["source"].astype(str).to_numpy()
@@ -243,28 +242,14 @@ class LanguageStage(Stage):
                 )
             ]
 
-        ledger = pd.concat(
-            [
-                ledger_rows(docs[no_features], self.name, REMOVED, "no_language_features"),
-                ledger_rows(
-                    docs[not_allowed],
-                    self.name,
-                    REMOVED,
-                    "language_not_allowed",
-                    details(not_allowed, lambda source: {"allowed": allowed_lists[source]}),
-                ),
-                ledger_rows(
-                    docs[low_score],
-                    self.name,
-                    REMOVED,
-                    "language_low_score",
-                    details(low_score, lambda source: {"min_score": cfg.min_score}),
-                ),
-            ],
-            ignore_index=True,
-        )
         kept = docs[keep].assign(lang=langs[keep].astype(str), lang_score=scores[keep])
-        return StageOutput(kept=kept.reset_index(drop=True), ledger=ledger)
+        return Decided(kept, [
+            Removed(docs[no_features], "no_language_features"),
+            Removed(docs[not_allowed], "language_not_allowed",
+                    details(not_allowed, lambda source: {"allowed": allowed_lists[source]})),
+            Removed(docs[low_score], "language_low_score",
+                    details(low_score, lambda source: {"min_score": cfg.min_score})),
+        ])
 
     def _allowed(self, source: str) -> list[str] | None:
         try:

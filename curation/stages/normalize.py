@@ -35,9 +35,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
 from curation.normalize.ftfy_lines import FTFY_SENSITIVE_ASCII, fix_text_by_line
-from curation.stages.base import ScopedConfig, Stage, StageOutput
+from curation.stages.base import Decided, Modified, Removed, ScopedConfig, Stage
 
 HORIZONTAL_SPACE = (
     "\t\x0b\x0c \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
@@ -117,7 +116,7 @@ class NormalizeStage(Stage):
             return fix_text_by_line(text, self._ftfy)  # NFC inside when config.nfc
         return unicodedata.normalize("NFC", text)
 
-    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> Decided:
         config = self.config
         before = pa.array(docs["text"].to_numpy(dtype=object), type=pa.large_string())
         slow = _needs_unicode_pass(before, config)
@@ -140,21 +139,15 @@ class NormalizeStage(Stage):
         chars_after = pc.utf8_length(after).to_numpy()
         empty = chars_after == 0
 
-        ledgers = []
-        if empty.any():
-            gone = docs.loc[empty]
-            ledgers.append(ledger_rows(gone, self.name, REMOVED, "empty_text",
-                                       [{"chars_before": int(c)} for c in chars_before[empty]]))
         modified = changed & ~empty
-        if modified.any():
-            names = np.array(["", "whitespace", "unicode_fixed", "unicode_fixed+whitespace"])
-            reasons = names[unicode_fixed[modified] * 2 + whitespace[modified]]
-            details = [{"chars_before": int(b), "chars_after": int(a)}
-                       for b, a in zip(chars_before[modified], chars_after[modified], strict=True)]
-            ledgers.append(ledger_rows(docs.loc[modified], self.name, MODIFIED,
-                                       list(reasons), details))
+        names = np.array(["", "whitespace", "unicode_fixed", "unicode_fixed+whitespace"])
+        reasons = names[unicode_fixed[modified] * 2 + whitespace[modified]]
+        details = [{"chars_before": int(b), "chars_after": int(a)}
+                   for b, a in zip(chars_before[modified], chars_after[modified], strict=True)]
         kept = docs.loc[~empty].copy()
         kept["text"] = after.filter(pa.array(~empty)).to_pandas().to_numpy()
-        ledger = (pd.concat(ledgers, ignore_index=True) if ledgers
-                  else empty_ledger())
-        return StageOutput(kept=kept, ledger=ledger)
+        return Decided(kept, [
+            Removed(docs.loc[empty], "empty_text",
+                    [{"chars_before": int(c)} for c in chars_before[empty]]),
+            Modified(docs.loc[modified], list(reasons), details),
+        ])

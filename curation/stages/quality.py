@@ -22,7 +22,6 @@ from pydantic import Field, model_validator
 
 from curation.aggregate import result
 from curation.bottom_k import bottom_k_rows
-from curation.documents import REMOVED, empty_ledger, ledger_rows
 from curation.quality.model import (
     load_model,
     positive_probability,
@@ -31,7 +30,7 @@ from curation.quality.model import (
 )
 from curation.quality.sampling import keep_decisions
 from curation.stage_context import ClusterStageContext
-from curation.stages.base import ScopedConfig, Stage, StageOutput
+from curation.stages.base import Decided, Removed, ScopedConfig, Stage
 from curation.storage import out_path, resolved
 
 MODEL_POINTER = "model.json"
@@ -195,19 +194,16 @@ class QualityStage(Stage):
         model = load_model(json.loads(pointer.read_text())["path"])
         return docs.assign(quality_score=positive_probability(model, preprocess(docs["text"])))
 
-    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> Decided:
         docs = self.annotate(docs.reset_index(drop=True), workdir)
         scores = docs["quality_score"].to_numpy()
         ids = docs["id"].astype(str).tolist()
         keep, draws = keep_decisions(scores, ids, self.spec.seed, self.config.alpha,
                                      self.config.threshold)
         removed = np.flatnonzero(~keep)
-        if len(removed) == 0:
-            return StageOutput(docs, empty_ledger())
         details = [
             {"score": round(float(scores[i]), 6), "rule": self.config.rule,
              **({"draw": round(float(draws[i]), 6)} if draws is not None else {})}
             for i in removed
         ]
-        ledger = ledger_rows(docs.iloc[removed], self.name, REMOVED, "low_quality", details)
-        return StageOutput(docs[keep].reset_index(drop=True), ledger)
+        return Decided(docs[keep], [Removed(docs.iloc[removed], "low_quality", details)])

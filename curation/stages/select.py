@@ -31,7 +31,6 @@ from pydantic import Field, model_validator
 
 from curation.atomic import save_npy, write_text_atomic
 from curation.config import StrictModel
-from curation.documents import REMOVED, empty_ledger, ledger_rows
 from curation.progress import track
 from curation.select import budget as cut
 from curation.select.embeddings import EmbeddingSpec, embed, model_fingerprint
@@ -42,7 +41,7 @@ from curation.select.features import (
     token_counts,
 )
 from curation.select.got import chunk_count, got_scores
-from curation.stages.base import ScopedConfig, Stage, StageOutput
+from curation.stages.base import Decided, Removed, ScopedConfig, Stage
 from curation.storage import load_npy, out_path, remove_tree
 from curation.tasks.files import read_task_texts, task_files
 
@@ -327,7 +326,7 @@ class SelectStage(Stage):
             "sources": summary,
         }
 
-    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
+    def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> Decided:
         path = out_path(workdir) / SELECTION
         if not path.exists():
             raise FileNotFoundError(f"{path}: select.prepare has not run")
@@ -341,9 +340,7 @@ class SelectStage(Stage):
         docs = docs.reset_index(drop=True)
         dropped = np.flatnonzero(~chosen)
         detail = [{"method": self.config.method, "score": float(scores[i])} for i in dropped]
-        ledger = ledger_rows(docs.iloc[dropped], self.name, REMOVED, REASON, detail) \
-            if len(dropped) else empty_ledger()
-        return StageOutput(docs[chosen].reset_index(drop=True), ledger)
+        return Decided(docs[chosen], [Removed(docs.iloc[dropped], REASON, detail)])
 
     def summarize(self, out: Path, client=None) -> None:
         """OUT/selection.json: method, budget, cut and per-source score distributions
