@@ -22,6 +22,7 @@ from training.architecture import (
     tensor_parallel_problems,
 )
 from training.config_messages import describe
+from training.moe.config import MoEConfig, moe_problems
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -50,6 +51,7 @@ class ModelConfig(StrictModel):
     kv_heads: int | None = Field(None, gt=0, description="default heads (multi-head)")
     tie_embeddings: bool = True
     bias: bool = True
+    moe: MoEConfig | None = Field(None, description="mixture of experts (training/moe)")
 
     @model_validator(mode="before")
     @classmethod
@@ -85,6 +87,8 @@ class ParallelConfig(StrictModel):
     pp: int = Field(1, gt=0)
     dp: int = Field(1, gt=0)
     cp: int = Field(1, gt=0, description="context parallelism: ranks sharing each sequence")
+    ep: int = Field(1, gt=0, description="expert parallelism: ranks the experts are split over")
+    etp: int = Field(1, gt=0, description="expert tensor parallelism: ranks splitting each expert")
     virtual_stages: int = Field(1, gt=0)
     schedule: Literal["gpipe", "1f1b", "interleaved"] = "1f1b"
     sequence_parallel: bool = False
@@ -247,6 +251,7 @@ class TrainingConfig(StrictModel):
                     "and give optim.warmup and optim.decay in that unit (as Megatron's "
                     "--lr-warmup-samples / --lr-decay-samples)")
         problems += pipeline_problems(m, p, b) + context_problems(m, p)
+        problems += moe_problems(m.moe, m.mlp, p, b.micro, m.seq_len)
         if p.zero == 3:
             problems.append(
                 "parallel.zero: 3 (parameters sharded over DP and gathered per layer before its "

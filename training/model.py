@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from training.blocks import AttentionCore, causal_core, make_attention, make_mlp, make_norm
+from training.blocks import AttentionCore, causal_core, make_attention, make_ffn, make_norm
 from training.config import ModelConfig
 from training.parallel import comm
 from training.parallel.context import RingAttention, load_balanced_positions
@@ -88,7 +88,7 @@ class Block(nn.Module):
         self.attn = make_attention(cfg, grid, seed, name + ".attn", sequence_parallel,
                                    recompute_core=recompute == "selective", core=core)
         self.ln2 = make_norm(cfg)
-        self.mlp = make_mlp(cfg, grid, seed, name + ".mlp", sequence_parallel)
+        self.mlp = make_ffn(cfg, grid, seed, index, name + ".mlp", sequence_parallel)
         # the residual stream: replicated over TP, or with sequence parallelism a shard
         self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
 
@@ -155,7 +155,9 @@ class GPT(nn.Module):
             self.output_word.weight.duplicate_of = "embedding.word.weight"
         for param in self.parameters():
             # Replicated over TP but fed by one sequence shard: the TP sum is its gradient.
-            param.sequence_parallel = sequence_parallel and param.tp_dim is None
+            # (Experts are not: every token an expert saw reached it through the dispatcher.)
+            param.sequence_parallel = (sequence_parallel and param.tp_dim is None
+                                       and not getattr(param, "expert", False))
 
     def chunk_parameters(self, chunk: int) -> list[nn.Parameter]:
         """The parameters model chunk `chunk` uses (its blocks, the embedding when it starts the

@@ -1,0 +1,40 @@
+"""Where an expert's gradient goes and who counts it (Liu et al., 2025, sec. 3: expert
+parameters are replicated over EDP, dense ones over DP x CP).
+
+Expert gradients are summed over `edp` and divided by dp * cp, the number of data-parallel
+replicas of the loss: each EDP replica has already summed the gradients of every token its
+EP x ETP group routed, and those come from tp * cp * dp / edp token shards.
+
+The global gradient norm counts each distinct element once over the whole world: a dense
+weight on TP rank 0 unless TP splits it, an expert weight on ETP rank 0 unless ETP splits it,
+and, when gradients are not ZeRO-sharded (every replica holds them all), only on the first
+DP x CP (dense) or EDP (expert) replica.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from training.moe.mapping import expert_dp
+from training.parallel.grad_buckets import ReduceGroup
+
+
+def is_expert(param: nn.Parameter) -> bool:
+    return getattr(param, "expert", False)
+
+
+def expert_reduce_groups(params, grid) -> dict[nn.Parameter, ReduceGroup]:
+    layout = grid.layout
+    _, edp_rank, _, _ = grid.moe_coords
+    reduce = ReduceGroup(grid.group("edp"), edp_rank, expert_dp(layout), layout.dp * layout.cp)
+    return {param: reduce for param in params if is_expert(param)}
+
+
+def counts_in_world_norm(param: nn.Parameter, grid, sharded: bool) -> bool:
+    """Whether this rank counts `param` in a norm summed over the world."""
+    if getattr(param, "duplicate_of", None):
+        return False
+    _, edp_rank, _, etp_rank = grid.moe_coords
+    if is_expert(param):
+        return (param.etp_dim is not None or etp_rank == 0) and (sharded or edp_rank == 0)
+    return (param.tp_dim is not None or grid.tp_rank == 0) and (sharded or grid.dp_cp_rank == 0)
