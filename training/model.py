@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from training.blocks import AttentionCore, causal_core, make_attention, make_ffn, make_norm
 from training.config import ModelConfig
+from training.moe.placement import full_expert_tensor
 from training.parallel import comm
 from training.parallel.context import RingAttention, load_balanced_positions
 from training.parallel.grad_buckets import PreReduction
@@ -260,13 +261,16 @@ def counts_in_global_norm(param: nn.Parameter, grid: ProcessGrid) -> bool:
 
 
 def full_state_dict(model: GPT, grid: ProcessGrid) -> dict[str, torch.Tensor]:
-    """Every parameter of this stage gathered over TP to its full (global) shape."""
+    """Every parameter of this stage gathered over TP (experts over ETP and EP) to its full
+    (global) shape."""
     group = grid.group("tp")
     tp = comm.group_size(group)
     full = {}
     for name, param in model.named_parameters():
         tensor = param.detach()
-        if param.tp_dim is not None and tp > 1:
+        if getattr(param, "expert", False):
+            tensor = full_expert_tensor(param, grid)
+        elif param.tp_dim is not None and tp > 1:
             stacked = tensor.new_empty((tp * tensor.shape[0], *tensor.shape[1:]))
             comm.all_gather_into(stacked, tensor.contiguous(), group)
             tensor = torch.cat(stacked.chunk(tp), dim=param.tp_dim)

@@ -13,9 +13,11 @@ DP x CP (dense) or EDP (expert) replica.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from training.moe.mapping import expert_dp
+from training.parallel import comm
 from training.parallel.grad_buckets import ReduceGroup
 
 
@@ -38,3 +40,21 @@ def counts_in_world_norm(param: nn.Parameter, grid, sharded: bool) -> bool:
     if is_expert(param):
         return (param.etp_dim is not None or etp_rank == 0) and (sharded or edp_rank == 0)
     return (param.tp_dim is not None or grid.tp_rank == 0) and (sharded or grid.dp_cp_rank == 0)
+
+
+def _gather(tensor: torch.Tensor, dim: int, group) -> torch.Tensor:
+    parts = comm.group_size(group)
+    if parts == 1:
+        return tensor
+    stacked = tensor.new_empty((parts, *tensor.shape))
+    comm.all_gather_into(stacked.view(parts * tensor.shape[0], *tensor.shape[1:]),
+                         tensor.contiguous(), group)
+    return torch.cat(stacked.unbind(0), dim=dim)
+
+
+def full_expert_tensor(param: nn.Parameter, grid) -> torch.Tensor:
+    """An expert weight [experts, ...] gathered over ETP and EP (collective over both)."""
+    tensor = param.detach()
+    if param.etp_dim is not None:
+        tensor = _gather(tensor, param.etp_dim, grid.group("etp"))
+    return _gather(tensor, 0, grid.group("ep"))
