@@ -1,14 +1,19 @@
 """Expert parallelism and MoE Parallel Folding against one process: every MoE mapping
 (EP, ETP, folded inside TP or CP or not, with PP, with ZeRO) trains the same model as a single
 process (fp32, dropless, auxiliary losses on): the same losses, grad norms, routed token
-counts and final parameters. With a capacity the same token-slots are dropped. Real
-processes on gloo over loopback, several layouts per launch."""
+counts and final parameters. With a capacity the same token-slots are dropped. A checkpoint
+saved at one (TP, EP, ETP, DP) resumes at another. Real processes on gloo over loopback,
+several layouts per launch."""
 
 import pytest
 import torch
 
-from tests.test_trainer_equivalence import train_and_gather
+from training.checkpoint import save_checkpoint
+from training.config import TrainingConfig
 from training.launch import launch
+from training.model import full_state_dict
+from training.parallel.grid import destroy_grid
+from training.trainer import Trainer, setup_process
 
 STEPS = 3
 
@@ -21,7 +26,8 @@ def moe_config(run_dir, capacity=None, **parallel) -> dict:
                           "aux_loss": 0.1, "z_loss": 0.01, "capacity_factor": capacity}},
         "parallel": {"zero": 0, "bucket_mb": 0.02, **parallel},
         "batch": {"micro": 2, "global": 8},
-        "optim": {"lr": 1e-2, "min_lr": 1e-3, "warmup": 1, "weight_decay": 0.1, "clip": 0.5},
+        "optim": {"lr": 1e-2, "min_lr": 1e-3, "warmup": 1, "decay": STEPS, "weight_decay": 0.1,
+                  "clip": 0.5},
         "train": {"steps": STEPS, "eval_every": STEPS, "eval_iters": 1, "seed": 7,
                   "dir": str(run_dir)},
         "data": {"synthetic": True},
@@ -29,6 +35,7 @@ def moe_config(run_dir, capacity=None, **parallel) -> dict:
 
 
 LAYOUTS = {  # name: parallel keys (world 4)
+    "ep2": {"dp": 4, "ep": 2},
     "ep4": {"dp": 4, "ep": 4},
     "tp2_ep2_folded": {"tp": 2, "dp": 2, "ep": 2, "zero": 1},
     "tp2_ep2_unfolded": {"tp": 2, "dp": 2, "ep": 2, "etp": 2},
@@ -39,6 +46,25 @@ LAYOUTS = {  # name: parallel keys (world 4)
 DROPPING = {"tp2_ep2_drop": {"tp": 2, "dp": 2, "ep": 2}, "cp2_ep2_drop": {"cp": 2, "dp": 2,
                                                                           "ep": 2}}
 CAPACITY = 0.75
+
+
+SAVED_AT = {"tp": 2, "dp": 2, "ep": 2, "etp": 2, "zero": 1}
+RESUMED_AT = {"dp": 4, "ep": 4}
+
+
+def train_and_gather(cfg_dicts: list[dict]) -> list:
+    """Worker: train each config in turn (saving every train.save_every steps); rank 0
+    returns (records, full parameters)."""
+    setup_process()
+    results = []
+    for cfg_dict in cfg_dicts:
+        trainer = Trainer(TrainingConfig.model_validate(cfg_dict))
+        records = trainer.run(on_save=save_checkpoint)
+        trainer.close()
+        params = full_state_dict(trainer.model, trainer.grid)
+        results.append((records, params) if trainer.grid.rank == 0 else None)
+    destroy_grid()
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +80,11 @@ def world4(tmp_path_factory):
     root = tmp_path_factory.mktemp("moe4")
     configs = [moe_config(root / name, **layout) for name, layout in LAYOUTS.items()]
     configs += [moe_config(root / name, CAPACITY, **layout) for name, layout in DROPPING.items()]
+    saved = moe_config(root / "reshard", **SAVED_AT)
+    saved["train"].update(steps=STEPS - 1, save_every=STEPS - 1)
+    configs += [saved, moe_config(root / "reshard", **RESUMED_AT)]
     results = launch(4, train_and_gather, configs)[0]
-    return dict(zip([*LAYOUTS, *DROPPING], results, strict=True))
+    return dict(zip([*LAYOUTS, *DROPPING, "saved", "resumed"], results, strict=True))
 
 
 def assert_same_moe_run(result, reference):
@@ -87,11 +116,6 @@ def test_reference_runs_route_drop_and_log(references):
     assert len(counts) == 2 and all(sum(c) == 8 * 16 * 2 for c in counts)
 
 
-def test_ep2_equals_single_process(references, tmp_path):
-    (result,) = launch(2, train_and_gather, [moe_config(tmp_path, dp=2, ep=2)])[0]
-    assert_same_moe_run(result, references[0])
-
-
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_moe_mapping_equals_single_process(references, world4, name):
     assert_same_moe_run(world4[name], references[0])
@@ -100,3 +124,15 @@ def test_moe_mapping_equals_single_process(references, world4, name):
 @pytest.mark.parametrize("name", list(DROPPING))
 def test_dropped_slots_equal_single_process(references, world4, name):
     assert_same_moe_run(world4[name], references[1])
+
+
+def test_checkpoint_reshards_experts_by_global_index(references, world4):
+    """Saved at (TP 2, EP 2, ETP 2, DP 2, ZeRO 1), resumed at (EP 4, DP 4, ZeRO 0): the
+    resumed step is the uninterrupted single-process run's last step."""
+    (ref_records, ref_params), (records, params) = references[0], world4["resumed"]
+    assert [r["step"] for r in records] == [STEPS]
+    assert records[0]["loss"] == pytest.approx(ref_records[-1]["loss"], rel=1e-5)
+    assert records[0]["grad_norm"] == pytest.approx(ref_records[-1]["grad_norm"], rel=1e-4)
+    for name, tensor in params.items():
+        error = (tensor - ref_params[name]).norm() / ref_params[name].norm()
+        assert error <= 1e-5, f"{name}: relative error {error:.2e}"

@@ -58,3 +58,26 @@ def full_expert_tensor(param: nn.Parameter, grid) -> torch.Tensor:
     if param.etp_dim is not None:
         tensor = _gather(tensor, param.etp_dim, grid.group("etp"))
     return _gather(tensor, 0, grid.group("ep"))
+
+
+def expert_box(param: nn.Parameter, grid) -> tuple[list[int], list[int]]:
+    """(global shape, offset of this rank's piece) of an expert weight: experts by global
+    index along dim 0 (this rank's are ep_rank's block), the ETP-split dim `etp` times longer."""
+    _, _, ep_rank, etp_rank = grid.moe_coords
+    shape, offset = list(param.shape), [0] * param.ndim
+    shape[0] *= grid.layout.ep
+    offset[0] = ep_rank * param.shape[0]
+    if param.etp_dim is not None:
+        shape[param.etp_dim] *= grid.layout.etp
+        offset[param.etp_dim] = etp_rank * param.shape[param.etp_dim]
+    return shape, offset
+
+
+def writes_expert(param: nn.Parameter, grid, order: int, sharded: bool) -> bool:
+    """Whether this rank writes its optimizer segments of an expert weight to a checkpoint:
+    ETP rank 0 unless ETP splits it; every EDP rank its own ZeRO shard, or (state replicated
+    over EDP) the weights spread round-robin over EDP ranks."""
+    _, edp_rank, _, etp_rank = grid.moe_coords
+    if param.etp_dim is None and etp_rank != 0:
+        return False
+    return sharded or order % expert_dp(grid.layout) == edp_rank
