@@ -39,6 +39,7 @@ LAYOUTS = {  # name: parallel keys (world 4)
     "ep4": {"dp": 4, "ep": 4},
     "tp2_ep2_folded": {"tp": 2, "dp": 2, "ep": 2, "zero": 1},
     "tp2_ep2_unfolded": {"tp": 2, "dp": 2, "ep": 2, "etp": 2},
+    "tp2_ep2_sequence_parallel": {"tp": 2, "dp": 2, "ep": 2, "sequence_parallel": True},
     "etp2_ep2": {"dp": 4, "ep": 2, "etp": 2, "zero": 2},
     "ep2_pp2": {"pp": 2, "dp": 2, "ep": 2},
     "cp2_ep2": {"cp": 2, "dp": 2, "ep": 2},

@@ -180,3 +180,22 @@ def test_ep_without_moe_is_an_error():
     raw["parallel"].update(ep=2, dp=2)
     with pytest.raises(ConfigError, match="need model.moe"):
         parse_config(raw)
+
+
+def test_mfu_counts_active_parameters():
+    """An MoE block's FLOPs are a dense SwiGLU block of width top_k * ffn plus the router."""
+    from training.metrics import flops_per_step
+
+    moe = TrainingConfig.model_validate(load_config("moe_tiny").dump()).model
+    dense = moe.model_copy(update={"moe": None, "ffn_hidden": moe.moe.top_k * moe.moe.ffn})
+    router = 3 * 2 * 8 * moe.seq_len * moe.layers * moe.moe.experts * moe.hidden
+    assert flops_per_step(moe, 512, 8) == flops_per_step(dense, 512, 8) + router
+
+
+def test_paper_configs_size_from_formulas():
+    """Mixtral 8x22B: 141B parameters, 39B active; Qwen2-57B-A14B: 57B, 14B active."""
+    from training.moe.sizing import moe_size
+
+    mixtral, qwen = moe_size(load_config("mixtral_8x22b")), moe_size(load_config("qwen2_57b_a14b"))
+    assert round(mixtral.total / 1e9) == 141 and round(mixtral.active / 1e9) == 39
+    assert round(qwen.total / 1e9) == 57 and round(qwen.active / 1e9) == 14

@@ -12,7 +12,8 @@ is its adjoint, so gradients retrace the tokens' path.
     sum_statistics   the router statistics summed over the ranks holding one micro-batch
 
 Row counts differ per rank and step (dropless), so the split sizes are exchanged first
-(`exchange_counts`) and every message carries exactly its rows.
+(`exchange_counts`) and every message carries exactly its rows. `A2A_CLOCK` accumulates the
+time spent in the token all-to-alls (metrics.py reports it per step).
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ import torch
 
 from training.parallel import comm
 
+A2A_CLOCK = comm.CommClock()
+
 
 def _all_to_all(x: torch.Tensor, out_splits: list[int], in_splits: list[int], group):
     out = x.new_empty((sum(out_splits), *x.shape[1:]))
-    comm.all_to_all(out, x.contiguous(), out_splits, in_splits, group)
+    with A2A_CLOCK.timing(x.device):
+        comm.all_to_all(out, x.contiguous(), out_splits, in_splits, group)
     return out
 
 

@@ -1,12 +1,14 @@
 """What MoE layers add to a step's metrics record: the load-balancing and z losses (summed
 over MoE layers, averaged over micro-batches and DP), dropped token-slots, and at evaluation
-the tokens each expert of each MoE layer was routed (summed over the whole validation set)."""
+the tokens each expert of each MoE layer was routed (summed over the whole validation set).
+`moe_a2a_s` is rank 0's seconds in the token all-to-alls (EP and ETP) during the step."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 
+from training.moe.dispatch import A2A_CLOCK
 from training.moe.layer import MoELayer
 from training.parallel import comm
 from training.parallel.comm import SOLO
@@ -35,7 +37,7 @@ def take_moe_metrics(model: torch.nn.Module, cfg, device, kind: str) -> dict:
     if kind == "eval":
         return {"moe_expert_tokens": rows[:, len(FIELDS):].long().tolist()}
     calls = rows[:, 0].clamp_min(1)
-    return {"moe_aux_loss": float((rows[:, 1] / calls).sum()),
+    return {"moe_a2a_s": A2A_CLOCK.reset(),"moe_aux_loss": float((rows[:, 1] / calls).sum()),
             "moe_z_loss": float((rows[:, 2] / calls).sum()),
             "moe_dropped": int(rows[:, 4].sum()),
             "moe_dropped_frac": float(rows[:, 4].sum() / rows[:, 3].sum().clamp_min(1))}
