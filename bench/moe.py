@@ -1,5 +1,6 @@
-"""MoE on CPU (gloo): moe_tiny's tokens/s at EP 1, 2 and 4 (DP = EP, so EDP = 1), the share of step time in the token all-to-alls, dropless against capacity
-factors 1.0 and 1.25 (at EP 2), and model FLOPs utilisation counted on *active* parameters:
+"""MoE on CPU (gloo): moe_tiny's tokens/s at EP 1, 2 and 4 (DP = EP, so EDP = 1), the share
+of step time in the token all-to-alls, dropless against capacity factors 1.0 and 1.25 (at
+EP 2), and model FLOPs utilisation counted on *active* parameters:
 
     MFU = 3 x (2 x (attention weights + E h + (k + s) 3 h f, per MoE block, + the logits'
           h V) + 4 s h per block for the attention scores) x tokens / step time / ranks / peak
