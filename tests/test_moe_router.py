@@ -199,3 +199,29 @@ def test_paper_configs_size_from_formulas():
     mixtral, qwen = moe_size(load_config("mixtral_8x22b")), moe_size(load_config("qwen2_57b_a14b"))
     assert round(mixtral.total / 1e9) == 141 and round(mixtral.active / 1e9) == 39
     assert round(qwen.total / 1e9) == 57 and round(qwen.active / 1e9) == 14
+
+
+def test_full_recomputation_records_moe_statistics_once(tmp_path):
+    """parallel.recompute full reruns each block in the backward (the whole block, with
+    torch's early stop off): the logged MoE counts stay those of one forward."""
+    from torch.utils.checkpoint import set_checkpoint_early_stop
+
+    from training.moe.metrics import take_moe_metrics
+    from training.parallel.grid import destroy_grid
+    from training.trainer import Trainer
+
+    counts = []
+    for recompute in ("none", "full"):
+        raw = moe_config(capacity_factor=0.5)
+        raw["parallel"]["recompute"] = recompute
+        raw["batch"].update({"micro": 2, "global": 2})
+        raw["train"].update(steps=1, eval_every=0, save_every=0, dir=str(tmp_path / recompute))
+        trainer = Trainer(TrainingConfig.model_validate(raw))
+        with set_checkpoint_early_stop(False):
+            trainer.train_step()
+        counts.append(take_moe_metrics(trainer.model, trainer.cfg.model, trainer.grid.device,
+                                       "train"))
+        destroy_grid()
+    for measured in counts:
+        measured.pop("moe_a2a_s")
+    assert counts[0]["moe_dropped"] > 0 and counts[0] == counts[1]

@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from training.blocks import AttentionCore, causal_core, make_attention, make_ffn, make_norm
 from training.config import ModelConfig
+from training.moe.layer import recompute_context
 from training.moe.placement import full_expert_tensor
 from training.parallel import comm
 from training.parallel.context import RingAttention, load_balanced_positions
@@ -181,7 +182,8 @@ class GPT(nn.Module):
         for i in layers:
             block = self.blocks[str(i)]
             if self.recompute_blocks and torch.is_grad_enabled():
-                x = checkpoint(block, x, positions, mask, use_reentrant=False)
+                x = checkpoint(block, x, positions, mask, use_reentrant=False,
+                               context_fn=recompute_context)
             else:
                 x = block(x, positions, mask)
         if layers.stop != self.cfg.layers:

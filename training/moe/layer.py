@@ -26,6 +26,8 @@ reported LM loss; metrics.py logs them.
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
+
 import torch
 from torch import nn
 
@@ -41,6 +43,23 @@ from training.moe.router import (
 from training.parallel import comm
 from training.parallel.context import load_balanced_positions
 from training.parallel.tensor import seeded_normal, tp_parameter
+
+_RECOMPUTING = [False]
+
+
+@contextmanager
+def _recomputing():
+    _RECOMPUTING[0] = True
+    try:
+        yield
+    finally:
+        _RECOMPUTING[0] = False
+
+
+def recompute_context():
+    """`context_fn` for a checkpointed block: its recomputation in the backward records no
+    MoE statistics (they were recorded by the forward)."""
+    return nullcontext(), _recomputing()
 
 
 class _AttachAuxLoss(torch.autograd.Function):
@@ -99,8 +118,10 @@ class MoELayer(nn.Module):
         out = self._experts(tokens, routing, keep)
         if self.training and torch.is_grad_enabled():
             out = _AttachAuxLoss.apply(out, aux + z, self.backward_scale)
-        self._record(aux, z, torch.bincount(routing.experts.flatten(), minlength=moe.experts),
-                     keep, routing.experts.numel())
+        if not _RECOMPUTING[0]:
+            self._record(aux, z, torch.bincount(routing.experts.flatten(),
+                                                minlength=moe.experts), keep,
+                         routing.experts.numel())
         if self.split:
             out = dispatch.gather_tokens(out, self.tp_rank, self.groups["tp"])
         out = out.view_as(x)
