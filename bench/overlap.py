@@ -57,7 +57,8 @@ def measure(cfg_dicts: list[dict]) -> list[dict]:
 
 
 def memory_trace(cfg_dict: dict) -> dict:
-    """Worker: one pipeline pass recording `memory_snapshot()` after every compute."""
+    """Worker: one pipeline pass recording `memory_snapshot()` (in flight, live activation
+    bytes, output bytes) after every compute; also tests/test_comm_overlap.py's."""
     setup_process()
     trainer = Trainer(TrainingConfig.model_validate(cfg_dict))
     runtime = trainer.pipeline
@@ -66,7 +67,7 @@ def memory_trace(cfg_dict: dict) -> dict:
     runtime.run(micro)
     trainer.close()
     destroy_grid()
-    return {"rank": runtime.rank, "memory": runtime.memory}
+    return {"memory": runtime.memory, "rank": runtime.rank, "m": len(micro)}
 
 
 def main() -> None:

@@ -1,10 +1,11 @@
-"""ZeRO stages on CPU (gloo): per stage at DP 1, 2, 4 the model-state bytes rank 0 holds
+"""ZeRO stages 0-3 on CPU (gloo): per stage at DP 1, 2, 4 the model-state bytes rank 0 holds
 (counted from its tensors, metrics.jsonl's first line) against the paper's formula, the
 bytes each rank sends per step in the DP collectives it calls (counted at the calls, ring
 cost: (N-1)/N of the buffer per reduce-scatter or all-gather, twice that per all-reduce)
-against the paper's volume (2Ψ for stages 0-2, times (N-1)/N for a ring), and step time and
-comm share against stage 1. Then the paper's table for the shipped gpt_1.3b and mtnlg_530b
-configs.
+against the paper's volume (2Ψ for stages 0-2, 3Ψ for stage 3, times (N-1)/N for a ring;
+one micro-batch per rank, as the paper counts), and step time and comm share against
+stage 1. Stage 3 also reports the most parameters it had gathered at once (the live layers).
+Then the paper's table for the shipped gpt_1.3b and mtnlg_530b configs.
 
     .venv/bin/python -m bench.zero [--steps 6]
 """
@@ -24,7 +25,7 @@ from training.parallel.zero_memory import predicted_bytes
 from training.trainer import Trainer, setup_process
 
 SKIP = 2
-STAGES = (0, 1, 2)
+STAGES = (0, 1, 2, 3)
 
 
 def bench_config(run_dir: str, steps: int, dp: int, zero: int) -> dict:
@@ -32,7 +33,7 @@ def bench_config(run_dir: str, steps: int, dp: int, zero: int) -> dict:
         "model": {"layers": 2, "hidden": 128, "heads": 4, "seq_len": 64, "vocab_size": 2048,
                   "dropout": 0.0},
         "parallel": {"dp": dp, "zero": zero, "bucket_mb": 0.25},
-        "batch": {"micro": 2, "global": 8},
+        "batch": {"micro": 8 // dp, "global": 8},  # one micro-batch per rank
         "optim": {"lr": 1e-3},
         "train": {"steps": steps, "dir": run_dir, "log_every": 1000},
         "data": {"synthetic": True},
@@ -49,7 +50,8 @@ class SentBytes:
         self.total, self.n = 0.0, group_size
         share = (group_size - 1) / group_size
         self.originals = {name: getattr(comm, name) for name in
-                          ("reduce_scatter_async", "all_gather_into", "all_reduce_async")}
+                          ("reduce_scatter_async", "all_gather_into", "all_gather_async",
+                           "all_reduce_async")}
 
         def counted(name, full_arg, factor):
             def call(*args, **kwargs):
@@ -60,6 +62,7 @@ class SentBytes:
 
         comm.reduce_scatter_async = counted("reduce_scatter_async", 1, 1)
         comm.all_gather_into = counted("all_gather_into", 0, 1)
+        comm.all_gather_async = counted("all_gather_async", 0, 1)
         comm.all_reduce_async = counted("all_reduce_async", 0, 2)
 
     def restore(self) -> None:
@@ -77,8 +80,10 @@ def measure(cfg_dicts: list[dict]) -> list[dict]:
         sent.restore()
         trainer.close()
         numel = sum(p.numel() for p in trainer.buckets.offsets)
+        gatherer = trainer.gatherer
         results.append({"numel": numel, "memory": {k: records[0][k] for k in
                                                    ("mem_params", "mem_grads", "mem_optim")},
+                        "peak_gathered": gatherer.peak_gathered if gatherer else None,
                         "sent": sent.total / len(records),
                         "step_s": statistics.median(r["step_s"] for r in records[SKIP:]),
                         "comm_share": statistics.median(r["comm_share"] for r in records[SKIP:])})
@@ -88,16 +93,18 @@ def measure(cfg_dicts: list[dict]) -> list[dict]:
 
 def paper_table() -> None:
     print("\npaper's bytes per GPU (bf16 params/grads, fp32 master + Adam), shipped configs:")
-    print("| config | Ψ per model-parallel rank | N (dp) | stage 0 | stage 1 | stage 2 | stage 3 |")
+    print("| config | Ψ per model-parallel rank | N (dp × cp) | stage 0 | stage 1 | stage 2 "
+          "| stage 3 |")
     print("|---|---|---|---|---|---|---|")
     for name in ("gpt_1.3b", "mtnlg_530b"):
         cfg = load_config(name)
         total = count_parameters(cfg.model, padded_vocab_size(50257, cfg.model.pad_vocab_to))
         per_rank = total / (cfg.parallel.tp * cfg.parallel.pp)
-        cells = [sum(predicted_bytes(s, per_rank, cfg.parallel.dp).values()) / 2**30
+        cells = [sum(predicted_bytes(s, per_rank, cfg.parallel.dp, cp=cfg.parallel.cp).values())
+                 / 2**30
                  for s in (0, 1, 2, 3)]
         print(f"| {name} ({total / 1e9:.2f}B, tp {cfg.parallel.tp} pp {cfg.parallel.pp}) | "
-              f"{per_rank / 1e6:.0f}M | {cfg.parallel.dp} | "
+              f"{per_rank / 1e6:.0f}M | {cfg.parallel.dp * cfg.parallel.cp} | "
               + " | ".join(f"{c:.2f} GiB" for c in cells) + " |")
 
 
@@ -106,8 +113,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     args = parser.parse_args()
     print("| stage | DP | params B (paper) | grads B (paper) | optim B (paper) | total vs paper "
-          "| DP bytes sent per step (paper) | step s | comm share | step vs stage 1 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| DP bytes sent per step (paper) | sent vs paper | step s | comm share "
+          "| step vs stage 1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    peaks = []
     for dp in (1, 2, 4):
         with tempfile.TemporaryDirectory() as tmp:
             configs = [bench_config(f"{tmp}/z{z}", args.steps, dp, z) for z in STAGES]
@@ -119,10 +128,17 @@ def main() -> None:
             got = res["memory"]
             cells = [f"{got[k]:,} ({want[k]:,.0f})" for k in want]
             ratio = sum(got.values()) / sum(want.values())
-            paper = 2 * (dp - 1) / dp * res["numel"] * 2  # 2Ψ elements, bf16
+            volume = 3 if zero == 3 else 2  # Ψ elements, bf16, ring share
+            paper = volume * (dp - 1) / dp * res["numel"] * 2
+            sent_ratio = f"{res['sent'] / paper:.2f}" if paper else "-"
             print(f"| {zero} | {dp} | " + " | ".join(cells) + f" | {ratio:.3f} | "
-                  f"{res['sent']:,.0f} ({paper:,.0f}) | {res['step_s']:.3f} | "
+                  f"{res['sent']:,.0f} ({paper:,.0f}) | {sent_ratio} | {res['step_s']:.3f} | "
                   f"{100 * res['comm_share']:.1f}% | {res['step_s'] / base:.2f}x |")
+            if zero == 3:
+                peaks.append((dp, res["peak_gathered"], res["numel"]))
+    print("\nstage 3: most parameters gathered at once (the live layers, padding included):")
+    for dp, peak, numel in peaks:
+        print(f"- DP {dp}: {peak:,} of {numel:,} ({100 * peak / numel:.0f}%)")
     paper_table()
 
 

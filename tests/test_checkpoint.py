@@ -20,6 +20,7 @@ from training.config import TrainingConfig
 from training.launch import launch
 from training.model import full_state_dict
 from training.parallel.grid import destroy_grid
+from training.parallel.zero3 import parameters_gathered
 from training.trainer import Trainer, setup_process
 
 STEPS = 10
@@ -48,7 +49,8 @@ def train_segments(plans: list[tuple[dict, int | None]]) -> list:
         start = trainer.step
         records = trainer.run(until=until, on_save=save_checkpoint)
         trainer.close()
-        params = full_state_dict(trainer.model, trainer.grid)
+        with parameters_gathered(trainer):
+            params = full_state_dict(trainer.model, trainer.grid)
         results.append((start, [r["loss"] for r in records], params)
                        if trainer.grid.rank == 0 else None)
     destroy_grid()

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from test_pipeline_parallel import pipeline_config, train_and_gather, whole_model
 from test_trainer_equivalence import assert_same_run
 
+from bench.overlap import memory_trace
 from training.config import TrainingConfig
 from training.launch import launch
 from training.parallel import comm
@@ -148,19 +149,6 @@ def test_dp_reduction_overlaps_pipeline_and_sequence_parallel_backwards(referenc
                 first_launch = min(i for i, e in enumerate(events) if e[0] == "launch")
                 assert first_launch < backwards[-1], rank
         assert_same_run(results[0]["run"], reference)
-
-
-def memory_trace(cfg_dict: dict) -> dict:
-    """Worker: one pipeline pass recording (in flight, live activation bytes, output bytes)."""
-    setup_process()
-    trainer = Trainer(TrainingConfig.model_validate(cfg_dict))
-    runtime = trainer.pipeline
-    runtime.memory = []
-    micro = trainer._micro_batches(trainer.train_source, 0, trainer.cfg.batch.global_batch)
-    runtime.run(micro)
-    trainer.close()
-    destroy_grid()
-    return {"memory": runtime.memory, "rank": runtime.rank, "m": len(micro)}
 
 
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])

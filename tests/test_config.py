@@ -137,6 +137,8 @@ def test_zero1_is_read_as_zero_with_a_deprecation_warning(tmp_path):
         load_config(str(old), ["parallel.zero=2"])
 
 
-def test_zero_stage_3_is_an_honest_config_error():
-    with pytest.raises(ConfigError, match=r"parallel.zero: 3 .* is not implemented"):
-        load_config("tiny", ["parallel.zero=3"])
+def test_zero_stage_3_with_a_pipeline_is_a_config_error_saying_why():
+    assert load_config("tiny", ["parallel.zero=3"]).parallel.zero == 3
+    with pytest.raises(ConfigError, match=r"parallel.zero: 3 with parallel.pp > 1 is not "
+                                          r"supported: .*all-gathered twice per micro-batch"):
+        load_config("tiny", ["parallel.zero=3", "parallel.pp=2"])

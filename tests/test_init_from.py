@@ -7,7 +7,7 @@ import torch
 
 from tests.test_checkpoint import config
 from training.checkpoint import save_checkpoint
-from training.checkpoint_format import CheckpointError
+from training.checkpoint_format import CheckpointError, ShardReader, read_index
 from training.config import TrainingConfig
 from training.model import full_state_dict
 from training.parallel.grid import destroy_grid
@@ -59,4 +59,27 @@ def test_init_from_another_model_is_a_clear_error(tmp_path):
     destroy_grid()
     with pytest.raises(CheckpointError, match="train.init_from: .*no checkpoint"):
         _trainer(config(tmp_path / "x", init_from=str(tmp_path / "nowhere")))
+    destroy_grid()
+
+
+@pytest.mark.parametrize("zero", [1, 3])
+def test_bf16_init_from_starts_the_master_weights_from_the_checkpoint(tmp_path, zero):
+    """The fp32 master copy is what the first update starts from: it must be the checkpoint's
+    weights, not the fresh initialisation (stage 3: only this rank's shard exists)."""
+    base = _trainer(config(tmp_path / "base", save_every=2))
+    base.run(until=2, on_save=save_checkpoint)
+    base.close()
+    destroy_grid()
+    warm_cfg = config(tmp_path / f"warm{zero}", init_from=str(tmp_path / "base"))
+    warm_cfg.update(dtype="bf16")
+    warm_cfg["parallel"]["zero"] = zero
+    warm = _trainer(warm_cfg)
+    reader = ShardReader(warm.initialized_from, read_index(warm.initialized_from))
+    names = {param: name for name, param in warm.model.named_parameters()}
+    optimizer = warm.optimizer
+    for seg in optimizer.segments:
+        start = seg.lo - warm.buckets.offsets[seg.param]
+        stored = reader.read_full(f"model/{names[seg.param]}").flatten()
+        assert torch.equal(optimizer.master_of(seg), stored[start: start + seg.hi - seg.lo])
+    warm.close()
     destroy_grid()

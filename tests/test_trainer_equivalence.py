@@ -9,6 +9,7 @@ from training.config import TrainingConfig
 from training.launch import launch
 from training.model import full_state_dict
 from training.parallel.grid import destroy_grid
+from training.parallel.zero3 import parameters_gathered
 from training.trainer import Trainer, setup_process
 
 STEPS = 6
@@ -35,7 +36,8 @@ def train_and_gather(cfg_dicts: list[dict]) -> list:
         trainer = Trainer(TrainingConfig.model_validate(cfg_dict))
         records = trainer.run()
         trainer.close()
-        params = full_state_dict(trainer.model, trainer.grid)
+        with parameters_gathered(trainer):  # ZeRO 3 holds only a shard between steps
+            params = full_state_dict(trainer.model, trainer.grid)
         results.append((records, params) if trainer.grid.rank == 0 else None)
     destroy_grid()
     return results

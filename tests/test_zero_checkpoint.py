@@ -1,5 +1,5 @@
 """ZeRO checkpoints: each rank writes only its own shard of the master weights and moments,
-cut into boxes of the global tensors; a checkpoint saved at any ZeRO stage and DP size
+cut into boxes of the global tensors; a checkpoint saved at any ZeRO stage (0-3) and DP size
 resumes at any other as the same run; bf16 runs save the exact fp32 master weights."""
 
 import shutil
@@ -67,9 +67,25 @@ def resume_and_compare(ckpt, expected, tmp_path, dp, zero):
                                torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("dp,zero", [(1, 0), (4, 1), (2, 1)])
+@pytest.mark.parametrize("dp,zero", [(1, 0), (4, 1), (2, 1), (1, 3)])
 def test_zero2_checkpoint_resumes_at_other_stages_and_dp(saved_at_zero2_dp2, tmp_path, dp, zero):
     ckpt, expected = saved_at_zero2_dp2
+    resume_and_compare(ckpt, expected, tmp_path, dp, zero)
+
+
+@pytest.fixture(scope="module")
+def saved_at_zero3_dp2(tmp_path_factory):
+    """(DP 2, ZeRO-3: only parameter shards exist) checkpointed at step 5, and its own losses
+    for steps 6..10."""
+    run_dir = tmp_path_factory.mktemp("zero3dp2")
+    plans = [(zero_config(run_dir, 2, 3), 5), (zero_config(run_dir, 2, 3, save_every=0), None)]
+    _, (_, tail, _) = run_ranks(2, plans)
+    return run_dir / "checkpoints" / "step-00000005", tail
+
+
+@pytest.mark.parametrize("dp,zero", [(1, 0), (4, 2)])
+def test_zero3_checkpoint_resumes_at_other_stages_and_dp(saved_at_zero3_dp2, tmp_path, dp, zero):
+    ckpt, expected = saved_at_zero3_dp2
     resume_and_compare(ckpt, expected, tmp_path, dp, zero)
 
 

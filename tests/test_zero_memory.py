@@ -1,6 +1,7 @@
 """ZeRO's memory per rank, counted from the tensors each rank holds after a real step, against
 the paper's formulas (bf16 parameters and gradients, fp32 master weights and moments), within
-10%; the first metrics line reports rank 0's figures; bf16 training tracks fp32."""
+10%, for stages 0-3 and with context parallelism; the first metrics line reports rank 0's
+figures; bf16 training tracks fp32. (Stage 3's live layers: test_zero3.py.)"""
 
 import json
 from pathlib import Path
@@ -42,14 +43,23 @@ def step_and_count(cfg_dicts: list[dict]) -> list[tuple[int, dict, dict]]:
 
 @pytest.mark.parametrize("dp", [1, 2, 4])
 def test_resident_bytes_match_the_papers_formulas(tmp_path, dp):
-    configs = [memory_config(tmp_path / f"z{zero}", dp, zero) for zero in (0, 1, 2)]
+    """Stages 0-3 at each DP size; at DP 2's launch also CP 2 x DP 1, whose two CP ranks are
+    ZeRO's replicas (the shards span DP x CP)."""
+    configs = [memory_config(tmp_path / f"z{zero}", dp, zero) for zero in (0, 1, 2, 3)]
+    if dp == 2:
+        for zero in (2, 3):
+            cfg = memory_config(tmp_path / f"cp-z{zero}", 1, zero)
+            cfg["parallel"]["cp"] = 2
+            configs.append(cfg)
     per_rank = launch(dp, step_and_count, configs) if dp > 1 else {0: step_and_count(configs)}
     for rank, results in per_rank.items():
-        for zero, (numel, held, first_line) in zip((0, 1, 2), results, strict=True):
-            want = predicted_bytes(zero, numel, dp, "bf16")
+        for cfg, (numel, held, first_line) in zip(configs, results, strict=True):
+            p = cfg["parallel"]
+            want = predicted_bytes(p["zero"], numel, p["dp"], "bf16", cp=p.get("cp", 1))
+            where = f"rank {rank} stage {p['zero']} dp {p['dp']} cp {p.get('cp', 1)}"
             for key, expected in want.items():
                 assert abs(held[key] - expected) <= 0.1 * expected, \
-                    f"rank {rank} stage {zero} {key}: {held[key]} bytes, paper {expected:.0f}"
+                    f"{where} {key}: {held[key]} bytes, paper {expected:.0f}"
             total, paper = sum(held.values()), sum(want.values())
             assert abs(total - paper) <= 0.1 * paper
             if rank == 0:

@@ -216,29 +216,53 @@ def load_checkpoint(trainer: Trainer, ckpt: Path, index: dict | None = None) -> 
     if changes and trainer.grid.rank == 0:
         print(f"{ckpt}: resuming with changed settings: " + "; ".join(changes), flush=True)
     reader = ShardReader(ckpt, index)
-    stored_names = {param: getattr(param, "duplicate_of", None) or name
-                    for name, param in global_parameters(trainer)}
-    for param, stored in stored_names.items():
-        global_shape, offset = global_box(param, trainer)
-        found = reader.global_shape(f"model/{stored}")
-        if found != global_shape:
-            raise CheckpointError(f"{ckpt}: {stored} has global shape {found}, this model "
-                                  f"needs {global_shape} (a different model config?)")
-        param.data.copy_(reader.read_box(f"model/{stored}", offset, param.shape))
+    stored_names = load_parameters(trainer, reader, f"{ckpt}")
     optimizer = trainer.optimizer
     for seg in optimizer.segments:  # only this rank's shard of the optimizer state
         targets = {kind: optimizer.state_of(seg, kind) for kind in MOMENTS}
-        if optimizer.master is not None:  # fp32 master weights, exact (params may be bf16)
-            targets["model"] = optimizer.master_of(seg)
-        for kind, target in targets.items():
-            boxes = [reader.read_box(f"{kind}/{stored_names[seg.param]}", offset, shape)
-                     .flatten() for offset, shape in _segment_boxes(trainer, seg)]
-            target.copy_(torch.cat(boxes))
+        _read_segment(trainer, reader, seg, stored_names[seg.param], targets)
     trainer.optimizer.steps = index["optimizer_steps"]
     trainer.step, trainer.consumed_samples = index["step"], index["consumed_samples"]
     trainer.skipped_steps = index.get("skipped_steps", 0)  # absent before it was recorded
     _restore_rng(trainer, reader, index)
     return index
+
+
+def _read_segment(trainer: Trainer, reader: ShardReader, seg: Segment, stored: str,
+                  targets: dict[str, torch.Tensor]) -> None:
+    """Fill each target (a segment's flat state) from the boxes of `<kind>/<stored>`."""
+    for kind, target in targets.items():
+        boxes = [reader.read_box(f"{kind}/{stored}", offset, shape).flatten()
+                 for offset, shape in _segment_boxes(trainer, seg)]
+        target.copy_(torch.cat(boxes))
+
+
+def load_parameters(trainer: Trainer, reader: ShardReader, where: str,
+                    hint: str = "a different model config?") -> dict:
+    """Copy the checkpoint's fp32 weights (`model/`) into this rank's parameters and its
+    shard of the fp32 master weights (exact even when the parameters are bf16), checking every
+    global shape first; returns {parameter: stored name}. With ZeRO 3 only this rank's shard
+    of the parameters exists: it is read segment by segment, with the master copy."""
+    stored_names = {param: getattr(param, "duplicate_of", None) or name
+                    for name, param in global_parameters(trainer)}
+    for param, stored in stored_names.items():
+        global_shape, _ = global_box(param, trainer)
+        found = reader.global_shape(f"model/{stored}")
+        if found != global_shape:
+            raise CheckpointError(f"{where}: {stored} has global shape {found}, this model "
+                                  f"needs {global_shape} ({hint})")
+    optimizer, sharded_params = trainer.optimizer, trainer.buckets.stage >= 3
+    if not sharded_params:
+        for param, stored in stored_names.items():
+            _, offset = global_box(param, trainer)
+            param.data.copy_(reader.read_box(f"model/{stored}", offset, param.shape))
+    if sharded_params or optimizer.master is not None:  # fp32 master weights, exact
+        for seg in optimizer.segments:
+            _read_segment(trainer, reader, seg, stored_names[seg.param],
+                          {"model": optimizer.master_of(seg)})
+    if sharded_params:
+        optimizer.store_master_in_params()
+    return stored_names
 
 
 def _restore_rng(trainer: Trainer, reader: ShardReader, index: dict) -> None:

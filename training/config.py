@@ -94,7 +94,8 @@ class ParallelConfig(StrictModel):
     sequence_parallel: bool = False
     recompute: Literal["none", "full", "selective"] = "none"
     zero: Literal[0, 1, 2, 3] = Field(
-        1, description="ZeRO stage: 1 shards optimizer state over DP, 2 gradients too")
+        1, description="ZeRO stage: 1 shards optimizer state over DP, 2 gradients too, "
+                       "3 parameters too")
     bucket_mb: float = Field(25.0, gt=0.0, description="gradient reduction bucket size")
 
     @model_validator(mode="before")
@@ -252,11 +253,13 @@ class TrainingConfig(StrictModel):
                     "--lr-warmup-samples / --lr-decay-samples)")
         problems += pipeline_problems(m, p, b) + context_problems(m, p)
         problems += moe_problems(m.moe, m.mlp, p, b.micro, m.seq_len)
-        if p.zero == 3:
+        if p.zero == 3 and p.pp > 1:
             problems.append(
-                "parallel.zero: 3 (parameters sharded over DP and gathered per layer before its "
-                "forward and backward) is not implemented; use parallel.zero: 2 (gradients and "
-                "optimizer state sharded)")
+                "parallel.zero: 3 with parallel.pp > 1 is not supported: a pipeline runs each "
+                "layer's forward and backward once per micro-batch, interleaved with other "
+                "micro-batches, so every layer would be all-gathered twice per micro-batch "
+                "(as DeepSpeed, which also refuses it); use parallel.zero: 1 or 2 with a "
+                "pipeline, or zero 3 with parallel.pp: 1")
         if p.sequence_parallel and m.seq_len % p.tp:
             problems.append(f"parallel.sequence_parallel shards model.seq_len ({m.seq_len}) over "
                             f"parallel.tp ({p.tp}): it must be divisible")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from training.checkpoint import global_box, global_parameters
+from training.checkpoint import load_parameters
 from training.checkpoint_format import (
     INDEX_NAME,
     CheckpointError,
@@ -47,15 +47,8 @@ def init_weights(trainer: Trainer, path: str | Path) -> Path:
     """Copy the checkpoint's parameters into the built trainer; nothing else."""
     ckpt = resolve(path)
     reader = ShardReader(ckpt, read_index(ckpt))
-    for name, param in global_parameters(trainer):
-        stored = getattr(param, "duplicate_of", None) or name
-        global_shape, offset = global_box(param, trainer)
-        found = reader.global_shape(f"model/{stored}")
-        if found != global_shape:
-            raise CheckpointError(f"train.init_from: {ckpt}: {stored} has global shape {found}, "
-                                  f"this model needs {global_shape} (another model config or "
-                                  "vocabulary?)")
-        param.data.copy_(reader.read_box(f"model/{stored}", offset, param.shape))
+    load_parameters(trainer, reader, f"train.init_from: {ckpt}",
+                    hint="another model config or vocabulary?")
     if trainer.grid.rank == 0:
         print(f"initialized weights from {ckpt} (fresh optimizer, schedule and data)",
               flush=True)

@@ -1,6 +1,6 @@
 """The training loop: a global batch per step as micro-batches with gradient accumulation (or
 through a pipeline schedule when pp > 1), bucketed DP gradient reduction overlapping each model
-chunk's last backward, clipping by the global norm, AdamW (ZeRO stage 0, 1 or 2 over DP),
+chunk's last backward, clipping by the global norm, AdamW (ZeRO stage 0 to 3 over DP),
 Megatron's LR schedule and batch ramp-up, validation every `eval_every` steps, and one metrics
 record per step."""
 
@@ -31,6 +31,7 @@ from training.parallel.grad_buckets import GradBuckets
 from training.parallel.grid import build_grid, destroy_grid
 from training.parallel.optimizer import DistributedOptimizer, NonFiniteStepsError
 from training.parallel.pipeline import PipelineRuntime
+from training.parallel.zero3 import ParameterGatherer, layer_units
 from training.parallel.zero_memory import resident_bytes
 from training.run_messages import RunReport, layout_line
 
@@ -65,12 +66,15 @@ class Trainer:
         self.model = self._build_model()
         params = list(dict.fromkeys(self.model.parameters()))
         # replicated weights' gradients are averaged over DP x CP (CP ranks see other tokens);
-        # ZeRO shards the optimizer state (and at stage 2 the gradients) over the same group
+        # ZeRO shards the optimizer state (stage 2: gradients, 3: parameters) over that group
+        units, runs = layer_units(self.model) if p.zero == 3 else (None, None)
         self.buckets = GradBuckets(params, grid.group("dp_cp"), dp_rank=grid.dp_cp_rank,
                                    bucket_mb=p.bucket_mb, stage=p.zero,
                                    dtype=torch.bfloat16 if cfg.dtype == "bf16" else torch.float32,
                                    pre_reductions=pre_reductions(self.model, grid),
-                                   reduce_groups=expert_reduce_groups(params, grid))
+                                   reduce_groups=expert_reduce_groups(params, grid),
+                                   units=units and [unit.params for unit in units])
+        self.gatherer = ParameterGatherer(self.buckets, units, runs) if units else None
         world = dist.group.WORLD if dist.get_world_size() > 1 else SOLO
         moe, sharded = cfg.model.moe is not None, self.buckets.sharded
         # experts are distinct over EP x ETP, dense weights over TP: MoE norms sum the world
@@ -149,6 +153,8 @@ class Trainer:
                 (loss / len(micro_batches)).backward()
                 loss_sum += loss.detach()
         self.buckets.finish_grad_sync()
+        if self.gatherer is not None:
+            self.gatherer.release()
         self.step += 1
         self.lr = self.lr_schedule.lr(self.step, self.consumed_samples + global_batch)
         loss = self._mean_over_dp(loss_sum / len(micro_batches))

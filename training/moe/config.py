@@ -75,6 +75,9 @@ def moe_problems(moe: MoEConfig | None, mlp: str, parallel, micro: int, seq_len:
     if moe.shared_experts and (moe.shared_experts * moe.ffn) % p.tp:
         problems.append(f"model.moe.shared_experts * ffn ({moe.shared_experts * moe.ffn}) must "
                         f"be divisible by parallel.tp ({p.tp})")
+    if p.zero == 3:
+        problems.append("parallel.zero: 3 with model.moe is not supported yet (experts' "
+                        "parameters would be gathered over expert-DP); use parallel.zero: 1 or 2")
     tokens = micro * seq_len // p.cp
     if p.tp > 1 and tokens % p.tp:
         problems.append(f"an MoE layer splits each rank's batch.micro * model.seq_len / "

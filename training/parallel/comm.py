@@ -175,6 +175,17 @@ def all_to_all(output: torch.Tensor, input_: torch.Tensor, output_splits: list[i
         dist.all_to_all_single(output, input_, output_splits, input_splits, group=group)
 
 
+def all_gather_async(output: torch.Tensor, input_: torch.Tensor, group) -> Pending | None:
+    """Start concatenating every rank's `input_` into `output` (ZeRO-3's prefetch); returns
+    what to `wait` on (None when the group is one rank: copied at once)."""
+    check_devices("all_gather_async", group, output, input_)
+    if group_size(group) == 1:
+        if output.data_ptr() != input_.data_ptr():
+            output.copy_(input_)
+        return None
+    return Pending(_all_gather_flat(output, input_, group=group, async_op=True), output.device)
+
+
 def barrier(group=None) -> None:
     """Every rank of `group` (default: the world) reaches this point."""
     if dist.is_initialized() and dist.get_world_size(group) > 1:

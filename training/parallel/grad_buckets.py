@@ -10,8 +10,17 @@ before that chunk's last backward in a pipeline schedule), and a bucket launches
 parameter in it has fired armed. With ZeRO (stage >= 1) a bucket is reduce-scattered instead
 of all-reduced: DP rank r receives the averaged gradients of the r-th 1/dp of every bucket, the
 part its optimizer shard updates (see optimizer.py). Stage 1 receives them in place (its shard
-of the full buffer, as Megatron's distributed optimizer); stage 2 keeps only a 1/dp shard
-buffer and frees each bucket's full gradients once reduced (they are re-made at `zero_grad`).
+of the full buffer, as Megatron's distributed optimizer).
+
+Stages 2 and 3 keep only a 1/dp shard of the gradients, across micro-batches too (as DeepSpeed
+and FSDP do): a bucket's full gradient buffer is made when its first gradient of a micro-batch
+arrives (each `.grad` is added into it and dropped), reduce-scattered as soon as every one of
+its parameters has fired, added into this rank's shard and freed. So full gradients exist only
+for the buckets being filled or reduced, at the price of one reduce-scatter per bucket per
+micro-batch (arming does not apply: every micro-batch's gradients are final for it). Stage 3
+also keeps only this rank's 1/dp of the parameters (`param_shards`): each bucket's full
+parameter buffer keeps its shape but holds no memory until `gather_params_async` fills it, and
+`free_params` gives it back (zero3.py decides when). A stage-3 bucket never spans two `units`.
 
 Some gradients must first be summed over a model-parallel group (`PreReduction`): with
 sequence parallelism the TP-replicated weights (LayerNorm, row-parallel biases) each saw one
@@ -74,11 +83,28 @@ class Bucket:
         return self.start + rank * step, self.start + (rank + 1) * step
 
 
-def _plan(ordered: list[nn.Parameter], pre_reductions: dict, limit: int,
+def _plan(ordered: list[nn.Parameter], pre_reductions: dict, limit: int, units=None,
           reduce_groups: dict | None = None
           ) -> list[tuple[PreReduction | None, list[nn.Parameter]]]:
-    """Bucket membership in gradient order: one open bucket per pre-reduction kind (and
-    reduction group), closed when it reaches `limit` elements."""
+    """Bucket membership in gradient order; with `units` (lists of parameters), per unit."""
+    if units is None:
+        return _plan_group(ordered, pre_reductions, limit, reduce_groups)
+    unit_of = {}
+    for index, unit in enumerate(units):
+        for param in unit:
+            unit_of.setdefault(param, index)
+    groups: dict[int, list[nn.Parameter]] = {}
+    for param in ordered:  # units in the order their first parameter comes
+        groups.setdefault(unit_of.get(param, len(units)), []).append(param)
+    return [entry for group in groups.values()
+            for entry in _plan_group(group, pre_reductions, limit, reduce_groups)]
+
+
+def _plan_group(ordered: list[nn.Parameter], pre_reductions: dict, limit: int,
+                reduce_groups: dict | None = None
+                ) -> list[tuple[PreReduction | None, list[nn.Parameter]]]:
+    """One open bucket per pre-reduction kind (and reduction group), closed when it reaches
+    `limit` elements."""
     open_buckets: dict[tuple, tuple[PreReduction | None, list, int]] = {}
     plan = []
     for param in ordered:
@@ -96,28 +122,35 @@ def _plan(ordered: list[nn.Parameter], pre_reductions: dict, limit: int,
     return plan
 
 
+# Stages 2-3: reduce-scatters in flight at once before the oldest is waited for (each holds
+# its bucket's full gradients until then).
+MAX_IN_FLIGHT = 2
+
+
 class GradBuckets:
     """Flat parameter storage for `params` and gradient storage per bucket, in `dtype`,
-    reduced over `dp_group`; `stage` is the ZeRO stage (0, 1 or 2).
+    reduced over `dp_group`; `stage` is the ZeRO stage (0 to 3).
 
-    After construction every parameter's `.data` is a view into `self.params` and its `.grad`
-    a view into its bucket's gradient buffer, so autograd accumulates micro-batch gradients
-    straight into the buckets. `events`, when set to a list, records ("launch", bucket index)
-    as buckets start.
+    After construction every parameter's `.data` is a view into `self.params` (stage 3: into
+    its bucket's full buffer, empty until gathered). At stages 0-1 its `.grad` is a view into
+    its bucket's gradient buffer, so autograd accumulates micro-batch gradients straight into
+    the buckets; at stages 2-3 `.grad` is moved into the bucket as it arrives. `events`, when
+    set to a list, records ("launch", bucket index) as buckets start.
     """
 
     def __init__(self, params: list[nn.Parameter], dp_group, *, dp_rank: int, bucket_mb: float,
                  stage: int, dtype: torch.dtype = torch.float32,
                  pre_reductions: dict[nn.Parameter, PreReduction] | None = None,
+                 units: list[list[nn.Parameter]] | None = None,
                  reduce_groups: dict[nn.Parameter, ReduceGroup] | None = None):
         self.group, self.dp = dp_group, comm.group_size(dp_group)
         self.dp_rank, self.stage = dp_rank, stage
         self.sharded = stage >= 1  # at dp = 1: one shard, same path
         self.events: list | None = None
-        device = params[0].device
+        self.device, self.dtype = params[0].device, dtype
         limit = max(1, int(bucket_mb * 2**20 / torch.finfo(dtype).bits * 8))
         # Backward produces gradients roughly in reverse order of the forward.
-        plan = _plan(list(reversed(params)), pre_reductions or {}, limit, reduce_groups)
+        plan = _plan(list(reversed(params)), pre_reductions or {}, limit, units, reduce_groups)
         default = ReduceGroup(dp_group, dp_rank, self.dp, self.dp)
         self.buckets: list[Bucket] = []
         self.offsets: dict[nn.Parameter, int] = {}
@@ -135,25 +168,83 @@ class GradBuckets:
             self._bucket_of.update({p: bucket for p in members})
             cursor = end
         self.numel = cursor
-        self.params = torch.zeros(self.numel, dtype=dtype, device=device)
-        for param, offset in self.offsets.items():
-            view = self.params[offset: offset + param.numel()].view_as(param)
-            view.copy_(param.data)
-            param.data = view
         self._members = [members for _, members in plan]
-        # Per bucket: its full gradients (None while freed, stage 2 between steps).
-        self.grad_buffers: list[torch.Tensor | None] = [None] * len(self.buckets)
-        self._make_grad_buffers()
         shard_sizes = [(b.end - b.start) // b.reduce.size for b in self.buckets]
-        # Stage 2: this rank's reduced shard of every bucket, the only gradients kept.
-        self.shard_grads = (torch.zeros(sum(shard_sizes), dtype=dtype, device=device)
-                            if stage >= 2 else None)
         self._local_starts = [sum(shard_sizes[:i]) for i in range(len(self.buckets))]
+        self._store_params(dtype, sum(shard_sizes))
+        # Per bucket: its full gradients (None while freed: stages 2-3 outside a bucket's fill).
+        self.grad_buffers: list[torch.Tensor | None] = [None] * len(self.buckets)
+        if stage <= 1:
+            self._make_grad_buffers()
+        # Stages 2-3: this rank's reduced shard of every bucket, the only gradients kept.
+        self.shard_grads = (torch.zeros(sum(shard_sizes), dtype=dtype, device=self.device)
+                            if stage >= 2 else None)
+        self._in_flight: list[tuple[Bucket, object, torch.Tensor, torch.Tensor]] = []
         self._armed: set[nn.Parameter] = set()
-        if any(b.reduce.size > 1 or (b.pre is not None and b.pre.in_backward)
-               for b in self.buckets):
+        if stage >= 2 or any(b.reduce.size > 1 or (b.pre is not None and b.pre.in_backward)
+                             for b in self.buckets):
             for param in params:
                 param.register_post_accumulate_grad_hook(self._on_grad_ready)
+
+    def _store_params(self, dtype: torch.dtype, shard_numel: int) -> None:
+        """Point every parameter into flat storage: one buffer for all (stages 0-2), or per
+        bucket a full buffer, freed, plus this rank's shard of each (stage 3)."""
+        if self.stage <= 2:
+            self.params, self.param_shards, self.full_params = (
+                torch.zeros(self.numel, dtype=dtype, device=self.device), None, [])
+            buffers = [self.params[b.start: b.end] for b in self.buckets]
+        else:
+            self.params = None
+            self.param_shards = torch.zeros(shard_numel, dtype=dtype, device=self.device)
+            self.full_params = [torch.zeros(b.end - b.start, dtype=dtype, device=self.device)
+                                for b in self.buckets]
+            buffers = self.full_params
+        for bucket, buffer in zip(self.buckets, buffers, strict=True):
+            for param in self._members[bucket.index]:
+                lo = self.offsets[param] - bucket.start
+                view = buffer[lo: lo + param.numel()].view_as(param)
+                view.copy_(param.data)
+                param.data = view
+            if self.stage >= 3:
+                lo, hi = self.local_range(bucket.index)
+                self.shard_params(bucket.index).copy_(buffer[lo - bucket.start: hi - bucket.start])
+                self.free_params(bucket.index)
+
+    def shard_params(self, index: int) -> torch.Tensor:
+        """The parameters of `local_range(index)`: what this rank's optimizer updates."""
+        lo, hi = self.local_range(index)
+        if self.param_shards is None:
+            return self.params[lo:hi]
+        start = self._local_starts[index]
+        return self.param_shards[start: start + hi - lo]
+
+    def grad_tensors(self) -> list[torch.Tensor]:
+        """Every tensor of gradient storage alive now: full bucket buffers (being filled or
+        being reduced, with their received shards) and the shard buffer."""
+        in_flight = [t for _, _, received, grads in self._in_flight for t in (received, grads)]
+        return [t for t in (*self.grad_buffers, *in_flight, self.shard_grads) if t is not None]
+
+    def param_tensors(self) -> list[torch.Tensor]:
+        """Every tensor of parameter storage (for memory accounting)."""
+        return [self.params] if self.params is not None else [self.param_shards,
+                                                               *self.full_params]
+
+    def gather_params_async(self, index: int):
+        """Stage 3: give bucket `index`'s full buffer its memory back and start all-gathering
+        the ranks' shards into it; returns what to `comm.wait` on."""
+        full = self.full_params[index]
+        full.untyped_storage().resize_(full.numel() * full.element_size())
+        return comm.all_gather_async(full, self.shard_params(index),
+                                     self.buckets[index].reduce.group)
+
+    def free_params(self, index: int) -> None:
+        """Stage 3: drop bucket `index`'s full parameters (their views keep shape, not memory;
+        autograd's saved references see the data again once re-gathered)."""
+        self.full_params[index].untyped_storage().resize_(0)
+
+    def buckets_of(self, params) -> list[int]:
+        """Indices of the buckets holding `params`."""
+        return sorted({self._bucket_of[param].index for param in params})
 
     def local_range(self, index: int) -> tuple[int, int]:
         """The flat-buffer range of bucket `index` that this rank's optimizer updates."""
@@ -185,15 +276,12 @@ class GradBuckets:
                 lo = self.offsets[param] - bucket.start
                 param.grad = buffer[lo: lo + param.numel()].view_as(param)
 
-    def _free_grad_buffer(self, index: int) -> None:
-        """Stage 2: a bucket's full gradients are reduced into this rank's shard; drop them."""
-        self.grad_buffers[index] = None
-        for param in self._members[index]:
-            param.grad = None
-
     def zero_grad(self) -> None:
         """Start a step: gradients zero, every bucket waiting for its parameters again."""
-        self._make_grad_buffers()
+        if self.stage >= 2:
+            self.shard_grads.zero_()
+        else:
+            self._make_grad_buffers()
         self._armed.clear()
         for bucket in self.buckets:
             bucket.pending, bucket.launched, bucket.handle = bucket.size, False, None
@@ -206,6 +294,9 @@ class GradBuckets:
     start_grad_sync = arm  # before the last micro-batch's backward, without a pipeline
 
     def _on_grad_ready(self, param: nn.Parameter) -> None:
+        if self.stage >= 2:
+            self._accumulate(param)
+            return
         if param not in self._armed:
             return
         self._armed.discard(param)
@@ -229,22 +320,67 @@ class GradBuckets:
             bucket.handle = comm.all_reduce_async(grads, bucket.reduce.group)
         bucket.launched = True
 
+    def _accumulate(self, param: nn.Parameter) -> None:
+        """Stages 2-3: move a micro-batch's gradient into its bucket (made on first use) and
+        reduce the bucket into the shard once all its parameters fired. Buckets with a
+        deferred sum (the pipeline's tied embedding) accumulate until `finish_grad_sync`."""
+        bucket = self._bucket_of[param]
+        buffer = self.grad_buffers[bucket.index]
+        if buffer is None:
+            buffer = self.grad_buffers[bucket.index] = torch.zeros(
+                bucket.end - bucket.start, dtype=self.dtype, device=self.device)
+        lo = self.offsets[param] - bucket.start
+        buffer[lo: lo + param.numel()].add_(param.grad.reshape(-1))
+        param.grad = None
+        bucket.pending -= 1
+        if bucket.pending == 0 and (bucket.pre is None or bucket.pre.in_backward):
+            self._reduce_into_shard(bucket)
+
+    def _reduce_into_shard(self, bucket: Bucket) -> None:
+        """Start reduce-scattering a bucket's full gradients; its buffer leaves the bucket (a
+        later micro-batch makes a new one) and is freed when the reduction completes."""
+        grads = self.grad_buffers[bucket.index]
+        self.grad_buffers[bucket.index] = None
+        bucket.pending = bucket.size
+        if bucket.pre is not None:
+            comm.all_reduce(grads, bucket.pre.group)
+        if self.events is not None:
+            self.events.append(("launch", bucket.index))
+        if bucket.reduce.divisor > 1:
+            grads.div_(bucket.reduce.divisor)
+        received = grads.new_empty((bucket.end - bucket.start) // bucket.reduce.size)
+        handle = comm.reduce_scatter_async(received, grads, bucket.reduce.group)
+        self._in_flight.append((bucket, handle, received, grads))
+        while len(self._in_flight) > MAX_IN_FLIGHT:
+            self._complete_oldest()
+
+    def _complete_oldest(self) -> None:
+        bucket, handle, received, _ = self._in_flight.pop(0)
+        comm.wait(handle)
+        self.local_grad(bucket.index).add_(received)
+
     def finish_grad_sync(self) -> None:
         """After the last backward: reduce what did not launch during it (deferred sums,
         unused parameters), in bucket order on every rank, and wait for all."""
         self._armed.clear()
+        if self.stage >= 2:
+            for bucket in self.buckets:
+                if self.grad_buffers[bucket.index] is not None:
+                    self._reduce_into_shard(bucket)
+            while self._in_flight:
+                self._complete_oldest()
+            return
         for bucket in self.buckets:
             if not bucket.launched:
                 self._launch(bucket)
         for bucket in self.buckets:
             comm.wait(bucket.handle)
             bucket.handle = None
-            if self.stage >= 2:
-                self._free_grad_buffer(bucket.index)
 
     def gather_params(self) -> None:
-        """ZeRO: each rank updated its shard of every bucket; all-gather the whole."""
-        if not self.sharded:
+        """ZeRO 1-2: each rank updated its shard of every bucket; all-gather the whole. (Stage 3
+        gathers a unit's buckets only when it runs.)"""
+        if not self.sharded or self.stage >= 3:
             return
         for index, bucket in enumerate(self.buckets):
             lo, hi = self.local_range(index)

@@ -1,12 +1,13 @@
 """The trainer's optimizer: AdamW over the DP gradient buckets, plain (ZeRO stage 0: all-reduced
-gradients, full state on every rank) or distributed (stages 1 and 2, as Megatron-LM's
+gradients, full state on every rank) or distributed (stages 1 to 3, as Megatron-LM's
 `--use-distributed-optimizer` and DeepSpeed's ZeRO).
 
 Distributed, the fp32 master weights and Adam's moments live only for this DP rank's shard of
 every gradient bucket, so optimizer state per rank is 1/dp of the whole. A step is: gradients
 reduce-scattered (GradBuckets), the global norm summed over every rank's distinct elements,
 AdamW on the local shard of the master weights, the shard copied into the model's (bf16 or
-fp32) parameters, then the updated shards all-gathered back into every replica.
+fp32) parameters, then the updated shards all-gathered back into every replica (stage 3: not
+gathered; each layer gathers its parameters when it runs, zero3.py).
 
 Mixed precision (`dtype: bf16`, the ZeRO paper's model): parameters and gradients are bf16,
 the master weights a separate fp32 copy of this rank's shard. With `dtype: fp32` the flat
@@ -77,12 +78,12 @@ class DistributedOptimizer:
         self.segments = plan_segments(buckets, counts_in_norm)
         self.local_numel = sum(hi - lo for lo, hi in map(buckets.local_range,
                                                          range(len(buckets.buckets))))
-        device = buckets.params.device
+        device = buckets.device
         self.exp_avg = torch.zeros(self.local_numel, device=device)
         self.exp_avg_sq = torch.zeros(self.local_numel, device=device)
         # fp32 master weights of this rank's shard, when the model's parameters are not fp32.
         self.master = (torch.zeros(self.local_numel, device=device)
-                       if buckets.params.dtype != torch.float32 else None)
+                       if buckets.dtype != torch.float32 else None)
         self.load_master_from_params()
         self.steps = 0
         self.last_step_skipped = False
@@ -91,12 +92,24 @@ class DistributedOptimizer:
         """Master weights := this rank's shard of the model's parameters (at start)."""
         if self.master is not None:
             for seg in self.segments:
-                self.master_of(seg).copy_(self.buckets.params[seg.lo: seg.hi])
+                self.master_of(seg).copy_(self.params_of(seg))
+
+    def store_master_in_params(self) -> None:
+        """This rank's shard of the model's parameters := its master weights (after loading
+        them, or after an update)."""
+        if self.master is not None:
+            for seg in self.segments:
+                self.params_of(seg).copy_(self.master_of(seg))
+
+    def params_of(self, seg: Segment) -> torch.Tensor:
+        """The model's (bf16 or fp32) parameters of a segment, in this rank's shard."""
+        lo, _ = self.buckets.local_range(seg.bucket)
+        return self.buckets.shard_params(seg.bucket)[seg.lo - lo: seg.hi - lo]
 
     def master_of(self, seg: Segment) -> torch.Tensor:
         """The fp32 master weights of a segment (a view into the parameters in fp32 runs)."""
         if self.master is None:
-            return self.buckets.params[seg.lo: seg.hi]
+            return self.params_of(seg)
         return self.master[seg.state: seg.state + seg.hi - seg.lo]
 
     def state_of(self, seg: Segment, kind: str) -> torch.Tensor:
@@ -134,7 +147,6 @@ class DistributedOptimizer:
             return norm
         scale = clip_coefficient(norm, self.cfg.clip)
         self.steps += 1
-        params = self.buckets.params
         for seg in self.segments:
             grad = self.grad_of(seg).float()  # the buffer itself in fp32 runs
             if scale != 1.0:
@@ -144,6 +156,6 @@ class DistributedOptimizer:
                          self.state_of(seg, "exp_avg_sq"), seg.decay, lr=lr, step=self.steps,
                          cfg=self.cfg)
             if self.master is not None:
-                params[seg.lo: seg.hi].copy_(master)
+                self.params_of(seg).copy_(master)
         self.buckets.gather_params()
         return norm

@@ -13,13 +13,17 @@ from __future__ import annotations
 PARAM_BYTES = {"bf16": 2, "fp32": 4}
 
 
-def predicted_bytes(stage: int, numel: int, dp: int, dtype: str = "bf16") -> dict[str, float]:
-    """Bytes per rank of parameters, gradients and optimizer state that the paper predicts."""
-    width = PARAM_BYTES[dtype]
+def predicted_bytes(stage: int, numel: int, dp: int, dtype: str = "bf16",
+                    cp: int = 1) -> dict[str, float]:
+    """Bytes per rank of parameters, gradients and optimizer state that the paper predicts.
+    The shards span the ranks that reduce gradients, DP x CP (N = dp * cp): CP ranks hold
+    the same weights and see other tokens, so they are replicas to ZeRO too. Stage 3 adds
+    the units gathered at the moment (none between steps)."""
+    width, n = PARAM_BYTES[dtype], dp * cp
     optim = (12 if dtype == "bf16" else 8) * numel
-    return {"mem_params": width * numel / (dp if stage >= 3 else 1),
-            "mem_grads": width * numel / (dp if stage >= 2 else 1),
-            "mem_optim": optim / (dp if stage >= 1 else 1)}
+    return {"mem_params": width * numel / (n if stage >= 3 else 1),
+            "mem_grads": width * numel / (n if stage >= 2 else 1),
+            "mem_optim": optim / (n if stage >= 1 else 1)}
 
 
 def storage_bytes(tensors) -> int:
@@ -33,9 +37,10 @@ def storage_bytes(tensors) -> int:
 
 
 def resident_bytes(buckets, optimizer) -> dict[str, int]:
-    """Bytes this rank holds now: parameters, gradients (full buffers still alive and the
-    shard buffer), optimizer state (moments and any separate master weights)."""
-    params = storage_bytes([buckets.params])
-    grads = storage_bytes([*buckets.grad_buffers, buckets.shard_grads])
+    """Bytes this rank holds now: parameters (stage 3: the shard and any gathered buckets),
+    gradients (full buffers still alive and the shard buffer), optimizer state (moments and
+    any separate master weights)."""
+    params = storage_bytes(buckets.param_tensors())
+    grads = storage_bytes(buckets.grad_tensors())
     optim = storage_bytes(optimizer.state_tensors())
     return {"mem_params": params, "mem_grads": grads, "mem_optim": optim}
