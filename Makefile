@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Curate the demo corpus (a rerun skips finished stages), then train a small GPT on its
-# shards with TP = 2 and PP = 2 (4 processes) from scratch.
+# shards with TP = 2 and PP = 2 (4 processes) from scratch, then score it zero-shot on the
+# shipped cloze task the corpus was decontaminated against.
 demo: $(STAMP)
 	$(VENV)/bin/curate demo-corpus $(DEMO_DIR)
 	$(VENV)/bin/curate run corpus_specs/demo.yaml --out $(DEMO_OUT) --workers 2
@@ -28,11 +29,13 @@ demo: $(STAMP)
 	$(VENV)/bin/pretrain tiny --tp 2 --pp 2 --set data.curated=$(DEMO_OUT) \
 		--set train.dir=$(DEMO_RUN) --set train.steps=200 --set train.eval_every=20 \
 		--set train.save_every=100 --set train.log_every=20
+	$(VENV)/bin/pretrain eval $(DEMO_RUN) --tasks pydoc_cloze --shots 0 --out $(DEMO_RUN)/eval
 	@echo
 	@echo "report:       $(DEMO_OUT)/report.html (and report.md)"
 	@echo "curated data: $(DEMO_OUT)/curated/   ledger: $(DEMO_OUT)/ledger/"
 	@echo "token shards: $(DEMO_OUT)/tokens/"
 	@echo "checkpoint:   $(DEMO_RUN)/checkpoints/   metrics: $(DEMO_RUN)/metrics.jsonl"
+	@echo "evaluation:   $(DEMO_RUN)/eval/report.md (zero-shot pydoc_cloze, lm-eval)"
 	@echo "tensorboard:  $(VENV)/bin/tensorboard --logdir $(DEMO_RUN)/tb"
 
 test: $(STAMP)

@@ -6,9 +6,11 @@ Synthetic pool: documents of 60-120 words drawn from two Zipf word distributions
 20k-word vocabulary (two "domains"), in parquet partitions of 20k documents; the target
 is 2000 documents of one domain. Measured: `prepare` (features, OT chunks or DSIR
 weights, the distributed cut) and the per-partition `run` that writes kept documents and
-ledger rows, as the pipeline runs them.
+ledger rows, as the pipeline runs them; wall seconds, and CPU seconds of the driver and the
+two worker processes (this machine is shared, so wall time alone says little).
 
     .venv/bin/python bench/select_stage.py --docs 1000000 --method got [--dims 256 --chunk 50000]
+    .venv/bin/python bench/select_stage.py --features-only   # features of one partition
 """
 
 from __future__ import annotations
@@ -43,6 +45,30 @@ def documents(n: int, rng: np.random.Generator, domain_of) -> list[str]:
     return [" ".join(flat[bounds[i]:bounds[i + 1]]) for i in range(n)]
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this (worker) process so far."""
+    import psutil
+
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
+def features_cpu(dims: int) -> None:
+    """Best of 3: CPU seconds of hashed embeddings + token counts of one bench partition."""
+    from curation.select.features import hashed_embeddings, token_counts
+
+    rng = np.random.default_rng(0)
+    texts = documents(PART, rng, lambda m: rng.integers(0, 2, size=m))
+    hashed_embeddings(texts[:10], dims)
+    best = np.inf
+    for _ in range(3):
+        started = time.process_time()
+        hashed_embeddings(texts, dims)
+        token_counts(texts)
+        best = min(best, time.process_time() - started)
+    print(json.dumps({"docs": PART, "dims": dims, "features_cpu_s": round(best, 3)}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=100_000)
@@ -50,7 +76,11 @@ def main() -> None:
     ap.add_argument("--dims", type=int, default=256)
     ap.add_argument("--chunk", type=int, default=50_000)
     ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--features-only", action="store_true",
+                    help="CPU seconds of the features of one partition, in this process")
     args = ap.parse_args()
+    if args.features_only:
+        return features_cpu(args.dims)
     from dask.distributed import Client, LocalCluster
 
     rng = np.random.default_rng(0)
@@ -74,6 +104,8 @@ def main() -> None:
     folder = root / "stage"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
+        worker_cpu = client.run(_cpu_seconds)
+        driver_cpu = time.process_time()
         started = time.perf_counter()
         stage.prepare(ClusterStageContext(spec, root, folder, parts, client))
         prepared = time.perf_counter()
@@ -81,11 +113,14 @@ def main() -> None:
                    for k, p in enumerate(parts)]
         client.gather(futures)
         done = time.perf_counter()
+        cpu = time.process_time() - driver_cpu + sum(
+            after - worker_cpu[w] for w, after in client.run(_cpu_seconds).items())
     total = done - started
     print(json.dumps({"docs": args.docs, "method": args.method, "dims": args.dims,
                       "chunk": args.chunk, "iters": args.iters,
                       "prepare_s": round(prepared - started, 1),
                       "run_s": round(done - prepared, 1), "total_s": round(total, 1),
+                      "cpu_s": round(cpu, 1),
                       "docs_per_s": round(args.docs / total)}))
 
 

@@ -1,14 +1,13 @@
 """Context parallelism: the TP x CP x DP x PP grid's rank order and groups, its config errors,
 and training equivalence with one process (fp32, 1e-5 losses and parameters) for llama_tiny
-shapes at (TP, CP) = (1, 2) and (2, 2) with sequence parallelism, and for learned positions
-(gpt2 arch) at CP 2. Real processes on gloo over loopback."""
-
-import shutil
+shapes at (TP, CP, PP, DP) = (1,2,1,1), (2,2,1,1) with sequence parallelism, (1,2,2,1) under
+the interleaved schedule, (2,2,1,2), for learned positions (gpt2 arch) at CP 2, and for packed
+documents kept apart (positions, attention mask, loss mask) at CP 4 and at CP 2 x PP 2.
+Real processes on gloo over loopback; layouts of one world size share a launch."""
 
 import pytest
-import torch
-from test_checkpoint import train_segments
-from test_llama_blocks import llama_config
+from llama_runs import llama_config, resume_at_one_process
+from planted_out import write_planted_out
 from test_pipeline_parallel import train_and_gather
 from test_trainer_equivalence import assert_same_run
 
@@ -35,8 +34,6 @@ def test_grid_orders_tp_cp_dp_pp_and_names_the_groups():
     ({"cp": 3}, {}, r"model.seq_len \(16\) into 2 \* cp chunks"),
     ({"cp": 2, "tp": 8, "sequence_parallel": True}, {"heads": 8, "hidden": 64, "seq_len": 24},
      r"each CP rank's 12 tokens over parallel.tp \(8\)"),
-    ({"cp": 2}, {"dropout": 0.1}, r"parallel.cp > 1 needs model.dropout: 0"),
-    ({"cp": 2, "pp": 2}, {}, r"parallel.cp > 1 with parallel.pp > 1 is not supported yet"),
 ])
 def test_impossible_context_layouts_are_config_errors(tmp_path, parallel, model, message):
     raw = llama_config(tmp_path)
@@ -62,10 +59,33 @@ def gpt2_config(run_dir, **parallel) -> dict:
     return raw
 
 
+def deep_config(run_dir, **parallel) -> dict:
+    """Four layers: two pipeline ranks of two virtual stages each."""
+    raw = cp_config(run_dir, **parallel)
+    raw["model"]["layers"] = 4
+    return raw
+
+
+def documents_config(out, run_dir, **parallel) -> dict:
+    """Packed documents of the planted corpus, every keep-apart option on."""
+    raw = cp_config(run_dir, **parallel)
+    raw["batch"] = {"micro": 2, "global": 4}
+    raw["data"] = {"curated": str(out), "reset_position_ids": True,
+                   "reset_attention_mask": True, "eod_mask_loss": True}
+    return raw
+
+
 @pytest.fixture(scope="module")
-def references(tmp_path_factory):
-    return {arch: train_and_gather([make(tmp_path_factory.mktemp(arch))])[0]
-            for arch, make in (("llama", cp_config), ("gpt2", gpt2_config))}
+def planted(tmp_path_factory):
+    return write_planted_out(tmp_path_factory.mktemp("out"), {"web": 0.7, "books": 0.3})
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory, planted):
+    made = {"llama": cp_config, "gpt2": gpt2_config, "deep": deep_config,
+            "documents": lambda run_dir: documents_config(planted, run_dir)}
+    return {name: train_and_gather([make(tmp_path_factory.mktemp(name))])[0]
+            for name, make in made.items()}
 
 
 @pytest.mark.parametrize("arch,layout", [
@@ -80,27 +100,38 @@ def test_context_parallel_equals_single_process(references, tmp_path, arch, layo
     assert_same_run(result, references[arch])
 
 
+def test_context_with_pipeline_and_documents_on_four_ranks(references, planted, tmp_path):
+    """(1,2,2,1) interleaved: activations on the pipeline wire are the CP slice; packed
+    documents at CP 4 (two tokens a chunk: most blocks cross a document boundary) and at
+    CP 2 x PP 2 (the loss mask's denominator reaching the last stage)."""
+    configs = [deep_config(tmp_path / "pp", cp=2, pp=2, schedule="interleaved",
+                           virtual_stages=2),
+               documents_config(planted, tmp_path / "cp4", cp=4),
+               documents_config(planted, tmp_path / "cp2pp2", cp=2, pp=2)]
+    deep, cp4, cp2pp2 = launch(4, train_and_gather, configs)[0]
+    assert_same_run(deep, references["deep"])
+    assert_same_run(cp4, references["documents"])
+    assert_same_run(cp2pp2, references["documents"])
+
+
+def test_context_tensor_and_data_parallel_on_eight_ranks(references, tmp_path):
+    """(TP, CP, PP, DP) = (2,2,1,2): replicated gradients reduced over DP x CP."""
+    (result,) = launch(8, train_and_gather, [deep_config(tmp_path, tp=2, cp=2, dp=2)])[0]
+    assert_same_run(result, references["deep"])
+
+
 @pytest.mark.parametrize("zero", [0, 2])
 def test_checkpoint_at_cp2_resumes_at_cp1(tmp_path, zero):
     """CP ranks hold the same weights; the optimizer state is replicated (stage 0: the
     parameters round-robin over the DP x CP writers) or sharded over DP x CP (stage 2: each
     CP rank writes its own shard); either way the run continues at CP 1."""
-    run = tmp_path / "cp2"
 
-    def cfg(run_dir, cp, save_every):
-        raw = cp_config(run_dir, cp=cp)
+    def cfg(run_dir, parallel, save_every):
+        raw = cp_config(run_dir, cp=2 if parallel else 1)
         raw["train"]["save_every"] = save_every
         raw["parallel"]["zero"] = zero
         return raw
 
-    _, (_, tail, _) = launch(2, train_segments, [(cfg(run, 2, 2), 2), (cfg(run, 2, 0), None)])[0]
-    index = read_index(run / "checkpoints" / "step-00000002")
+    resume_at_one_process(tmp_path, 2, cfg)
+    index = read_index(tmp_path / "parallel" / "checkpoints" / "step-00000002")
     assert index["layout"]["cp"] == 2
-    resumed = tmp_path / "cp1"
-    (resumed / "checkpoints").mkdir(parents=True)
-    shutil.copytree(run / "checkpoints" / "step-00000002",
-                    resumed / "checkpoints" / "step-00000002")
-    ((start, losses, _),) = train_segments([(cfg(resumed, 1, 0), None)])
-    assert start == 2
-    torch.testing.assert_close(torch.tensor(losses, dtype=torch.float64),
-                               torch.tensor(tail, dtype=torch.float64), rtol=1e-5, atol=0)

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from curation.decontam.summary import summarize_decontamination
-from curation.decontam.tasks import read_task_texts
 from curation.documents import LEDGER_COLUMNS
 from curation.stage_context import ClusterStageContext
 from curation.stages.decontaminate import DecontaminateConfig, DecontaminateStage
+from curation.tasks.files import read_task_texts
 from tests.driver_guard import forbid_data_reads
 
 FILLER_WORDS = (

@@ -216,6 +216,22 @@ def test_same_decisions_across_workers_and_partitionings(client, tmp_path):
         assert decisions_by_id(other) == expected
 
 
+@pytest.mark.parametrize("budget_mb", [0.0, 0.02])
+def test_in_memory_and_shuffle_paths_decide_alike(client, tmp_path, budget_mb):
+    """0 MB: the pairs do not fit, so everything after the buckets runs as Dask shuffles;
+    0.02 MB: the pairs fit but their shingle sets do not. Both match the in-memory path."""
+    docs, _ = planted_corpus(seed=17)
+    docs = [(i, "pydocs", t) for i, t in docs[:120]]
+    _, _, in_memory, workdir = run_stage(client, tmp_path / "memory", docs, n_parts=3)
+    assert json.loads((workdir / DONE_MARKER).read_text())["path"] == "in_memory"
+    config = FuzzyDedupConfig(memory_budget_mb=budget_mb)
+    _, _, shuffled, workdir = run_stage(client, tmp_path / "shuffles", docs, n_parts=4,
+                                        config=config)
+    assert json.loads((workdir / DONE_MARKER).read_text())["path"] == "shuffles"
+    assert len(in_memory) >= 5
+    assert decisions_by_id(shuffled) == decisions_by_id(in_memory)
+
+
 def test_rerun_reuses_finished_signatures(client, tmp_path):
     docs, _ = planted_corpus(seed=13)
     docs = [(i, "pydocs", t) for i, t in docs[:60]]

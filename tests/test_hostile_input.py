@@ -343,7 +343,7 @@ BAD_SPECS = [
     ("stages.decontaminate.tasks[0].fields", [], "stages.decontaminate.tasks[0].fields",
      "at least 1 item"),
     ("stages.decontaminate.tasks[0].split", "test", "stages.decontaminate.tasks[0].split",
-     "unknown key (allowed: fields, name, paths)"),
+     "unknown key (allowed: columns, few_shot, fewshot_paths, fields, kind, name, paths)"),
     ("tokenizer.train", DELETE, "tokenizer", "give exactly one of `train` or `path`"),
     ("tokenizer.train.vocab_size", 100, "tokenizer.train.vocab_size", "greater than 256"),
     ("tokenizer.shard_tokens", 2**31, "tokenizer.shard_tokens", "less than 2147483648"),

@@ -3,11 +3,9 @@ presets and config errors, the published 8B shape, the MFU formula, and equivale
 process (fp32, 1e-5) at TP 2 with sequence parallelism, TP 2 with multi-query attention (the
 single KV head replicated over TP), PP 2 and DP 2. Real processes on gloo over loopback."""
 
-import shutil
-
 import pytest
 import torch
-from test_checkpoint import train_segments
+from llama_runs import llama_config, resume_at_one_process
 from test_pipeline_parallel import train_and_gather
 from test_trainer_equivalence import assert_same_run
 
@@ -18,22 +16,6 @@ from training.metrics import flops_per_step
 from training.model import count_parameters
 from training.parallel.grid import destroy_grid
 from training.trainer import Trainer
-
-STEPS = 4
-
-
-def llama_config(run_dir, tp=1, pp=1, dp=1, kv_heads=2, **parallel) -> dict:
-    return {
-        "model": {"arch": "llama", "layers": 2, "hidden": 32, "heads": 4, "kv_heads": kv_heads,
-                  "ffn_hidden": 48, "seq_len": 16, "vocab_size": 60, "pad_vocab_to": 8},
-        "parallel": {"tp": tp, "pp": pp, "dp": dp, "zero": int(dp > 1), "bucket_mb": 0.02,
-                     **parallel},
-        "batch": {"micro": 1, "global": 4},
-        "optim": {"lr": 3e-3, "min_lr": 1e-3, "warmup": 2, "weight_decay": 0.1, "clip": 0.5},
-        "train": {"steps": STEPS, "eval_every": STEPS, "eval_iters": 1, "seed": 7,
-                  "dir": str(run_dir)},
-        "data": {"synthetic": True},
-    }
 
 
 def test_llama_preset_sets_the_group_and_explicit_keys_override(tmp_path):
@@ -119,23 +101,14 @@ def test_checkpoint_at_tp2_reshards_to_tp1_and_guards_the_architecture(tmp_path)
     """Multi-query attention (the KV head replicated over TP) and SwiGLU's interleaved
     gate/up rows: a TP 2 checkpoint resumed at TP 1 continues the TP 2 run; a resume with
     another norm is refused."""
-    run = tmp_path / "tp2"
 
-    def cfg(run_dir, tp, until_save):
-        raw = llama_config(run_dir, tp=tp, kv_heads=1)
-        raw["train"].update(save_every=until_save, steps=STEPS)
+    def cfg(run_dir, parallel, save_every):
+        raw = llama_config(run_dir, tp=2 if parallel else 1, kv_heads=1)
+        raw["train"]["save_every"] = save_every
         return raw
 
-    _, (_, tail, _) = launch(2, train_segments, [(cfg(run, 2, 2), 2), (cfg(run, 2, 0), None)])[0]
-    resumed = tmp_path / "tp1"
-    (resumed / "checkpoints").mkdir(parents=True)
-    shutil.copytree(run / "checkpoints" / "step-00000002",
-                    resumed / "checkpoints" / "step-00000002")
-    ((start, losses, _),) = train_segments([(cfg(resumed, 1, 0), None)])
-    assert start == 2
-    torch.testing.assert_close(torch.tensor(losses, dtype=torch.float64),
-                               torch.tensor(tail, dtype=torch.float64), rtol=1e-5, atol=0)
-    other = cfg(resumed, 1, 0)
+    resume_at_one_process(tmp_path, 2, cfg)
+    other = cfg(tmp_path / "one", False, 0)  # the resumed run: its checkpoint is llama
     other["model"]["norm"] = "layernorm"
     with pytest.raises(CheckpointError, match="model.norm: rmsnorm in the checkpoint, "
                                               "layernorm in this config"):

@@ -125,7 +125,8 @@ def test_config_typos_list_the_valid_keys_and_name_the_flag(tmp_path, capsys, no
     assert "  --set train.steps=0: train.steps: Input should be greater than 0" in err
     # the flag is named however the key is nested, and an unknown section lists the sections
     with pytest.raises(Exception, match=r"--set optimm.lr=1: unknown key optimm \(allowed: "
-                                        r"batch, data, device, dtype, model, optim, parallel"):
+                                        r"batch, data, device, dtype, finetune, model, optim, "
+                                        r"parallel"):
         load_config("tiny", ["optimm.lr=1"])
 
 

@@ -130,7 +130,9 @@ def test_only_scopes_the_selection_and_its_budget(corpus, dask_cluster_client):
 
 
 @pytest.mark.parametrize("bad, problem", [
-    ({"embedding": {"checkpoint": "ckpt/"}}, "not available yet"),
+    ({"embedding": {"checkpoint": "ckpt/"}}, "embedding.checkpoint: "),
+    ({"embedding": {"kind": "checkpoint"}}, "needs `checkpoint: PATH`"),
+    ({"method": "dsir", "embedding": {"sentence_transformers": "m"}}, "is for method got"),
     ({"method": "got", "target": None}, "needs `target"),
     ({"budget": {"docs": 3, "tokens": 5}}, "exactly one"),
     ({"target": {"paths": ["missing.jsonl"]}}, "select target: no file matches"),
@@ -159,3 +161,48 @@ def test_report_shows_chosen_and_not_chosen_scores_per_source(corpus, dask_clust
     text = write_report(out).read_text()
     section = text[text.index("Data selection"):]
     assert "| web | chosen |" in section and "| code | not chosen |" in section
+
+
+def _inodes(folder, pattern):
+    return {p.relative_to(folder): p.stat().st_ino for p in sorted(folder.glob(pattern))}
+
+
+def _cut_off(folder, partitions):
+    """Leave the stage as a run killed after those partitions' `run` had not finished."""
+    (folder / "_manifest.json").unlink()
+    for k in partitions:
+        for sub in ("stats", "data", "ledger"):
+            for p in (folder / sub).glob(f"*{k:05d}*"):
+                p.unlink()
+
+
+def test_rerun_after_a_cut_off_run_phase_keeps_the_finished_selection(corpus,
+                                                                       dask_cluster_client):
+    select = {**GOT, "budget": {"docs": 10}}
+    kept, ledger, folder = _run(corpus, select, dask_cluster_client)
+    prepared = _inodes(folder, "selection.json") | _inodes(folder, "*/part-*.npy")
+    _cut_off(folder, [1, 4])
+    kept2, ledger2, _ = _run(corpus, select, dask_cluster_client)
+    assert _inodes(folder, "selection.json") | _inodes(folder, "*/part-*.npy") == prepared
+    assert sorted(kept2["id"]) == sorted(kept["id"])
+    assert sorted(ledger2["detail"]) == sorted(ledger["detail"])
+
+
+def test_rerun_after_cut_off_features_redoes_only_the_missing_partitions(corpus,
+                                                                        dask_cluster_client):
+    select = {"method": "dsir", "target": GOT["target"], "budget": {"docs": 9}}
+    kept, ledger, folder = _run(corpus, select, dask_cluster_client)
+    (folder / "selection.json").unlink()
+    for kind in ("tokens", "buckets", "scores"):
+        (folder / kind / "part-00002.npy").unlink()
+    for kind in ("scores",):
+        (folder / kind / "part-00003.npy").unlink()
+    finished = {k: v for k, v in _inodes(folder, "*/part-*.npy").items()}
+    _cut_off(folder, range(6))
+    kept2, ledger2, _ = _run(corpus, select, dask_cluster_client)
+    now = _inodes(folder, "*/part-*.npy")
+    assert {k: now[k] for k in finished} == finished
+    assert {p.name for p in now if "00002" in p.name or "00003" in p.name} == \
+        {"part-00002.npy", "part-00003.npy"}
+    assert sorted(kept2["id"]) == sorted(kept["id"])
+    assert sorted(ledger2["detail"]) == sorted(ledger["detail"])

@@ -94,12 +94,17 @@ class DatasetBatchSource:
 class DocumentMasks:
     """What keeps the documents of a packed sample apart (each None when not asked for):
     positions restarting after every EOD [batch, seq]; a block-diagonal causal attention mask
-    [batch, 1, seq, seq], True where a query may attend; a loss mask [batch, seq], 0 where the
-    input token is EOD (its target is the next document's first token)."""
+    [batch, 1, seq, seq], True where a query may attend, and the same as each token's document
+    number [batch, seq] (what context parallelism's ring attention takes instead); a loss mask
+    [batch, seq], 0 where the input token is EOD (its target is the next document's first
+    token), and `loss_tokens`, the loss's denominator when it is not the loss mask's sum (a CP
+    rank's slice: see parallel/context.py)."""
 
     position_ids: torch.Tensor | None
     attention_mask: torch.Tensor | None
     loss_mask: torch.Tensor | None
+    document_ids: torch.Tensor | None = None
+    loss_tokens: torch.Tensor | None = None
 
 
 @dataclass
@@ -109,14 +114,15 @@ class MicroBatch:
     documents: DocumentMasks | None = None
 
 
-def document_masks(inputs: torch.Tensor, eod_id: int, data: DataConfig) -> DocumentMasks:
+def document_masks(inputs: torch.Tensor, eod_id: int, data: DataConfig,
+                   dense_mask: bool = True) -> DocumentMasks:
     """Megatron's get_ltor_masks_and_position_ids, vectorised over the batch: a token's
     document is the number of EODs before it, its position the distance from the token after
-    the last of them."""
+    the last of them. `dense_mask=False` leaves out the [seq, seq] mask (document ids only)."""
     is_eod = inputs == eod_id
     seq = inputs.shape[1]
     index = torch.arange(seq, device=inputs.device).expand_as(inputs)
-    position_ids = attention_mask = loss_mask = None
+    position_ids = attention_mask = loss_mask = document = None
     if data.reset_position_ids:
         after_eod = torch.where(is_eod, index + 1, torch.zeros_like(index))
         start = torch.cummax(after_eod, dim=1).values
@@ -124,21 +130,23 @@ def document_masks(inputs: torch.Tensor, eod_id: int, data: DataConfig) -> Docum
         position_ids = index - start
     if data.reset_attention_mask:
         document = torch.cumsum(is_eod, dim=1) - is_eod.long()
+    if data.reset_attention_mask and dense_mask:
         causal = torch.ones(seq, seq, dtype=torch.bool, device=inputs.device).tril()
         attention_mask = ((document[:, :, None] == document[:, None, :]) & causal).unsqueeze(1)
     if data.eod_mask_loss:
         loss_mask = (~is_eod).float()
-    return DocumentMasks(position_ids, attention_mask, loss_mask)
+    return DocumentMasks(position_ids, attention_mask, loss_mask, document)
 
 
 def prepare_micro_batches(rows: torch.Tensor, micro: int, data: DataConfig,
-                          eod_id: int | None) -> list[MicroBatch]:
-    """Rows [n, seq + 1] of token ids -> the micro-batches the model takes, masks included."""
+                          eod_id: int | None, dense_mask: bool = True) -> list[MicroBatch]:
+    """Rows [n, seq + 1] of token ids -> the micro-batches the model takes, masks included
+    (the [seq, seq] attention mask only with `dense_mask`: ring attention takes document ids)."""
     keep_apart = data.reset_position_ids or data.reset_attention_mask or data.eod_mask_loss
     batches = []
     for part in rows.split(micro):
         inputs, targets = part[:, :-1], part[:, 1:]
-        documents = document_masks(inputs, eod_id, data) if keep_apart else None
+        documents = document_masks(inputs, eod_id, data, dense_mask) if keep_apart else None
         batches.append(MicroBatch(inputs, targets, documents))
     return batches
 

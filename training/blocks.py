@@ -26,13 +26,15 @@ from torch.utils.checkpoint import checkpoint
 from training.config import ModelConfig
 from training.moe.layer import MoELayer
 from training.parallel.grid import ProcessGrid
-from training.parallel.rng import dropout_region
+from training.parallel.rng import dropout_region, region_stream
 from training.parallel.tensor import ColumnParallelLinear, RowParallelLinear
 
 NORM_EPS = 1e-5
 
-# (q, k, v, dropout, mask) -> output; mask: bool [batch, 1, seq, seq], True where a query may
-# attend (documents kept apart), or None for the causal mask
+# (q, k, v, dropout, mask) -> output. q [batch, heads, seq, head_dim]; k, v may hold fewer
+# heads (grouped-query: query head h reads KV head h // (heads / kv_heads)); mask: bool
+# [batch, 1, seq, seq], True where a query may attend (documents kept apart), or None for the
+# causal mask; ring attention (CP) takes the tokens' document ids [batch, seq] instead
 AttentionCore = Callable[..., torch.Tensor]
 
 
@@ -47,8 +49,15 @@ def make_norm(cfg: ModelConfig, hidden: int | None = None) -> nn.Module:
     return norm
 
 
+def repeat_kv(kv: torch.Tensor, heads: int) -> torch.Tensor:
+    """K or V [batch, kv_heads, seq, head_dim] repeated over each KV head's query group."""
+    group = heads // kv.shape[1]
+    return kv if group == 1 else kv.repeat_interleave(group, dim=1)
+
+
 def causal_core(q, k, v, dropout: float, mask=None) -> torch.Tensor:
     """QK^T, causal (or `mask`ed) softmax, dropout, AV over [batch, heads, seq, head_dim]."""
+    k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                           dropout_p=dropout)
 
@@ -89,11 +98,12 @@ class Attention(nn.Module):
         group = cfg.heads // cfg.kv
         self.kv_used = (slice(first_query // group, first_query // group + 1)
                         if self.kv_replicated else slice(None))
-        self.group_size = self.heads // (1 if self.kv_replicated else self.kv_heads)
         self.dropout, self.core, self.recompute_core = cfg.dropout, core, recompute_core
         self.rope = cfg.position == "rope"
         self.rope_theta = cfg.rope_theta
-        self.tp_rank, self.device = grid.tp_rank, grid.device
+        # this rank's heads (and, under CP, its tokens) draw their own dropout masks
+        self.region = region_stream(grid.tp_rank, grid.cp_rank, tp, by_tp=True)
+        self.device = grid.device
         linear = dict(grid=grid, seed=seed, std=cfg.init_std, sequence_parallel=sequence_parallel,
                       bias=cfg.bias)
         if self.fused:
@@ -108,7 +118,8 @@ class Attention(nn.Module):
                                       **{**linear, "std": cfg.init_std / math.sqrt(2 * cfg.layers)})
 
     def project(self, x):
-        """q [b, heads, s, d] and k, v [b, heads, s, d] (KV repeated over their group)."""
+        """q [b, heads, s, d] and k, v [b, kv heads this rank's queries read, s, d]: the core
+        repeats them over their query groups (so ring attention passes only these around)."""
         if self.fused:
             qkv = self.qkv(x)
             batch, seq = qkv.shape[:2]
@@ -120,9 +131,6 @@ class Attention(nn.Module):
         q = q.view(batch, seq, self.heads, self.head_dim).transpose(1, 2)
         kv = self.kv(x).view(batch, seq, -1, 2, self.head_dim)[:, :, self.kv_used]
         k, v = kv.permute(3, 0, 2, 1, 4).unbind(0)
-        if self.group_size > 1:
-            k = k.repeat_interleave(self.group_size, dim=1)
-            v = v.repeat_interleave(self.group_size, dim=1)
         return q, k, v
 
     def forward(self, x, positions: torch.Tensor | None = None, mask=None):
@@ -136,7 +144,7 @@ class Attention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         # This rank's heads: their dropout masks must not repeat another rank's. The region
         # is entered outside the checkpoint, which then stashes and replays its stream.
-        with dropout_region(self.training and self.dropout > 0, self.tp_rank, self.device):
+        with dropout_region(self.training and self.dropout > 0, self.region, self.device):
             if self.recompute_core and torch.is_grad_enabled():
                 out = checkpoint(self.core, q, k, v, dropout, mask, use_reentrant=False)
             else:

@@ -73,8 +73,10 @@ def checkpoint_root(trainer: Trainer) -> Path:
 
 
 def global_parameters(trainer: Trainer) -> list[tuple[str, nn.Parameter]]:
-    """(global name, parameter) of this rank, in a fixed order; names come from the model."""
-    return list(trainer.model.named_parameters())
+    """(global name, trained parameter) of this rank, in a fixed order; names come from the
+    model. Frozen parameters (a LoRA fine-tune's base) come from elsewhere and are not saved."""
+    return [(name, param) for name, param in trainer.model.named_parameters()
+            if param.requires_grad]
 
 
 def global_box(param: nn.Parameter, trainer: Trainer) -> tuple[list[int], list[int]]:

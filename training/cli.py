@@ -1,5 +1,5 @@
-"""`pretrain CONFIG [--nproc N] [--tp N --pp N --dp N] [--set key=value ...]` and
-`pretrain export-hf CHECKPOINT OUT [--tokenizer PATH]`.
+"""`pretrain CONFIG [--nproc N] [--tp N --pp N --dp N] [--set key=value ...]`,
+`pretrain export-hf CHECKPOINT OUT [--tokenizer PATH]` and `pretrain eval CKPT --tasks ...`.
 
 Under torchrun the process is one rank of the launcher's world. Run bare, it starts `--nproc`
 processes (default TP x PP x DP) itself through torch's elastic launcher; a world of one runs
@@ -13,9 +13,11 @@ import argparse
 import os
 import sys
 
+from curation.tasks.registry import TaskError
 from training.batches import check_data_sources
 from training.config import ConfigError, load_config
 from training.data.shards import ShardError
+from training.evaluation.during_training import check_eval_tasks
 from training.launch import launch, under_launcher
 from training.parallel.grid import GridLayout, LayoutError
 from training.preflight import PreflightError, check_curated
@@ -80,9 +82,31 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
+def eval_main(argv: list[str]) -> int:
+    from training.evaluation.cli import eval_main as run_eval
+
+    return run_eval(argv)
+
+
+def finetune_main(argv: list[str]) -> int:
+    from training.finetune.cli import finetune_main as run
+
+    return run(argv)
+
+
+def export_peft_main(argv: list[str]) -> int:
+    from training.finetune.cli import export_peft_main as run
+
+    return run(argv)
+
+
 SUBCOMMANDS = {
     "export-hf": (export_main,
                   "CHECKPOINT OUT: a Hugging Face folder (GPT-2 or Llama) of a checkpoint"),
+    "eval": (eval_main, "CKPT --tasks TASK...: zero/one/few-shot accuracy (lm-eval, offline)"),
+    "finetune": (finetune_main, "CONFIG: LoRA / LoRA-GGPO fine-tuning; `finetune merge CKPT "
+                 "OUT` merges"),
+    "export-peft": (export_peft_main, "ADAPTER OUT: a LoRA checkpoint as a PEFT adapter folder"),
 }
 
 
@@ -107,30 +131,39 @@ def _main(argv: list[str]) -> int:
             labels[overrides[-1]] = f"--{axis} {getattr(args, axis)}"
     try:
         cfg = load_config(args.config, overrides, labels)
+<<<<<<< HEAD
         p = cfg.parallel
         layout = GridLayout(p.tp, p.pp, p.dp, p.cp, p.ep, p.etp)
+=======
+        if cfg.finetune is not None:
+            raise ConfigError(f"{args.config}: a finetune: section is run by `pretrain "
+                              f"finetune {args.config}`")
+        layout = GridLayout(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.dp, cfg.parallel.cp)
+>>>>>>> main
         if not under_launcher():
             layout.check_world(args.nproc or layout.world_size)
         check_supported(cfg)
         if not cfg.data.is_synthetic:
             check_curated(cfg.data.curated)
             check_data_sources(cfg)
+        check_eval_tasks(cfg)
         held = lock_train_dir(cfg.train.dir)  # LockHeld is a RuntimeError: one line
-    except (ConfigError, LayoutError, PreflightError, RuntimeError, ShardError) as err:
+    except (ConfigError, LayoutError, PreflightError, RuntimeError, ShardError,
+            TaskError) as err:
         print(f"pretrain: {err}", file=sys.stderr)
         return 2
     with held:
         return train(cfg.dump(), layout.world_size, cfg.train.dir)
 
 
-def train(cfg_dict: dict, world_size: int, run_dir: str) -> int:
+def train(cfg_dict: dict, world_size: int, run_dir: str, worker=run_worker) -> int:
     """Run the ranks here (a world of one, or one rank under torchrun) or start them; a
     failure is the root cause's one line, Ctrl-C one line and no half-written checkpoint."""
     try:
         if under_launcher() or world_size == 1:
-            run_reporting(run_worker, cfg_dict)
+            run_reporting(worker, cfg_dict)
         else:
-            launch_reporting(launch, world_size, run_worker, cfg_dict)
+            launch_reporting(launch, world_size, worker, cfg_dict)
     except RankFailure as err:
         print(f"pretrain: {err}", file=sys.stderr)
         return 1

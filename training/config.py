@@ -22,7 +22,11 @@ from training.architecture import (
     tensor_parallel_problems,
 )
 from training.config_messages import describe
+<<<<<<< HEAD
 from training.moe.config import MoEConfig, moe_problems
+=======
+from training.finetune.config import FinetuneConfig
+>>>>>>> main
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -183,6 +187,24 @@ class TrainConfig(StrictModel):
     init_from: str | None = Field(
         None, description="a checkpoint (or run folder) whose weights a new run starts from, "
         "with a fresh optimizer, schedule and data; ignored once the run has checkpoints")
+    eval_tasks_every: int = Field(
+        0, ge=0, description="0 disables; else rank 0 runs `pretrain eval` on the checkpoint "
+        "of every such step (a multiple of save_every), logging accuracies to metrics.jsonl")
+    eval_tasks: list[str] = Field([], description="task names for eval_tasks_every")
+    eval_shots: str = Field("0", description="shot counts for eval_tasks_every, e.g. 0,1,few")
+
+    @model_validator(mode="after")
+    def _task_evaluation(self) -> TrainConfig:
+        from training.evaluation.harness import parse_shots
+
+        parse_shots(self.eval_shots, where="eval_shots")
+        every = self.eval_tasks_every
+        if every and not self.eval_tasks:
+            raise ValueError(f"eval_tasks_every is {every} but eval_tasks is empty")
+        if every and (not self.save_every or every % self.save_every):
+            raise ValueError(f"eval_tasks_every ({every}) must be a multiple of save_every "
+                             f"({self.save_every}): the evaluation reads that step's checkpoint")
+        return self
 
 
 class DataConfig(StrictModel):
@@ -218,6 +240,7 @@ class TrainingConfig(StrictModel):
     data: DataConfig = DataConfig()
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["fp32", "bf16"] = "fp32"
+    finetune: FinetuneConfig | None = None  # `pretrain finetune` (training/finetune/)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:
@@ -267,8 +290,6 @@ class TrainingConfig(StrictModel):
             problems.append("model.vocab_size is required when data is synthetic")
         kept_apart = [f"data.{key}" for key in ("reset_position_ids", "reset_attention_mask",
                                                 "eod_mask_loss") if getattr(self.data, key)]
-        if kept_apart and p.cp > 1:
-            problems.append(f"{', '.join(kept_apart)} with parallel.cp > 1 is not supported yet")
         if kept_apart and self.data.is_synthetic:
             problems.append(f"{', '.join(kept_apart)} need documents: set data.curated (synthetic "
                             "samples have no EOD tokens)")
@@ -327,11 +348,6 @@ def context_problems(m: ModelConfig, p: ParallelConfig) -> list[str]:
     elif p.sequence_parallel and (m.seq_len // p.cp) % p.tp:
         problems.append(f"parallel.sequence_parallel shards each CP rank's {m.seq_len // p.cp} "
                         f"tokens over parallel.tp ({p.tp}): it must be divisible")
-    if m.dropout:
-        problems.append("parallel.cp > 1 needs model.dropout: 0 (ring attention has no "
-                        "attention dropout)")
-    if p.pp > 1:
-        problems.append("parallel.cp > 1 with parallel.pp > 1 is not supported yet")
     return problems
 
 

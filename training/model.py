@@ -37,7 +37,7 @@ from training.parallel import comm
 from training.parallel.context import RingAttention, load_balanced_positions
 from training.parallel.grad_buckets import PreReduction
 from training.parallel.grid import ProcessGrid
-from training.parallel.rng import RegionDropout
+from training.parallel.rng import RegionDropout, region_stream
 from training.parallel.tensor import (
     VocabParallelEmbedding,
     copy_to_tensor_parallel,
@@ -47,6 +47,15 @@ from training.parallel.tensor import (
     tp_parameter,
     vocab_parallel_cross_entropy,
 )
+
+
+def residual_dropout(cfg: ModelConfig, grid: ProcessGrid,
+                     sequence_parallel: bool) -> RegionDropout:
+    """Dropout on the residual stream: replicated over TP, or with sequence parallelism a TP
+    shard; with CP each rank's own tokens (parallel/rng.py)."""
+    sharded = sequence_parallel or grid.layout.cp > 1
+    stream = region_stream(grid.tp_rank, grid.cp_rank, grid.layout.tp, by_tp=sequence_parallel)
+    return RegionDropout(cfg.dropout, sharded, stream, grid.device)
 
 
 class Embedding(nn.Module):
@@ -62,7 +71,7 @@ class Embedding(nn.Module):
         self.position = tp_parameter(
             seeded_normal((cfg.seq_len, cfg.hidden), cfg.init_std, seed, "embedding.position"),
             tp_dim=None) if cfg.position == "learned" else None
-        self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
+        self.dropout = residual_dropout(cfg, grid, sequence_parallel)
         self.sequence_parallel, self.tp_rank = sequence_parallel, grid.tp_rank
 
     def forward(self, tokens, positions: torch.Tensor | None = None):
@@ -90,9 +99,14 @@ class Block(nn.Module):
         self.attn = make_attention(cfg, grid, seed, name + ".attn", sequence_parallel,
                                    recompute_core=recompute == "selective", core=core)
         self.ln2 = make_norm(cfg)
+<<<<<<< HEAD
         self.mlp = make_ffn(cfg, grid, seed, index, name + ".mlp", sequence_parallel)
         # the residual stream: replicated over TP, or with sequence parallelism a shard
         self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
+=======
+        self.mlp = make_mlp(cfg, grid, seed, name + ".mlp", sequence_parallel)
+        self.dropout = residual_dropout(cfg, grid, sequence_parallel)
+>>>>>>> main
 
     def forward(self, x, positions: torch.Tensor | None = None, mask=None):
         x = x + self.dropout(self.attn(self.ln1(x), positions, mask))
@@ -132,7 +146,7 @@ class GPT(nn.Module):
         sequence_parallel = sequence_parallel and grid.layout.tp > 1
         # Context parallelism: this rank holds a load-balanced slice of every sequence, its
         # attention core passes K/V around the CP ring, positions follow the slice.
-        cp = grid.layout.cp
+        cp = self.context_parallel = grid.layout.cp
         core = RingAttention(grid.group("cp"), grid.ranks("cp"), grid.cp_rank) if cp > 1 \
             else causal_core
         self.positions = (load_balanced_positions(cfg.seq_len, cp, grid.cp_rank, grid.device)
@@ -174,10 +188,11 @@ class GPT(nn.Module):
 
     def forward(self, inputs, targets=None, chunk: int = 0, documents=None):
         layers = self.chunks[chunk]
-        # documents kept apart (config: not with CP): their own positions and mask
+        # documents kept apart: their own positions and mask (under CP: the document ids)
         positions = documents.position_ids if documents is not None else None
         positions = self.positions if positions is None else positions
-        mask = documents.attention_mask if documents is not None else None
+        mask = None if documents is None else \
+            documents.document_ids if self.context_parallel > 1 else documents.attention_mask
         x = self.embedding(inputs, positions) if layers.start == 0 else inputs
         for i in layers:
             block = self.blocks[str(i)]
@@ -191,7 +206,9 @@ class GPT(nn.Module):
         losses = self.head(x, self.output_layer(), targets)
         if documents is None or documents.loss_mask is None:
             return losses.mean()
-        return (losses * documents.loss_mask).sum() / documents.loss_mask.sum().clamp_min(1.0)
+        tokens = documents.loss_tokens if documents.loss_tokens is not None else \
+            documents.loss_mask.sum().clamp_min(1.0)
+        return (losses * documents.loss_mask).sum() / tokens
 
     def output_layer(self) -> VocabParallelEmbedding:
         """The weight the logits multiply by: the untied output layer, or the (copy of the)

@@ -16,8 +16,10 @@ import torch
 import torch.distributed as dist
 
 from training.batches import BatchSource, build_batch_sources, prepare_micro_batches
-from training.checkpoint import resume_latest, save_checkpoint
+from training.checkpoint import checkpoint_root, resume_latest, save_checkpoint
+from training.checkpoint_format import step_dir_name
 from training.config import TrainingConfig, padded_vocab_size
+from training.evaluation.during_training import TaskEvaluation
 from training.init_from import init_weights
 from training.metrics import MetricsWriter, step_record
 from training.model import GPT, counts_in_global_norm, pre_reductions, split_layers
@@ -64,7 +66,8 @@ class Trainer:
             raise ValueError(f"padded vocabulary {self.vocab_size} is not divisible by "
                              f"parallel.tp={p.tp}; raise model.pad_vocab_to")
         self.model = self._build_model()
-        params = list(dict.fromkeys(self.model.parameters()))
+        # only trained parameters get gradient buckets and optimizer state (frozen: a LoRA base)
+        params = [p for p in dict.fromkeys(self.model.parameters()) if p.requires_grad]
         # replicated weights' gradients are averaged over DP x CP (CP ranks see other tokens);
         # ZeRO shards the optimizer state (stage 2: gradients, 3: parameters) over that group
         units, runs = layer_units(self.model) if p.zero == 3 else (None, None)
@@ -90,6 +93,7 @@ class Trainer:
         self.step = 0
         self.skipped_steps, self.skips_in_a_row = 0, 0  # steps with a NaN/Inf loss or norm
         self.writer: MetricsWriter | None = None
+        self.task_evaluation = TaskEvaluation(cfg, grid.rank)  # train.eval_tasks_every
         # Continue from the newest complete checkpoint in train.dir/checkpoints, if any.
         self.resumed_from = resume_latest(self)
         # Else, a new run may start from another run's weights (train.init_from).
@@ -115,7 +119,8 @@ class Trainer:
         p, m = self.cfg.parallel, self.cfg.model
         if p.pp == 1:
             return None
-        seq = m.seq_len // p.tp if p.sequence_parallel else m.seq_len
+        seq = m.seq_len // p.cp  # a CP rank's slice of each sequence
+        seq = seq // p.tp if p.sequence_parallel else seq
         return PipelineRuntime(self.model, self.grid, p.schedule, p.virtual_stages,
                                (self.cfg.batch.micro, seq, m.hidden), self.autocast,
                                wire_dtype=torch.bfloat16 if self.cfg.dtype == "bf16"
@@ -130,7 +135,7 @@ class Trainer:
         batch = source.local_batch(consumed, global_batch, self.grid.dp_rank,
                                    self.cfg.parallel.dp).to(self.grid.device)
         micro_batches = prepare_micro_batches(batch, self.cfg.batch.micro, self.cfg.data,
-                                              source.eod_id)
+                                              source.eod_id, dense_mask=self.grid.layout.cp == 1)
         return [context_slice(micro, self.grid) for micro in micro_batches]
 
     def train_step(self) -> tuple[float, float, int]:
@@ -155,12 +160,17 @@ class Trainer:
         self.buckets.finish_grad_sync()
         if self.gatherer is not None:
             self.gatherer.release()
+        self.on_gradients_reduced()
         self.step += 1
         self.lr = self.lr_schedule.lr(self.step, self.consumed_samples + global_batch)
         loss = self._mean_over_dp(loss_sum / len(micro_batches))
         grad_norm = self.optimizer.step(self.lr, loss)  # skipped if either is NaN/Inf
         self.consumed_samples += global_batch
         return loss, grad_norm, global_batch
+
+    def on_gradients_reduced(self) -> None:
+        """Called once the step's gradients are reduced, before clipping and the update (a
+        fine-tuning method that reads them, such as GGPO, overrides it)."""
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -213,11 +223,15 @@ class Trainer:
                 record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
                 record.update(take_moe_metrics(self.model, cfg.model, self.grid.device, "eval"))
             records.append(record)
-            if self.step % cfg.train.log_every == 0 or "val_loss" in record:
-                self.writer.write(record)
             saved = bool(cfg.train.save_every) and self.step % cfg.train.save_every == 0
+            task_metrics = {}
             if on_save and saved:
                 on_save(self)
+                task_metrics = self.task_evaluation.after_save(
+                    self.step, checkpoint_root(self) / step_dir_name(self.step))
+                record.update(task_metrics)
+            if self.step % cfg.train.log_every == 0 or "val_loss" in record or task_metrics:
+                self.writer.write(record)
             if self.skips_in_a_row >= cfg.train.max_skipped_steps:
                 self._stop_diverged(None if saved else on_save)
         if on_save and cfg.train.save_every and records and self.step % cfg.train.save_every:

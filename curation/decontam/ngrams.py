@@ -13,11 +13,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.hashing import GOLDEN_GAMMA, splitmix64
 
@@ -44,18 +46,42 @@ def lowered_words(text: str) -> list[str]:
     return [w.lower() for w in WORD.findall(text)]
 
 
+@lru_cache(maxsize=1)
+def _non_word_runs() -> str:
+    """An RE2 pattern for runs of non-word characters, where "word character" is exactly what
+    Python's `\\w` matches under this interpreter's Unicode database (its ranges are read
+    off `re` once per process), so Arrow splits texts where `WORD.findall` would."""
+    points = np.arange(0x110000, dtype="<u4")
+    points = points[(points < 0xD800) | (points > 0xDFFF)]  # surrogates are not text
+    every_char = points.tobytes().decode("utf-32-le")
+    ranges = [(int(points[m.start()]), int(points[m.end() - 1]))
+              for m in WORD.finditer(every_char)]
+    return "[^" + "".join(f"\\x{{{lo:X}}}-\\x{{{hi:X}}}" for lo, hi in ranges) + "]+"
+
+
 def hash_words(texts: Sequence[str]) -> Words:
-    """Hash every lower-cased `\\w+` word of every text (one regex call per text)."""
-    per_text = [WORD.findall(t) for t in texts]
-    counts = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
-    offsets = np.zeros(len(per_text) + 1, dtype=np.int64)
+    """Hash every lower-cased `\\w+` word of every text, vectorised over the batch.
+
+    Arrow splits all texts at once (the words of `WORD.findall`) and dictionary-encodes the
+    words; only the distinct words are lower-cased (by Python, as `str.lower` does it) and
+    hashed, and every occurrence takes its word's hash by index."""
+    array = pa.array(texts if isinstance(texts, pa.Array) else list(texts),
+                     type=pa.large_string())
+    pieces = pc.split_pattern_regex(array, _non_word_runs())
+    flat = pieces.flatten()
+    nonempty = pc.greater(pc.binary_length(flat), 0)  # splitting leaves "" at the ends
+    owner = np.repeat(np.arange(len(array)),
+                      pc.list_value_length(pieces).fill_null(0).to_numpy(zero_copy_only=False))
+    counts = np.bincount(owner[nonempty.to_numpy(zero_copy_only=False)], minlength=len(array))
+    offsets = np.zeros(len(array) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     if offsets[-1] == 0:
         return Words(np.zeros(0, dtype=np.uint64), offsets)
-    # Lower-case all words with one string operation; the separator keeps them apart.
-    flat = _SEPARATOR.join(chain.from_iterable(per_text)).lower().split(_SEPARATOR)
-    hashes = pd.util.hash_array(np.asarray(flat, dtype=object))
-    return Words(hashes.astype(np.uint64, copy=False), offsets)
+    encoded = pc.dictionary_encode(flat.filter(nonempty))
+    # The separator is neither cased nor case-ignorable: each word lowers as on its own.
+    distinct = _SEPARATOR.join(encoded.dictionary.to_pylist()).lower().split(_SEPARATOR)
+    hashes = pd.util.hash_array(np.asarray(distinct, dtype=object)).astype(np.uint64, copy=False)
+    return Words(hashes[encoded.indices.to_numpy(zero_copy_only=False)], offsets)
 
 
 def ngram_hashes(words: Words, n: int) -> tuple[np.ndarray, np.ndarray]:

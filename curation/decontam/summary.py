@@ -65,12 +65,15 @@ def merge_summaries(parts: list[dict]) -> dict:
 
 
 def summarize_decontamination(ledger: pd.DataFrame | str | Path, out_path: str | Path,
-                              top: int = 20, client=None) -> dict:
+                              top: int = 20, client=None, task_records: dict | None = None
+                              ) -> dict:
     """Per task: documents hit, modified and dropped, characters removed, top n-grams.
 
     `ledger` is a ledger DataFrame or a parquet file/directory of ledger rows (summarised on
     `client`'s workers when given). A dropped document's whole length counts as removed for
-    every task that matched it.
+    every task that matched it. `task_records` (name -> ResolvedTask.record()) go in as
+    `task_entries`: every task checked, with its files' digests, so `pretrain eval` knows
+    which test set the corpus was cleaned against, hit or not.
     """
     if isinstance(ledger, pd.DataFrame):
         total = merge_summaries([partial_summary(ledger)])
@@ -94,5 +97,7 @@ def summarize_decontamination(ledger: pd.DataFrame | str | Path, out_path: str |
         "documents_modified": total["modified"],
         "documents_dropped": total["removed"],
     }
+    if task_records is not None:
+        summary["task_entries"] = task_records
     write_text_atomic(out_path, json.dumps(summary, indent=2, ensure_ascii=False))
     return summary

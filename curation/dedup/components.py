@@ -16,7 +16,7 @@ import pandas as pd
 _BYTES_PER_EDGE = 16 * 6
 
 
-def _labels_in_memory(edges: pd.DataFrame) -> pd.DataFrame:
+def labels_in_memory(edges: pd.DataFrame) -> pd.DataFrame:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -98,7 +98,7 @@ def _labels_on_one_worker(edges, n: int):
     from distributed import get_client
 
     client = get_client()
-    labels = client.submit(_labels_in_memory, client.compute(edges[["lo", "hi"]]), pure=False)
+    labels = client.submit(labels_in_memory, client.compute(edges[["lo", "hi"]]), pure=False)
     meta = pd.DataFrame({"doc": np.empty(0, np.int64), "label": np.empty(0, np.int64)})
     return dd.from_delayed([client.submit(_piece, labels, k, n, pure=False) for k in range(n)],
                            meta=meta, verify_meta=False)

@@ -84,9 +84,17 @@ def bucket_anchor_edges(buckets: pd.DataFrame) -> pd.DataFrame:
     rank (a hash of the document id and the band), so the edges do not depend on how the corpus was
     partitioned. A bucket of k documents yields k - 1 edges, not k(k - 1)/2.
     """
-    ordered = buckets.sort_values(["bucket", "rank", "doc"], kind="stable")
-    bucket = ordered["bucket"].to_numpy()
-    doc = ordered["doc"].to_numpy()
+    bucket, rank, doc = (buckets[c].to_numpy(np.int64) for c in ("bucket", "rank", "doc"))
+    # Most buckets hold one document: drop those with one sort of the bucket column, so
+    # the three-key sort runs on the few rows that can make an edge.
+    order = np.argsort(bucket)
+    same = bucket[order][1:] == bucket[order][:-1]
+    shared = np.zeros(len(order), dtype=bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    rows = order[shared]
+    rows = rows[np.lexsort((doc[rows], rank[rows], bucket[rows]))]
+    bucket, doc = bucket[rows], doc[rows]
     is_first = np.ones(len(bucket), dtype=bool)
     is_first[1:] = bucket[1:] != bucket[:-1]
     anchor = doc[np.maximum.accumulate(np.where(is_first, np.arange(len(doc)), 0))]

@@ -60,3 +60,26 @@ def pair_jaccard(left: Shingles, right: Shingles) -> np.ndarray:
     intersection = np.bincount(pair[1:][repeated], minlength=n)
     union = left_sizes + right_sizes - intersection
     return np.divide(intersection, union, out=np.zeros(n), where=union > 0)
+
+
+def take_sets(sets: Shingles, index: np.ndarray) -> Shingles:
+    """The sets at positions `index` (in that order), as one Shingles."""
+    sizes = np.diff(sets.offsets)[index]
+    starts = sets.offsets[:-1][index]
+    offsets = np.zeros(len(index) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    flat = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1], dtype=np.int64)
+    return Shingles(sets.hashes[flat], offsets)
+
+
+def indexed_pair_jaccard(sets: Shingles, left: np.ndarray, right: np.ndarray,
+                         max_hashes: int = 1 << 23) -> np.ndarray:
+    """Jaccard of sets[left[i]] with sets[right[i]] for every i, in chunks of about
+    `max_hashes` shingles so memory follows the chunk, not the number of pairs."""
+    sizes = np.diff(sets.offsets)
+    work = np.cumsum(sizes[left] + sizes[right])
+    chunk_of = work // max_hashes
+    cuts = [0, *(np.flatnonzero(np.diff(chunk_of)) + 1).tolist(), len(left)]
+    parts = [pair_jaccard(take_sets(sets, left[a:b]), take_sets(sets, right[a:b]))
+             for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+    return np.concatenate(parts) if parts else np.zeros(0)

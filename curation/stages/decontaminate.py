@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from curation.atomic import atomic_path, write_json_atomic
-from curation.config import StrictModel, check_safe_name
 from curation.decontam.cut import Cut, Match, cut_text
 from curation.decontam.ngrams import (
     MAX_TASKS,
@@ -34,10 +33,12 @@ from curation.decontam.ngrams import (
     find_matches,
 )
 from curation.decontam.summary import summarize_decontamination
-from curation.decontam.tasks import read_task_texts, task_files
 from curation.documents import MODIFIED, REMOVED, empty_ledger, ledger_rows
 from curation.stages.base import ScopedConfig, Stage, StageOutput
 from curation.storage import file_stamp, out_path
+from curation.tasks.entry import TaskEntry
+from curation.tasks.files import read_task_texts
+from curation.tasks.registry import ResolvedTask, TaskError, resolve, shipped_registry
 from curation.worker_cache import load_once
 
 TASK_TABLE = "task_ngrams.npz"
@@ -45,17 +46,10 @@ ACTIVE_TABLE = "active_ngrams.npz"
 COUNTS_DONE = "ngram_counts.json"
 
 
-class TaskSpec(StrictModel):
-    name: str
-    _safe_name = field_validator("name")(check_safe_name)
-    paths: list[str] = Field(min_length=1)
-    fields: list[str] = Field(min_length=1)
-
-
 class DecontaminateConfig(ScopedConfig):
     ngram: int = Field(13, ge=2)
     max_matches: int = Field(10, ge=1)
-    tasks: list[TaskSpec] = Field(min_length=1, max_length=MAX_TASKS)
+    tasks: list[TaskEntry] = Field(min_length=1, max_length=MAX_TASKS)
     min_task_words: int = Field(8, ge=1)
     window: int = Field(200, ge=0)
     min_piece: int = Field(200, ge=0)
@@ -68,15 +62,27 @@ class DecontaminateConfig(ScopedConfig):
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, got {names}")
+        shipped = shipped_registry()
+        unregistered = [t.name for t in self.tasks if t.paths is None and t.name not in shipped]
+        if unregistered:
+            raise ValueError(f"task {unregistered[0]!r} gives no `paths` and is not a shipped "
+                             f"task ({', '.join(sorted(shipped))})")
         return self
+
+    def resolved_tasks(self, base_dir: Path) -> list[ResolvedTask]:
+        """Each task with its files, a registered name resolved through the task registry."""
+        return [resolve(task, base_dir, f"decontaminate.tasks[{j}]")
+                for j, task in enumerate(self.tasks)]
 
     def missing_files(self, base_dir: Path) -> list[str]:
         problems = []
         for j, task in enumerate(self.tasks):
             try:
-                task_files(task.paths, base_dir, task.name)
+                resolve(task, base_dir, f"decontaminate.tasks[{j}]")
             except FileNotFoundError as exc:
                 problems.append(f"tasks[{j}].paths: {exc}")
+            except TaskError as exc:
+                problems.append(f"tasks[{j}]: {exc}")
         return problems
 
 
@@ -104,16 +110,12 @@ class DecontaminateStage(Stage):
     name = "decontaminate"
     config_class = DecontaminateConfig
 
-    def _task_files(self) -> list[tuple[TaskSpec, list[Path]]]:
-        base = Path(getattr(self.spec, "base_dir", "."))
-        return [(t, task_files(t.paths, base, t.name)) for t in self.config.tasks]
+    def _tasks(self) -> list[ResolvedTask]:
+        return self.config.resolved_tasks(Path(getattr(self.spec, "base_dir", ".")))
 
     def params(self) -> dict:
-        digests = {
-            str(path): hashlib.sha256(path.read_bytes()).hexdigest()
-            for _, files in self._task_files()
-            for path in files
-        }
+        digests = {path: digest for task in self._tasks()
+                   for path, digest in task.digests().items()}
         return {**super().params(), "task_files": digests}
 
     def prepare(self, ctx) -> None:
@@ -124,8 +126,9 @@ class DecontaminateStage(Stage):
         if done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
             return
         tasks = [
-            (task.name, [text for path in files for text in read_task_texts(path, task.fields)])
-            for task, files in self._task_files()
+            (task.name, [text for path in task.files
+                         for text in read_task_texts(path, task.text_fields())])
+            for task in self._tasks()
         ]
         table = build_task_table(tasks, self.config.ngram, self.config.min_task_words)
         _save_table(table, workdir / TASK_TABLE)
@@ -151,7 +154,8 @@ class DecontaminateStage(Stage):
     def summarize(self, out: Path, client=None) -> None:
         """OUT/decontamination.json: per task, what was cut and dropped (from the ledger)."""
         summarize_decontamination(out_path(out) / "ledger", out_path(out) / "decontamination.json",
-                                  client=client)
+                                  client=client,
+                                  task_records={t.name: t.record() for t in self._tasks()})
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
         path = out_path(workdir) / ACTIVE_TABLE

@@ -1,26 +1,35 @@
 """Exact deduplication across all sources: one copy of each text survives.
 
-The global step hashes every document (128-bit BLAKE2b of its normalised text), shuffles
-the hashes on Dask so equal texts meet in one partition, and picks the keeper: highest
-source priority, then the smallest id. Decisions are written partitioned by input
-partition, so each worker reads only its own.
+The global step hashes every document (128-bit BLAKE2b of its normalised text) into a
+keys file per partition, sorted by hash; a few tasks, each owning a range of the hash
+space, read their rows from every file (row-group statistics skip the rest), so equal
+texts meet without a shuffle, and pick the keeper: highest source priority, then the
+smallest id. Decisions are written partitioned by input partition, so each worker reads
+only its own.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import operator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from curation.atomic import atomic_write_parquet, write_json_atomic
+from curation.atomic import atomic_path, atomic_write_parquet, write_json_atomic
 from curation.dedup.keeper import keeper_first
 from curation.documents import REMOVED, ledger_rows
 from curation.stages.base import ScopedConfig, Stage, StageContext, StageOutput
-from curation.storage import dask_storage_options, out_path, parquet_rows, read_parquet_table
+from curation.storage import out_path, parquet_rows, read_parquet_table, remove_tree
 
 DONE_MARKER = "decisions.done.json"
+KEYS_PER_TASK = 4_000_000  # key rows one duplicate-finding task reads
+_ROW_GROUP = 1 << 16  # keys-file row groups: small enough for range reads to skip
 
 
 class ExactDedupConfig(ScopedConfig):
@@ -46,13 +55,39 @@ def keys_path(keys_dir: Path | str, part: int) -> Path:
 def _hash_partition(docs: pd.DataFrame, part: int, priorities: dict[str, int],
                     ignore: bool, keys_dir: str) -> int:
     hi, lo = text_hashes(docs["text"], ignore)
-    keys = pd.DataFrame({
-        "h_hi": hi, "h_lo": lo, "id": docs["id"].to_numpy(),
-        "priority": docs["source"].map(priorities).astype("int64").to_numpy(),
+    order = np.argsort(hi)
+    keys = pa.table({
+        "h_hi": hi[order], "h_lo": lo[order],
+        "id": pa.array(docs["id"].to_numpy()[order], pa.string()),
+        "priority": docs["source"].map(priorities).astype("int64").to_numpy()[order],
         "part": np.full(len(docs), part, dtype="int64"),
     })
-    atomic_write_parquet(keys, keys_path(keys_dir, part))
+    with atomic_path(keys_path(keys_dir, part)) as tmp:
+        pq.write_table(keys, tmp, compression="zstd", row_group_size=_ROW_GROUP)
     return len(keys)
+
+
+def hash_ranges(count: int) -> list:
+    """Parquet filters splitting the uint64 `h_hi` space into `count` half-open ranges."""
+    cuts = [pa.scalar((k << 64) // count, pa.uint64()) for k in range(count)]
+    field = pc.field("h_hi")
+    ranges = []
+    for k in range(count):
+        bounds = ([field >= cuts[k]] if k else []) + ([field < cuts[k + 1]] if k < count - 1
+                                                      else [])
+        ranges.append(functools.reduce(operator.and_, bounds) if bounds else None)
+    return ranges
+
+
+def range_duplicates(paths: list[str], filters, decisions_dir: str,
+                     task: int) -> int:
+    """The duplicates whose hash lies in one range, written under decisions_dir/part=P/."""
+    tables = [read_parquet_table(p, filters=filters) for p in paths]
+    losers = pick_duplicates(pa.concat_tables(tables).to_pandas())
+    for part, group in losers.groupby("part", sort=True):
+        atomic_write_parquet(group.drop(columns="part").reset_index(drop=True),
+                             out_path(decisions_dir) / f"part={part}" / f"range-{task:04d}.parquet")
+    return len(losers)
 
 
 def pick_duplicates(keys: pd.DataFrame) -> pd.DataFrame:
@@ -70,8 +105,6 @@ class ExactDedupStage(Stage):
     config_class = ExactDedupConfig
 
     def prepare(self, ctx: StageContext) -> None:
-        import dask.dataframe as dd
-
         if (ctx.workdir / DONE_MARKER).exists():
             return
         keys_dir = ctx.workdir / "keys"
@@ -84,17 +117,15 @@ class ExactDedupStage(Stage):
         total = sum(parquet_rows(keys_path(keys_dir, part)) if count is None
                     else count for part, count in enumerate(counts))
         decisions_dir = ctx.workdir / "decisions"
+        remove_tree(decisions_dir)
         if total:
-            options = dask_storage_options(keys_dir)
-            keys = dd.read_parquet(str(keys_dir), storage_options=options)
-            nparts = max(1, keys.npartitions)
-            meta = pd.DataFrame({"id": pd.Series(dtype=str), "part": pd.Series(dtype="int64"),
-                                 "keeper": pd.Series(dtype=str),
-                                 "copies": pd.Series(dtype="int64")})
-            losers = keys.shuffle(on="h_hi", npartitions=nparts).map_partitions(
-                pick_duplicates, meta=meta)
-            losers.to_parquet(str(decisions_dir), partition_on=["part"], write_index=False,
-                              overwrite=True, storage_options=options)
+            client = ctx.client
+            paths = [str(keys_path(keys_dir, part)) for part in range(len(counts))]
+            workers = max(1, len(client.scheduler_info().get("workers", {})))
+            tasks = max(workers, -(-total // KEYS_PER_TASK))
+            client.gather([client.submit(range_duplicates, paths, filters, str(decisions_dir),
+                                         k, pure=False)
+                           for k, filters in enumerate(hash_ranges(tasks))])
         write_json_atomic(ctx.workdir / DONE_MARKER, {"documents": int(total)})
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:

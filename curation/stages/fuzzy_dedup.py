@@ -1,13 +1,18 @@
 """Fuzzy deduplication: near-duplicate documents collapse to one keeper per cluster.
 
-The global step runs on Dask, bounded by partition size rather than corpus size:
+The global step runs on Dask:
   1. per partition: shingles -> MinHash signatures -> one hash per LSH band, written as
-     (bucket, doc, rank) rows (resumable: a finished partition file is never recomputed);
-  2. shuffle on the bucket; a bucket of k documents gives k - 1 edges to its anchor;
-  3. per partition: the shingle sets of documents that have an edge; two Dask merges
-     put both sets beside each edge, whose true Jaccard must reach `threshold`;
+     (bucket, doc, rank) rows sorted by bucket (resumable: a finished partition file is
+     never recomputed);
+  2. a few tasks, each owning a range of bucket hashes, read those rows from every file;
+     a bucket of k documents gives k - 1 edges to its anchor;
+  3. per partition: the shingle sets of its documents that have an edge; each pair's
+     true Jaccard must reach `threshold`;
   4. connected components of the verified edges (components.py);
   5. per component the keeper: highest source priority, then the smallest id.
+When the candidate pairs and their shingle sets fit `memory_budget_mb`, steps 3-5 run in
+worker memory with one task for the whole graph (dedup/clusters.py); otherwise they run
+as Dask shuffles and merges, bounded by partition size rather than corpus size.
 A document is keyed by (partition << 32 | row) for joins, but every choice (bucket
 anchors, keepers, component names) is made on ids, so decisions do not depend on the
 partitioning or the number of workers.
@@ -17,27 +22,39 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from curation.atomic import atomic_write_parquet, write_json_atomic
+from curation.atomic import atomic_path, atomic_write_parquet, write_json_atomic
+from curation.dedup import clusters
+from curation.dedup.clusters import ROW_BITS, choose_keepers, doc_keys
 from curation.dedup.components import connected_component_labels
-from curation.dedup.keeper import keeper_first
-from curation.dedup.lsh import band_hashes, band_ranks, bucket_anchor_edges, optimal_bands_rows
+from curation.dedup.lsh import band_hashes, band_ranks, optimal_bands_rows
 from curation.dedup.minhash import MinHasher, shingle_hashes
 from curation.dedup.verify import decode_sets, encode_sets, pair_jaccard
 from curation.documents import REMOVED, ledger_rows
+from curation.stage_context import read_partition
 from curation.stages.base import ScopedConfig, Stage, StageContext, StageOutput
-from curation.storage import dask_storage_options, out_path, read_parquet_table
+from curation.storage import (
+    dask_storage_options,
+    out_path,
+    parquet_rows,
+    read_parquet_table,
+    remove_tree,
+)
 
 DEFAULT_NGRAM = {"word": 5, "char": 24}
 DONE_MARKER = "decisions.done.json"
-ROW_BITS = 32  # doc key = partition << 32 | row
+BUCKET_ROWS_PER_TASK = 8_000_000  # bucket rows one bucket task reads (~200 MB of int64)
+_ROW_GROUP = 1 << 16  # signature-file row groups: small enough for range reads to skip
+_BYTES_PER_PAIR = 16 * 8  # a candidate pair in the in-memory step, with its copies
 
 
 class FuzzyDedupConfig(ScopedConfig):
@@ -84,26 +101,25 @@ def id_hashes(ids) -> np.ndarray:
                               categorize=False)
 
 
-def doc_keys(part: int, n: int) -> np.ndarray:
-    return (np.int64(part) << np.int64(ROW_BITS)) | np.arange(n, dtype=np.int64)
-
-
 def write_band_hashes(docs: pd.DataFrame, part: int, path: str, ngram: int, shingle: str,
-                      num_perm: int, seed: int, bands: int, rows: int) -> bool:
-    """Bucket rows (bucket, doc, rank) of one partition; False when already on disk."""
+                      num_perm: int, seed: int, bands: int, rows: int) -> int:
+    """Bucket rows (bucket, doc, rank) of one partition, sorted by bucket; the row count
+    (read back from the file when an earlier run already wrote it)."""
     if out_path(path).exists():
-        return False
+        return parquet_rows(path)
     if len(docs) >= 1 << ROW_BITS:
         raise ValueError(f"fuzzy_dedup: partition {part} has {len(docs)} rows; at most 2^32")
     signatures = MinHasher(num_perm, seed).signatures(shingle_hashes(docs["text"], ngram, shingle))
-    buckets = band_hashes(signatures, bands, rows, seed)
-    frame = pd.DataFrame({
-        "bucket": buckets.reshape(-1),
-        "doc": np.repeat(doc_keys(part, len(docs)), bands),
-        "rank": band_ranks(id_hashes(docs["id"].to_numpy()), bands).reshape(-1),
+    buckets = band_hashes(signatures, bands, rows, seed).reshape(-1)
+    order = np.argsort(buckets)
+    table = pa.table({
+        "bucket": buckets[order],
+        "doc": np.repeat(doc_keys(part, len(docs)), bands)[order],
+        "rank": band_ranks(id_hashes(docs["id"].to_numpy()), bands).reshape(-1)[order],
     })
-    atomic_write_parquet(frame, path)
-    return True
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=_ROW_GROUP)
+    return len(table)
 
 
 def write_candidate_sets(docs: pd.DataFrame, part: int, nodes_dir: str, path: str,
@@ -131,30 +147,6 @@ def verified_edges(edges: pd.DataFrame, threshold: float) -> pd.DataFrame:
                          "jaccard": jaccard[kept]})
 
 
-def choose_keepers(members: pd.DataFrame, priorities: dict[str, int]) -> pd.DataFrame:
-    """Per component (label): the keeper (highest priority, then smallest id) and its name.
-
-    All members of a component must be in `members` (one shuffle partition). The
-    component is named by its smallest id, so the name does not depend on doc keys.
-    """
-    unknown = sorted(set(members["source"]) - set(priorities))
-    if unknown:
-        raise ValueError(f"fuzzy_dedup: documents from sources not in the spec: {unknown}")
-    ordered = keeper_first(members, ["label"], members["source"].map(priorities))
-    grouped = ordered.groupby("label", sort=False)["id"]
-    keeper = grouped.transform("first")
-    return pd.DataFrame({
-        "part": (ordered["doc"].to_numpy() >> ROW_BITS).astype("int64"),
-        "row": (ordered["doc"].to_numpy() & ((1 << ROW_BITS) - 1)).astype("int64"),
-        "id": ordered["id"].to_numpy(),
-        "component": grouped.transform("min").to_numpy(),
-        "keeper": keeper.to_numpy(),
-        "cluster_size": grouped.transform("size").astype("int64").to_numpy(),
-        "keep": (ordered["id"] == keeper).to_numpy() & ~ordered.duplicated(["label", "id"])
-        .to_numpy(),
-    })
-
-
 class FuzzyDedupStage(Stage):
     name = "fuzzy_dedup"
     config_class = FuzzyDedupConfig
@@ -166,22 +158,70 @@ class FuzzyDedupStage(Stage):
         bands, rows = cfg.bands_rows()
         signature_dir = ctx.workdir / f"signatures-{self._signature_key(seed, bands, rows)}"
         paths = [str(signature_dir / f"part-{k:05d}.parquet") for k in range(len(ctx.partitions))]
+        seconds, counts = {}, {}
         if paths:
-            ctx.map(_write_band_hashes_at, paths, cfg.ngram_size, cfg.shingle, cfg.num_perm,
-                    seed, bands, rows, columns=["id", "text"], desc="fuzzy_dedup: minhash")
-            self._decide(ctx, paths)
-        write_json_atomic(ctx.workdir / DONE_MARKER, {"bands": bands, "rows": rows})
+            started = time.perf_counter()
+            bucket_rows = ctx.map(_write_band_hashes_at, paths, cfg.ngram_size, cfg.shingle,
+                                  cfg.num_perm, seed, bands, rows, columns=["id", "text"],
+                                  desc="fuzzy_dedup: minhash")
+            seconds["signatures"] = round(time.perf_counter() - started, 3)
+            counts = self._decide(ctx, paths, sum(bucket_rows), seconds)
+        write_json_atomic(ctx.workdir / DONE_MARKER, {"bands": bands, "rows": rows,
+                                                      "seconds": seconds, **counts})
 
-    def _decide(self, ctx: StageContext, signature_paths: list[str]) -> None:
-        """Buckets -> candidate edges -> verified edges -> components -> keepers, on Dask."""
+    def _decide(self, ctx: StageContext, paths: list[str], bucket_rows: int,
+                seconds: dict) -> dict:
+        """Buckets -> candidate pairs, then verification, components and keepers in worker
+        memory when they fit the budget, else by Dask shuffles."""
+        client, cfg = ctx.client, self.config
+        remove_tree(ctx.workdir / "decisions")
+        started = time.perf_counter()
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        tasks = max(workers, -(-bucket_rows // BUCKET_ROWS_PER_TASK))
+        edge_parts = [client.submit(clusters.bucket_range_edges, paths, lo, hi, pure=False)
+                      for lo, hi in clusters.bucket_ranges(tasks)]
+        budget = int(cfg.memory_budget_mb * 2**20)
+        pairs_upper = sum(client.gather([client.submit(len, e) for e in edge_parts]))
+        seconds["buckets"] = round(time.perf_counter() - started, 3)
+        if pairs_upper * _BYTES_PER_PAIR <= budget:
+            counts = self._decide_in_memory(ctx, edge_parts, budget, seconds)
+            if counts is not None:
+                return counts
+        started = time.perf_counter()
+        self._decide_by_shuffles(ctx, edge_parts)
+        seconds["shuffles"] = round(time.perf_counter() - started, 3)
+        return {"path": "shuffles"}
+
+    def _decide_in_memory(self, ctx, edge_parts, budget: int, seconds: dict) -> dict | None:
+        """None (and nothing written) when the shingle sets turn out over the budget."""
+        client, cfg = ctx.client, self.config
+        started = time.perf_counter()
+        plan = client.submit(clusters.plan_candidates, *edge_parts, pure=False)
+        pairs, parts = client.submit(clusters.plan_summary, plan, pure=False).result()
+        sources = self.sources_in_scope()
+        tables = [client.submit(_candidate_table, str(ctx.partitions[k]), k, sources, plan,
+                                cfg.ngram_size, cfg.shingle, cfg.verify, pure=False)
+                  for k in parts]
+        sizes = client.gather([client.submit(clusters.table_bytes, t) for t in tables])
+        seconds["candidate_sets"] = round(time.perf_counter() - started, 3)
+        if pairs * _BYTES_PER_PAIR + 3 * sum(sizes) > budget:
+            return None
+        started = time.perf_counter()
+        priorities = {s.name: s.priority for s in self.spec.sources}
+        counts = client.submit(clusters.decide_in_memory, plan, tables, cfg.threshold,
+                               cfg.verify, priorities, str(ctx.workdir / "decisions"),
+                               pure=False).result()
+        seconds["verify_components_keepers"] = round(time.perf_counter() - started, 3)
+        return {"path": "in_memory", **counts}
+
+    def _decide_by_shuffles(self, ctx: StageContext, edge_parts) -> None:
+        """Candidate pairs -> verified edges -> components -> keepers as Dask joins."""
         import dask.dataframe as dd
 
-        cfg, nparts = self.config, len(signature_paths)
+        cfg, nparts = self.config, len(ctx.partitions)
         options = dask_storage_options(ctx.workdir)
-        buckets = dd.read_parquet(signature_paths, storage_options=options).shuffle(
-            on="bucket", npartitions=nparts)
         edge_meta = pd.DataFrame({"lo": pd.Series(dtype="int64"), "hi": pd.Series(dtype="int64")})
-        candidates = buckets.map_partitions(bucket_anchor_edges, meta=edge_meta)
+        candidates = dd.from_delayed(edge_parts, meta=edge_meta, verify_meta=False)
         candidates = candidates.drop_duplicates(split_out=nparts).persist()
         # Each partition recomputes the shingle sets of its own documents that have an edge.
         nodes = dd.concat([candidates["lo"], candidates["hi"]]).rename("doc").to_frame()
@@ -220,7 +260,7 @@ class FuzzyDedupStage(Stage):
 
     def _signature_key(self, seed: int, bands: int, rows: int) -> str:
         cfg = self.config
-        what = [cfg.shingle, cfg.ngram_size, cfg.num_perm, seed, bands, rows]
+        what = [cfg.shingle, cfg.ngram_size, cfg.num_perm, seed, bands, rows, "sorted"]
         return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> StageOutput:
@@ -250,3 +290,12 @@ def _write_band_hashes_at(docs, part, paths, *args):
 
 def _write_candidate_sets_at(docs, part, nodes_dir, paths, *args):
     return write_candidate_sets(docs, part, nodes_dir, paths[part], *args)
+
+
+def _candidate_table(path: str, part: int, sources: list[str] | None, plan: dict, *args):
+    """`clusters.candidate_table` on the in-scope documents of one input partition."""
+    columns = ["id", "source", "text"]
+    docs = read_partition(path, columns)
+    if sources is not None:
+        docs = docs[docs["source"].isin(sources)].reset_index(drop=True)
+    return clusters.candidate_table(docs, part, plan, *args)

@@ -11,8 +11,10 @@ Gumbel noise is a function of (spec seed, document id), so the choice does not d
 partitioning or workers.
 
 `prepare` runs on the cluster: features and scores per partition on the workers (files
-in the work directory), GOT-D's chunks as cluster tasks against the target embeddings,
-and the global cut by the histogram passes of curation/select/budget.py. `run` keeps
+in the work directory; GOT-D's embeddings hashed, or from a checkpoint or a
+sentence-transformers model: curation/select/embeddings.py), GOT-D's chunks as cluster
+tasks against the target embeddings, and the global cut by the histogram passes of
+curation/select/budget.py. Every file is written atomically and reused by a rerun. `run` keeps
 the chosen documents; the rest become `removed` / `select.not_chosen` ledger rows with
 their score.
 """
@@ -29,20 +31,20 @@ from pydantic import Field, model_validator
 
 from curation.atomic import save_npy, write_text_atomic
 from curation.config import StrictModel
-from curation.decontam.tasks import read_task_texts, task_files
 from curation.documents import REMOVED, empty_ledger, ledger_rows
 from curation.progress import track
 from curation.select import budget as cut
+from curation.select.embeddings import EmbeddingSpec, embed, model_fingerprint
 from curation.select.features import (
     bucket_log_weights,
     bucket_totals,
     gumbel_noise,
-    hashed_embeddings,
     token_counts,
 )
 from curation.select.got import chunk_count, got_scores
 from curation.stages.base import ScopedConfig, Stage, StageOutput
 from curation.storage import load_npy, out_path, remove_tree
+from curation.tasks.files import read_task_texts, task_files
 
 DEFAULT_DIMS = {"got": 256, "dsir": 10_000}
 SELECTION = "selection.json"
@@ -65,21 +67,6 @@ class BudgetSpec(StrictModel):
         return self
 
 
-class EmbeddingSpec(StrictModel):
-    kind: str = "hashed"
-    dims: int | None = Field(None, ge=2)
-    checkpoint: str | None = None
-    sentence_transformers: str | None = None
-
-    @model_validator(mode="after")
-    def _available(self) -> EmbeddingSpec:
-        if self.checkpoint is not None or self.sentence_transformers is not None \
-                or self.kind != "hashed":
-            raise ValueError("only `kind: hashed` embeddings are available; checkpoint and "
-                             "sentence_transformers embeddings are not available yet")
-        return self
-
-
 class OTSpec(StrictModel):
     reg: float = Field(0.1, ge=0.01)  # costs are in [0, 4]: exp(-4/0.01) is still > 0
     iters: int = Field(200, ge=1)
@@ -97,6 +84,9 @@ class SelectConfig(ScopedConfig):
     def _target(self) -> SelectConfig:
         if self.method != "random" and self.target is None:
             raise ValueError(f"method {self.method!r} needs `target: {{paths: [...]}}`")
+        if self.method != "got" and self.embedding.resolved_kind != "hashed":
+            raise ValueError(f"embedding: {self.embedding.resolved_kind} is for method got; "
+                             f"{self.method} uses hashed n-grams (`embedding: {{dims: N}}`)")
         return self
 
     @property
@@ -104,20 +94,25 @@ class SelectConfig(ScopedConfig):
         return self.embedding.dims or DEFAULT_DIMS.get(self.method, 256)
 
     def target_files(self, base_dir: Path) -> list[Path]:
-        try:
-            return task_files(self.target.paths, base_dir, "target")
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(str(exc).replace("decontaminate task 'target'",
-                                                     "select target")) from None
+        return task_files(self.target.paths, base_dir, "select target")
 
     def missing_files(self, base_dir: Path) -> list[str]:
+        problems = self.embedding.missing_files(base_dir)
         if self.target is None:
-            return []
+            return problems
         try:
             self.target_files(base_dir)
         except FileNotFoundError as exc:
-            return [f"target.paths: {exc}"]
-        return []
+            problems.append(f"target.paths: {exc}")
+        return problems
+
+    def embedder(self, base_dir: Path) -> dict:
+        """The keyword arguments of curation.select.embeddings.embed for this config."""
+        path = self.embedding.model_path(base_dir)
+        tokenizer = self.embedding.tokenizer
+        return {"kind": self.embedding.resolved_kind, "dims": self.dims,
+                "path": None if path is None else str(path),
+                "tokenizer": None if tokenizer is None else str(Path(base_dir) / tokenizer)}
 
 
 # ---- worker functions (module level: they travel to the cluster) ----
@@ -127,24 +122,33 @@ def _part_file(workdir: str, part: int, kind: str) -> Path:
 
 
 def featurize_partition(docs: pd.DataFrame, part: int, workdir: str, method: str,
-                        dims: int, seed: int, log_ratio: np.ndarray | None):
-    """Tokens and (for dsir, random) scores of one partition; GOT-D embeddings to disk.
-    Returns the number of documents and, for dsir without `log_ratio`, the pool's bucket
-    counts."""
+                        embedder: dict, seed: int, log_ratio: np.ndarray | None):
+    """Tokens and (for dsir, random) scores of one partition; GOT-D embeddings and the
+    pool's DSIR bucket counts (pass without `log_ratio`) to disk. The tokens file is
+    written last: once it exists the partition's features are done."""
     texts = docs["text"].tolist()
-    for kind in ("tokens", "scores", "embeddings"):
+    for kind in ("tokens", "scores", "embeddings", "buckets"):
         _part_file(workdir, part, kind).parent.mkdir(parents=True, exist_ok=True)
-    save_npy(_part_file(workdir, part, "tokens"), token_counts(texts))
     if method == "got":
-        save_npy(_part_file(workdir, part, "embeddings"), hashed_embeddings(texts, dims))
+        save_npy(_part_file(workdir, part, "embeddings"), embed(texts, **embedder))
     elif method == "random":
         save_npy(_part_file(workdir, part, "scores"), -gumbel_noise(docs["id"], seed))
     elif log_ratio is None:
-        return len(docs), bucket_totals(texts, dims)
+        save_npy(_part_file(workdir, part, "buckets"), bucket_totals(texts, embedder["dims"]))
     else:
         weights = bucket_log_weights(texts, log_ratio)
         save_npy(_part_file(workdir, part, "scores"), -(weights + gumbel_noise(docs["id"], seed)))
-    return len(docs), None
+        return
+    save_npy(_part_file(workdir, part, "tokens"), token_counts(texts))
+
+
+def _done(workdir: str, kind: str):
+    """skip= for ctx.map: the partitions whose `kind` file an earlier attempt wrote."""
+    return lambda part: out_path(_part_file(workdir, part, kind)).exists()
+
+
+def _chunk_file(workdir: str, c: int) -> Path:
+    return out_path(workdir) / "chunks" / f"chunk-{c:05d}.npy"
 
 
 def solve_chunk(workdir: str, c: int, chunks: int, offsets: list[int], target_path: str,
@@ -161,7 +165,7 @@ def solve_chunk(workdir: str, c: int, chunks: int, offsets: list[int], target_pa
         owners.append(part)
     pool = np.concatenate(pieces) if pieces else np.zeros((0, 1), dtype=np.float32)
     scores = got_scores(pool, load_npy(target_path), reg, iters)
-    path = out_path(workdir) / "chunks" / f"chunk-{c:05d}.npy"
+    path = _chunk_file(workdir, c)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_npy(path, scores)
 
@@ -173,7 +177,7 @@ def gather_got_scores(docs: pd.DataFrame, part: int, workdir: str, offset: int,
     scores = np.empty(len(docs))
     for c in np.unique(positions % chunks):
         mine = positions % chunks == c
-        chunk = load_npy(out_path(workdir) / "chunks" / f"chunk-{c:05d}.npy", mmap_mode="r")
+        chunk = load_npy(_chunk_file(workdir, c), mmap_mode="r")
         scores[mine] = chunk[positions[mine] // chunks]  # chunk c lists c, c + K, …
     save_npy(_part_file(workdir, part, "scores"), scores)
 
@@ -230,44 +234,59 @@ class SelectStage(Stage):
         cfg = self.config
         digests = {} if cfg.target is None else {
             str(p): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in cfg.target_files(Path(getattr(self.spec, "base_dir", ".")))}
-        return {**super().params(), "target_files": digests, "seed": self.spec.seed}
+            for p in cfg.target_files(self._base_dir)}
+        embedder = cfg.embedder(self._base_dir)
+        return {**super().params(), "target_files": digests, "seed": self.spec.seed,
+                "embedding_model": model_fingerprint(embedder["kind"], embedder["path"])}
+
+    @property
+    def _base_dir(self) -> Path:
+        return Path(getattr(self.spec, "base_dir", "."))
 
     def _target_texts(self) -> list[str]:
         cfg = self.config
-        files = cfg.target_files(Path(getattr(self.spec, "base_dir", ".")))
+        files = cfg.target_files(self._base_dir)
         texts = [t for path in files for t in read_task_texts(path, [cfg.target.text_field])]
         if not texts:
             raise ValueError(f"stages.select.target: no text in {[str(f) for f in files]}")
         return texts
 
     def prepare(self, ctx) -> None:
+        """Features, scores and the cut. Every step's files are written atomically and
+        reused by a rerun of an interrupted run: finished partitions are not featurised
+        again, solved OT chunks not solved again, and a finished selection is kept."""
         cfg, workdir = self.config, out_path(ctx.workdir)
+        if (workdir / SELECTION).exists():
+            return
         workdir.mkdir(parents=True, exist_ok=True)
         wd, seed, dims = str(workdir), int(self.spec.seed), cfg.dims
+        embedder = cfg.embedder(self._base_dir)
         cols = ["id", "text"]
-        results = ctx.map(featurize_partition, wd, cfg.method, dims, seed, None, columns=cols,
-                          desc="select: features")
-        counts = [n for n, _ in results]
+        ctx.map(featurize_partition, wd, cfg.method, embedder, seed, None, columns=cols,
+                desc="select: features", skip=_done(wd, "tokens"))
+        parts = range(len(ctx.partitions))
+        counts = [len(load_npy(_part_file(wd, k, "tokens"), mmap_mode="r")) for k in parts]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
         if cfg.method == "dsir":
             target = bucket_totals(self._target_texts(), dims)
-            pool = np.sum([c for _, c in results], axis=0)
+            pool = np.sum([load_npy(_part_file(wd, k, "buckets")) for k in parts], axis=0)
             log_ratio = np.log((target + 1) / (target + 1).sum()) \
                 - np.log((pool + 1) / (pool + 1).sum())
-            ctx.map(featurize_partition, wd, cfg.method, dims, seed, log_ratio, columns=cols,
-                    desc="select: dsir weights")
-        elif cfg.method == "got":
+            ctx.map(featurize_partition, wd, cfg.method, embedder, seed, log_ratio, columns=cols,
+                    desc="select: dsir weights", skip=_done(wd, "scores"))
+        elif cfg.method == "got" and not all(_done(wd, "scores")(k) for k in parts):
             target_path = workdir / "target_embeddings.npy"
-            save_npy(target_path, hashed_embeddings(self._target_texts(), dims))
+            target = ctx.client.submit(embed, self._target_texts(), **embedder, pure=False)
+            save_npy(target_path, target.result())
             chunks = chunk_count(offsets[-1], cfg.ot.chunk)
             futures = [ctx.client.submit(solve_chunk, wd, c, chunks, offsets, str(target_path),
                                          cfg.ot.reg, cfg.ot.iters, pure=False)
-                       for c in range(chunks)]
+                       for c in range(chunks) if not _chunk_file(wd, c).exists()]
             track(futures, "select: OT chunks")
             ctx.client.gather(futures)
             ctx.map(_gather_one, wd, offsets, chunks, columns=["id"],
-                    desc="select: gather scores")
+                    desc="select: gather scores", skip=_done(wd, "scores"))
+        if cfg.method == "got":
             for scratch in ("embeddings", "chunks"):  # 4 bytes x dims per document: drop
                 remove_tree(workdir / scratch)
         selection = self._choose(ctx, wd, offsets)

@@ -1,16 +1,18 @@
-"""Context parallelism's attention core: ring attention with Megatron's causal load balancing.
+"""Context parallelism: which tokens a CP rank holds, and its attention core.
 
 Each of the `cp` ranks holds a slice of every sequence: cut into 2·cp chunks, rank r holds
 chunks r and 2·cp−1−r, so under a causal mask every rank has the same amount of work (an
-early chunk sees few keys, its mirror many). Attention passes K/V around the CP ring: at step
-j a rank attends its queries to the block that started on rank r − j, and merges the partial
-results with an online softmax (each block's output weighted by exp(its log-sum-exp − the
-running one)). The ring shift is an autograd function over comm's p2p ops, so the backward
-runs the reverse ring and each block's K/V gradient travels back to its owner.
+early chunk sees few keys, its mirror many). Everything outside attention works on the local
+slice; attention passes K/V around the CP ring (parallel/ring_attention.py), which keeps only
+the local q, k, v, output and log-sum-exp for the backward, so K/V memory per rank is 1/cp of
+one process's.
 
-Memory: each rank's attention scores are cp blocks of (seq/cp)² — 1/cp of one process's.
-Autograd keeps every K/V block a rank received for its backward (the whole sequence's K/V,
-as an all-gather would); a fused kernel that recomputes them in a backward ring would not.
+A micro-batch is cut here, after its document masks are made from the whole sequence
+(training.batches): position ids and the loss mask are sliced, and a packed sample's
+documents travel as per-token document ids of the whole sequence ([batch, seq], not the
+[seq, seq] mask), from which ring attention builds each block's mask. With a loss mask, each
+rank's loss is its masked sum over the whole micro-batch's masked tokens / cp, so the mean
+over CP ranks is one process's masked mean.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from dataclasses import replace
 
 import torch
 
-from training.parallel import comm
-
-MASKED = -1e30  # finite, so a row with no visible key has weight exp(-1e30 - lse) = 0
+from training.parallel.ring_attention import (
+    Ring,
+    RingAttentionFunction,
+    Visibility,
+    dropout_seed,
+)
 
 
 def chunk_ids(cp: int, rank: int) -> tuple[int, int]:
@@ -45,80 +50,41 @@ def slice_sequence(x: torch.Tensor, cp: int, rank: int, dim: int = 1) -> torch.T
 
 
 def context_slice(micro, grid):
-    """A `MicroBatch` (inputs, targets [batch, seq]) cut to this CP rank's slice; document
-    masks do not combine with CP (a config error)."""
+    """A `MicroBatch` cut to this CP rank's slice (see the module docstring)."""
     cp, rank = grid.layout.cp, grid.cp_rank
     if cp == 1:
         return micro
+    documents = micro.documents
+    if documents is not None:
+        def cut(tensor):
+            return None if tensor is None else slice_sequence(tensor, cp, rank)
+
+        loss_tokens = None if documents.loss_mask is None else \
+            documents.loss_mask.sum().clamp_min(1.0) / cp
+        documents = replace(documents, position_ids=cut(documents.position_ids),
+                            attention_mask=None, loss_mask=cut(documents.loss_mask),
+                            loss_tokens=loss_tokens)
     return replace(micro, inputs=slice_sequence(micro.inputs, cp, rank),
-                   targets=slice_sequence(micro.targets, cp, rank))
-
-
-class _RingShift(torch.autograd.Function):
-    """Forward: send to the next CP rank, receive from the previous. Backward: the reverse."""
-
-    @staticmethod
-    def forward(ctx, x, group, next_rank: int, prev_rank: int):
-        ctx.group, ctx.next_rank, ctx.prev_rank = group, next_rank, prev_rank
-        return _exchange(x, group, send_to=next_rank, recv_from=prev_rank)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _exchange(grad, ctx.group, send_to=ctx.prev_rank, recv_from=ctx.next_rank), \
-            None, None, None
-
-
-def _exchange(x: torch.Tensor, group, send_to: int, recv_from: int) -> torch.Tensor:
-    x = x.contiguous()
-    received = torch.empty_like(x)
-    sends, recvs = comm.post_p2p([(x, send_to)], [(received, recv_from)], group)
-    for pending in sends + recvs:
-        comm.wait(pending)
-    return received
-
-
-def _block(q, k, v, visible, scale):
-    """Attention of q to one K/V block: (output, log-sum-exp) over its visible keys."""
-    scores = torch.matmul(q, k.transpose(-2, -1)) * scale
-    scores = scores.masked_fill(~visible, MASKED)
-    lse = torch.logsumexp(scores, dim=-1)
-    return torch.matmul(torch.softmax(scores, dim=-1), v), lse
+                   targets=slice_sequence(micro.targets, cp, rank), documents=documents)
 
 
 class RingAttention:
     """A causal attention core (training/blocks.py's `AttentionCore`) over a CP group:
-    q, k, v [batch, heads, local_seq, head_dim] are this rank's load-balanced slice."""
+    q [batch, heads, local_seq, head_dim] and k, v (as many heads or fewer: grouped-query)
+    are this rank's load-balanced slice; `mask`, when given, is the per-token document ids of
+    the whole sequence [batch, seq]."""
 
     def __init__(self, group, ranks: list[int], cp_rank: int):
-        self.group, self.ranks, self.cp_rank, self.cp = group, ranks, cp_rank, len(ranks)
+        cp = len(ranks)
+        self.ring = Ring(group, cp, cp_rank, next_rank=ranks[(cp_rank + 1) % cp],
+                         prev_rank=ranks[(cp_rank - 1) % cp])
 
     def __call__(self, q, k, v, dropout: float = 0.0, mask=None) -> torch.Tensor:
-        if mask is not None:
-            raise ValueError("ring attention keeps the causal mask only (documents kept apart "
-                             "do not combine with parallel.cp > 1)")
-        if dropout:
-            raise ValueError("ring attention has no attention dropout (model.dropout must be 0 "
-                             "with parallel.cp > 1)")
-        cp, rank = self.cp, self.cp_rank
+        cp = self.ring.cp
         seq_len = q.shape[2] * cp
-        q_pos = load_balanced_positions(seq_len, cp, rank, q.device)
-        scale = q.shape[-1] ** -0.5
-        next_rank, prev_rank = self.ranks[(rank + 1) % cp], self.ranks[(rank - 1) % cp]
-        out = lse = None
-        kv = torch.stack([k, v])
-        for step in range(cp):
-            if step:
-                kv = _RingShift.apply(kv, self.group, next_rank, prev_rank)
-            k_pos = load_balanced_positions(seq_len, cp, (rank - step) % cp, q.device)
-            visible = q_pos[:, None] >= k_pos[None, :]
-            if not visible.any():
-                continue
-            block_out, block_lse = _block(q, kv[0], kv[1], visible, scale)
-            if out is None:
-                out, lse = block_out, block_lse
-                continue
-            merged = torch.logaddexp(lse, block_lse)
-            out = out * (lse - merged).exp().unsqueeze(-1) \
-                + block_out * (block_lse - merged).exp().unsqueeze(-1)
-            lse = merged
-        return out.to(q.dtype)
+        visibility = Visibility([load_balanced_positions(seq_len, cp, r, q.device)
+                                 for r in range(cp)], mask)
+        # with dropout: one draw from the current stream (the attention's RNG region, entered
+        # only when dropout is on); every block's mask derives from it
+        seed = dropout_seed(q.device) if dropout else 0
+        return RingAttentionFunction.apply(q, k, v, self.ring, visibility, dropout, seed)

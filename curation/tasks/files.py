@@ -1,4 +1,4 @@
-"""Reading evaluation-task texts from the files a spec lists (JSONL, JSONL.gz, Parquet).
+"""Reading task files (JSONL, JSONL.gz, Parquet): their records, and the texts in them.
 
 Users export any benchmark to a file and name the fields that hold task text; each
 field of each record is one task text (a list of strings gives several). A missing
@@ -16,14 +16,15 @@ from pathlib import Path
 FORMATS = (".jsonl.gz", ".jsonl", ".parquet")
 
 
-def task_files(patterns: Sequence[str], base_dir: Path, task: str) -> list[Path]:
-    """The files matched by `patterns` (globs relative to `base_dir`), sorted."""
+def task_files(patterns: Sequence[str], base_dir: Path, label: str) -> list[Path]:
+    """The files matched by `patterns` (globs relative to `base_dir`), sorted; `label` says
+    whose files they are in the error (e.g. "decontaminate task 'qa'", "select target")."""
     files: list[Path] = []
     for pattern in patterns:
         full = pattern if Path(pattern).is_absolute() else str(Path(base_dir) / pattern)
         matched = sorted(glob.glob(full, recursive=True))
         if not matched:
-            raise FileNotFoundError(f"decontaminate task {task!r}: no file matches {full!r}")
+            raise FileNotFoundError(f"{label}: no file matches {full!r}")
         files.extend(Path(m) for m in matched)
     return files
 
@@ -31,7 +32,7 @@ def task_files(patterns: Sequence[str], base_dir: Path, task: str) -> list[Path]
 def read_task_texts(path: Path, fields: Sequence[str]) -> list[str]:
     """Every task text in one file: the listed fields of every record, in order."""
     texts: list[str] = []
-    for row, record in _records(path):
+    for row, record in read_records(path):
         for field in fields:
             if field not in record:
                 raise ValueError(f"{path}: row {row}: task field {field!r} is missing")
@@ -52,7 +53,8 @@ def _field_texts(value, path: Path, row: int, field: str) -> list[str]:
     )
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict]]:
+def read_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(row or line number, record) of every record in a task file."""
     name = path.name
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq

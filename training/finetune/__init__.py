@@ -1,0 +1,1 @@
+"""LoRA fine-tuning (optionally with GGPO) of a textmill checkpoint: `pretrain finetune`."""
