@@ -131,15 +131,11 @@ def _main(argv: list[str]) -> int:
             labels[overrides[-1]] = f"--{axis} {getattr(args, axis)}"
     try:
         cfg = load_config(args.config, overrides, labels)
-<<<<<<< HEAD
-        p = cfg.parallel
-        layout = GridLayout(p.tp, p.pp, p.dp, p.cp, p.ep, p.etp)
-=======
         if cfg.finetune is not None:
             raise ConfigError(f"{args.config}: a finetune: section is run by `pretrain "
                               f"finetune {args.config}`")
-        layout = GridLayout(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.dp, cfg.parallel.cp)
->>>>>>> main
+        p = cfg.parallel
+        layout = GridLayout(p.tp, p.pp, p.dp, p.cp, p.ep, p.etp)
         if not under_launcher():
             layout.check_world(args.nproc or layout.world_size)
         check_supported(cfg)

@@ -22,11 +22,8 @@ from training.architecture import (
     tensor_parallel_problems,
 )
 from training.config_messages import describe
-<<<<<<< HEAD
-from training.moe.config import MoEConfig, moe_problems
-=======
 from training.finetune.config import FinetuneConfig
->>>>>>> main
+from training.moe.config import MoEConfig, moe_problems
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 

@@ -99,14 +99,8 @@ class Block(nn.Module):
         self.attn = make_attention(cfg, grid, seed, name + ".attn", sequence_parallel,
                                    recompute_core=recompute == "selective", core=core)
         self.ln2 = make_norm(cfg)
-<<<<<<< HEAD
         self.mlp = make_ffn(cfg, grid, seed, index, name + ".mlp", sequence_parallel)
-        # the residual stream: replicated over TP, or with sequence parallelism a shard
-        self.dropout = RegionDropout(cfg.dropout, sequence_parallel, grid.tp_rank, grid.device)
-=======
-        self.mlp = make_mlp(cfg, grid, seed, name + ".mlp", sequence_parallel)
         self.dropout = residual_dropout(cfg, grid, sequence_parallel)
->>>>>>> main
 
     def forward(self, x, positions: torch.Tensor | None = None, mask=None):
         x = x + self.dropout(self.attn(self.ln1(x), positions, mask))
