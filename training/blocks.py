@@ -24,7 +24,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from training.config import ModelConfig
-from training.moe.layer import MoELayer
 from training.parallel.grid import ProcessGrid
 from training.parallel.rng import dropout_region, region_stream
 from training.parallel.tensor import ColumnParallelLinear, RowParallelLinear
@@ -189,5 +188,7 @@ def make_ffn(cfg: ModelConfig, grid: ProcessGrid, seed: int, index: int, name: s
              sequence_parallel: bool) -> nn.Module:
     """Block `index`'s FFN: an MoE layer where `model.moe` puts one, else the dense MLP."""
     if cfg.moe is not None and cfg.moe.is_moe_layer(index):
+        from training.moe.layer import MoELayer  # it builds its shared experts from MLP
+
         return MoELayer(cfg, grid, seed, name, index, sequence_parallel)
     return make_mlp(cfg, grid, seed, name, sequence_parallel)

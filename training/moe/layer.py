@@ -31,6 +31,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import nn
 
+from training.blocks import MLP
 from training.moe import dispatch
 from training.moe.experts import GroupedExperts
 from training.moe.router import (
@@ -76,8 +77,6 @@ class _AttachAuxLoss(torch.autograd.Function):
 class MoELayer(nn.Module):
     def __init__(self, cfg, grid, seed: int, name: str, index: int, sequence_parallel: bool):
         super().__init__()
-        from training.blocks import MLP  # blocks.py builds this layer through its factory
-
         moe, layout = cfg.moe, grid.layout
         self.moe, self.index, self.seq_len = moe, index, cfg.seq_len
         _, _, ep_rank, etp_rank = grid.moe_coords
