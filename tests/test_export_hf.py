@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from tests.hf_export import (
+    assert_same_greedy_tokens,
+    our_logits,
+    train_and_export,
+    train_checkpoint,
+)
 from training.batches import SyntheticBatchSource
-from training.checkpoint import save_checkpoint
 from training.cli import main
-from training.config import TrainingConfig
-from training.parallel.grid import destroy_grid
-from training.trainer import Trainer
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -44,27 +45,14 @@ def trained_run(tmp_path_factory):
     curated = root / "curated"
     curated.mkdir()
     vocab = train_tokenizer(curated / "tokenizer.json")
-    cfg = TrainingConfig.model_validate({
+    source = SyntheticBatchSource(vocab, 32, seed=3)
+    model = train_and_export({
         "model": {"layers": 2, "hidden": 32, "heads": 4, "seq_len": 32, "pad_vocab_to": 64},
         "batch": {"micro": 4, "global": 8},
         "optim": {"lr": 1e-2, "warmup": 1},
         "train": {"steps": 4, "save_every": 4, "dir": str(root / "run"), "seed": 3},
-        "data": {"curated": str(curated)}})
-    source = SyntheticBatchSource(vocab, cfg.model.seq_len, seed=3)
-    trainer = Trainer(cfg, sources=(source, source))
-    trainer.run(on_save=save_checkpoint)
-    trainer.close()
-    destroy_grid()
-    out = root / "hf"
-    assert main(["export-hf", str(root / "run"), str(out)]) == 0
-    return trainer.model.eval(), out, curated / "tokenizer.json"
-
-
-def our_logits(model, tokens: torch.Tensor) -> torch.Tensor:
-    hidden = model.embedding(tokens)
-    for block in model.blocks.values():
-        hidden = block(hidden)
-    return F.linear(model.head.ln(hidden), model.embedding.word.weight)
+        "data": {"curated": str(curated)}}, root / "hf", sources=(source, source))
+    return model, root / "hf", curated / "tokenizer.json"
 
 
 def test_folder_holds_the_hugging_face_files(trained_run):
@@ -95,26 +83,15 @@ def test_transformers_logits_and_greedy_tokens_equal_ours(trained_run):
     torch.testing.assert_close(hf(synthetic, labels=synthetic).loss,  # HF shifts the labels
                                model(synthetic[:, :-1], synthetic[:, 1:]), atol=1e-5, rtol=0)
 
-    new = 32 - prompt.shape[1]
-    ours = prompt
-    for _ in range(new):
-        ours = torch.cat([ours, our_logits(model, ours)[:, -1:].argmax(-1)], dim=1)
-    hf.generation_config.eos_token_id = None
-    hf.generation_config.pad_token_id = tokenizer.eos_token_id
-    theirs = hf.generate(prompt, max_new_tokens=new, do_sample=False, attention_mask=None)
-    assert theirs.tolist() == ours.tolist()
+    assert_same_greedy_tokens(hf, model, prompt, 32, pad_id=tokenizer.eos_token_id)
 
 
 def test_synthetic_run_exports_without_tokenizer(tmp_path, capsys):
-    cfg = TrainingConfig.model_validate({
+    train_checkpoint({
         "model": {"layers": 1, "hidden": 16, "heads": 2, "seq_len": 8, "vocab_size": 50},
         "batch": {"micro": 2, "global": 2}, "optim": {"lr": 1e-3},
         "train": {"steps": 1, "save_every": 1, "dir": str(tmp_path / "run")},
         "data": {"synthetic": True}})
-    trainer = Trainer(cfg)
-    trainer.run(on_save=save_checkpoint)
-    trainer.close()
-    destroy_grid()
     assert main(["export-hf", str(tmp_path / "run" / "checkpoints"), str(tmp_path / "hf")]) == 0
     assert "no tokenizer files" in capsys.readouterr().err
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf")

@@ -1,8 +1,9 @@
 """The parts a decoder block is built from, chosen by `model:` keys through three factories:
 `make_norm` (LayerNorm or RMSNorm), `make_attention` (multi-, grouped- or multi-query
 attention, learned or rotary positions, over a pluggable attention core) and `make_mlp`
-(GELU MLP or SwiGLU FFN). The GPT in model.py only wires them; a new core (ring attention,
-document masks) or FFN (experts) plugs in here.
+(GELU MLP or SwiGLU FFN), or `make_ffn` (the dense MLP, or on `model.moe.every`-th blocks
+the MoE layer of training/moe). The GPT in model.py only wires them; a new core (ring
+attention, document masks) or FFN plugs in here.
 
 Tensor parallelism: query heads are split over TP; KV heads too when tp divides them, and
 replicated when there are fewer than tp (each rank then computes all of them, uses the group of
@@ -181,3 +182,13 @@ def make_attention(cfg: ModelConfig, grid: ProcessGrid, seed: int, name: str,
 def make_mlp(cfg: ModelConfig, grid: ProcessGrid, seed: int, name: str,
              sequence_parallel: bool) -> MLP:
     return MLP(cfg, grid, seed, name, sequence_parallel)
+
+
+def make_ffn(cfg: ModelConfig, grid: ProcessGrid, seed: int, index: int, name: str,
+             sequence_parallel: bool) -> nn.Module:
+    """Block `index`'s FFN: an MoE layer where `model.moe` puts one, else the dense MLP."""
+    if cfg.moe is not None and cfg.moe.is_moe_layer(index):
+        from training.moe.layer import MoELayer  # it builds its shared experts from MLP
+
+        return MoELayer(cfg, grid, seed, name, index, sequence_parallel)
+    return make_mlp(cfg, grid, seed, name, sequence_parallel)

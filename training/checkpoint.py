@@ -54,6 +54,7 @@ from training.checkpoint_format import (
     verify,
     write_json_atomic,
 )
+from training.moe.placement import expert_box, is_expert, writes_expert
 from training.parallel import comm
 from training.parallel.optimizer import Segment
 
@@ -80,7 +81,9 @@ def global_parameters(trainer: Trainer) -> list[tuple[str, nn.Parameter]]:
 
 def global_box(param: nn.Parameter, trainer: Trainer) -> tuple[list[int], list[int]]:
     """(global shape, offset of this rank's piece): a TP-split dimension is `tp` times longer
-    and this rank's slice starts at tp_rank times its length."""
+    and this rank's slice starts at tp_rank times its length. Experts: training/moe."""
+    if is_expert(param):
+        return expert_box(param, trainer.grid)
     shape, offset = list(param.shape), [0] * param.ndim
     if param.tp_dim is not None:
         shape[param.tp_dim] *= trainer.grid.layout.tp
@@ -91,7 +94,8 @@ def global_box(param: nn.Parameter, trainer: Trainer) -> tuple[list[int], list[i
 def layout_of(trainer: Trainer) -> dict:
     p = trainer.cfg.parallel
     layout = {"tp": p.tp, "pp": p.pp, "dp": p.dp, "virtual_stages": p.virtual_stages}
-    return layout if p.cp == 1 else {**layout, "cp": p.cp}
+    return {**layout, **{key: getattr(p, key) for key in ("cp", "ep", "etp")
+                         if getattr(p, key) != 1}}
 
 
 def _world_size() -> int:
@@ -123,6 +127,10 @@ def _segments_to_write(trainer: Trainer) -> list[Segment]:
     chosen = []
     for seg in trainer.optimizer.segments:
         param = seg.param
+        if is_expert(param):
+            if writes_expert(param, grid, order[param], trainer.buckets.sharded):
+                chosen.append(seg)
+            continue
         replica = param.tp_dim is None and grid.tp_rank != 0
         if getattr(param, "duplicate_of", None) or replica:
             continue

@@ -30,6 +30,8 @@ def architecture(config: dict, vocab_size: int) -> dict:
             **{f"model.{key}": model.get(key, default) for key, default in (
                 ("norm", "layernorm"), ("position", "learned"), ("mlp", "gelu"),
                 ("tie_embeddings", True), ("bias", True), ("rope_theta", 10000.0))},
+            **{f"model.moe.{key}": (model.get("moe") or {}).get(key) for key in (
+                "experts", "top_k", "ffn", "every", "router", "shared_experts")},
             "vocabulary size (unpadded)": vocab_size}
 
 

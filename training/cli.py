@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pp", type=int, help="shortcut for --set parallel.pp=N")
     parser.add_argument("--dp", type=int, help="shortcut for --set parallel.dp=N")
     parser.add_argument("--cp", type=int, help="shortcut for --set parallel.cp=N")
+    parser.add_argument("--ep", type=int, help="shortcut for --set parallel.ep=N")
+    parser.add_argument("--etp", type=int, help="shortcut for --set parallel.etp=N")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config key (repeatable)")
     parser.add_argument("--debug", action="store_true",
@@ -123,7 +125,7 @@ def _main(argv: list[str]) -> int:
     if args.debug:
         os.environ[DEBUG_ENV] = "1"  # the ranks inherit it
     overrides, labels = list(args.overrides), {}
-    for axis in ("tp", "pp", "dp", "cp"):
+    for axis in ("tp", "pp", "dp", "cp", "ep", "etp"):
         if getattr(args, axis) is not None:
             overrides.append(f"parallel.{axis}={getattr(args, axis)}")
             labels[overrides[-1]] = f"--{axis} {getattr(args, axis)}"
@@ -132,7 +134,8 @@ def _main(argv: list[str]) -> int:
         if cfg.finetune is not None:
             raise ConfigError(f"{args.config}: a finetune: section is run by `pretrain "
                               f"finetune {args.config}`")
-        layout = GridLayout(cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.dp, cfg.parallel.cp)
+        p = cfg.parallel
+        layout = GridLayout(p.tp, p.pp, p.dp, p.cp, p.ep, p.etp)
         if not under_launcher():
             layout.check_world(args.nproc or layout.world_size)
         check_supported(cfg)

@@ -23,6 +23,7 @@ from training.architecture import (
 )
 from training.config_messages import describe
 from training.finetune.config import FinetuneConfig
+from training.moe.config import MoEConfig, moe_problems
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -51,6 +52,7 @@ class ModelConfig(StrictModel):
     kv_heads: int | None = Field(None, gt=0, description="default heads (multi-head)")
     tie_embeddings: bool = True
     bias: bool = True
+    moe: MoEConfig | None = Field(None, description="mixture of experts (training/moe)")
 
     @model_validator(mode="before")
     @classmethod
@@ -86,6 +88,8 @@ class ParallelConfig(StrictModel):
     pp: int = Field(1, gt=0)
     dp: int = Field(1, gt=0)
     cp: int = Field(1, gt=0, description="context parallelism: ranks sharing each sequence")
+    ep: int = Field(1, gt=0, description="expert parallelism: ranks the experts are split over")
+    etp: int = Field(1, gt=0, description="expert tensor parallelism: ranks splitting each expert")
     virtual_stages: int = Field(1, gt=0)
     schedule: Literal["gpipe", "1f1b", "interleaved"] = "1f1b"
     sequence_parallel: bool = False
@@ -268,6 +272,7 @@ class TrainingConfig(StrictModel):
                     "and give optim.warmup and optim.decay in that unit (as Megatron's "
                     "--lr-warmup-samples / --lr-decay-samples)")
         problems += pipeline_problems(m, p, b) + context_problems(m, p)
+        problems += moe_problems(m.moe, m.mlp, p, b.micro, m.seq_len)
         if p.zero == 3 and p.pp > 1:
             problems.append(
                 "parallel.zero: 3 with parallel.pp > 1 is not supported: a pipeline runs each "

@@ -1,7 +1,8 @@
 """`pretrain export-hf CHECKPOINT OUT`: a checkpoint as a Hugging Face folder (config.json,
 model.safetensors, tokenizer files) that `transformers` loads with no custom code: a gpt2-arch
-model as `GPT2LMHeadModel`, a llama-arch one as `LlamaForCausalLM` (export_llama.py), and the
-tokenizer as `AutoTokenizer`.
+model as `GPT2LMHeadModel`, a llama-arch one as `LlamaForCausalLM` (export_llama.py), a
+llama-arch MoE as `MixtralForCausalLM` (export_mixtral.py), and the tokenizer as
+`AutoTokenizer`.
 
 Our GPT is GPT-2's architecture (pre-LN blocks, learned positions, tied output layer) with
 three differences of storage, undone here: GPT-2's `Conv1D` stores weights as [in, out] (ours
@@ -25,6 +26,7 @@ from training.blocks import NORM_EPS
 from training.checkpoint_format import ShardReader, read_index, resolve_checkpoint
 from training.config import ModelConfig, TrainingConfig
 from training.export_llama import llama_config, llama_problems, llama_tensors
+from training.export_mixtral import mixtral_config, mixtral_problems, mixtral_tensors
 
 # Our MLP is F.gelu(approximate="tanh"): Hugging Face calls that "gelu_new".
 ACTIVATION = "gelu_new"
@@ -126,17 +128,22 @@ def export_hf(checkpoint: Path, out: Path, tokenizer: Path | None = None) -> lis
     index = read_index(ckpt)
     train_cfg = TrainingConfig.model_validate(index["config"])
     cfg, vocab_size = train_cfg.model, index["vocab_size"]
-    llama = cfg.arch == "llama"
-    problems = llama_problems(cfg) if llama else gpt2_problems(cfg)
+    llama, mixtral = cfg.arch == "llama", cfg.moe is not None
+    target = "Mixtral" if mixtral else "Llama" if llama else "GPT-2"
+    problems = (mixtral_problems(cfg) if mixtral else llama_problems(cfg) if llama
+                else gpt2_problems(cfg))
+    if mixtral and not llama:
+        problems.insert(0, f"model.arch is {cfg.arch}, Mixtral needs llama")
     if problems:
         raise ValueError(f"{ckpt}: a model.arch {cfg.arch} checkpoint that Hugging Face's "
-                         f"{'Llama' if llama else 'GPT-2'} cannot load: " + "; ".join(problems))
+                         f"{target} cannot load: " + "; ".join(problems))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer or find_tokenizer(train_cfg)
     eod_id = write_tokenizer(Path(tokenizer), out, cfg.seq_len, vocab_size) if tokenizer \
         else None
-    tensors, config = (llama_tensors, llama_config) if llama else (gpt2_tensors, gpt2_config)
+    tensors, config = ((mixtral_tensors, mixtral_config) if mixtral else
+                       (llama_tensors, llama_config) if llama else (gpt2_tensors, gpt2_config))
     save_file(tensors(ShardReader(ckpt, index), cfg), str(out / "model.safetensors"),
               metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config(cfg, vocab_size, eod_id), indent=1))

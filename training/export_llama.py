@@ -49,16 +49,18 @@ def llama_tensors(reader: ShardReader, cfg: ModelConfig) -> dict[str, torch.Tens
             else:
                 q = ours(src + f"attn.q.{suffix}")
                 k, v = ours(src + f"attn.kv.{suffix}").view(kv, 2, head_dim, *tail).unbind(1)
-            gate, up = ours(src + f"mlp.fc.{suffix}").view(cfg.ffn, 2, *tail).unbind(1)
             tensors.update({
                 dst + f"self_attn.q_proj.{suffix}": rows(q),
                 dst + f"self_attn.k_proj.{suffix}": rows(k),
                 dst + f"self_attn.v_proj.{suffix}": rows(v),
-                dst + f"mlp.gate_proj.{suffix}": gate,
-                dst + f"mlp.up_proj.{suffix}": up,
             })
+            if cfg.moe is None:  # MoE FFNs: export_mixtral.py
+                gate, up = ours(src + f"mlp.fc.{suffix}").view(cfg.ffn, 2, *tail).unbind(1)
+                tensors.update({dst + f"mlp.gate_proj.{suffix}": gate,
+                                dst + f"mlp.up_proj.{suffix}": up})
         tensors[dst + "self_attn.o_proj.weight"] = ours(src + "attn.proj.weight")
-        tensors[dst + "mlp.down_proj.weight"] = ours(src + "mlp.proj.weight")
+        if cfg.moe is None:
+            tensors[dst + "mlp.down_proj.weight"] = ours(src + "mlp.proj.weight")
         if cfg.bias:
             tensors[dst + "self_attn.o_proj.bias"] = ours(src + "attn.proj.bias")
             tensors[dst + "mlp.down_proj.bias"] = ours(src + "mlp.proj.bias")

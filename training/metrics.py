@@ -15,13 +15,26 @@ def flops_per_step(cfg: ModelConfig, vocab_size: int, global_batch: int) -> floa
     with the 96 of full recomputation replaced by 72), generalised to any block: 3 (forward +
     backward) x 2 FLOPs per multiply-add of every weight matrix, the attention scores and
     values (4 s h per token and layer, causal mask not discounted, as the paper counts) and the
-    logits. For GPT-2 blocks (ffn 4h, multi-head) it is 72 B s L h^2 (1 + s/6h + V/12Lh)."""
+    logits. For GPT-2 blocks (ffn 4h, multi-head) it is 72 B s L h^2 (1 + s/6h + V/12Lh).
+    MoE blocks count their *active* weights per token: the router (E h) and the top_k routed
+    plus shared SwiGLU experts (3 h f each), as MFU on active parameters is defined."""
     s, h, layers = cfg.seq_len, cfg.hidden, cfg.layers
     kv = 2 * cfg.kv * (h // cfg.heads)
     ffn_in = cfg.ffn * (2 if cfg.mlp == "swiglu" else 1)
-    block_weights = h * (h + kv) + h * h + h * ffn_in + cfg.ffn * h
-    per_token = layers * (2 * block_weights + 4 * s * h) + 2 * h * vocab_size
+    dense_ffn = h * ffn_in + cfg.ffn * h
+    ffn_weights = sum(active_ffn_weights(cfg, i, dense_ffn) for i in range(layers))
+    attention_weights = h * (h + kv) + h * h
+    per_token = (layers * (2 * attention_weights + 4 * s * h) + 2 * ffn_weights
+                 + 2 * h * vocab_size)
     return 3.0 * global_batch * s * per_token
+
+
+def active_ffn_weights(cfg: ModelConfig, index: int, dense: int) -> int:
+    """Weights one token multiplies by in block `index`'s FFN."""
+    moe = cfg.moe
+    if moe is None or not moe.is_moe_layer(index):
+        return dense
+    return moe.experts * cfg.hidden + (moe.top_k + moe.shared_experts) * 3 * cfg.hidden * moe.ffn
 
 
 def step_record(*, step: int, loss: float, lr: float, grad_norm: float, consumed_samples: int,

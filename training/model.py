@@ -29,8 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from training.blocks import AttentionCore, causal_core, make_attention, make_mlp, make_norm
+from training.blocks import AttentionCore, causal_core, make_attention, make_ffn, make_norm
 from training.config import ModelConfig
+from training.moe.layer import recompute_context
+from training.moe.placement import full_expert_tensor
 from training.parallel import comm
 from training.parallel.context import RingAttention, load_balanced_positions
 from training.parallel.grad_buckets import PreReduction
@@ -97,7 +99,7 @@ class Block(nn.Module):
         self.attn = make_attention(cfg, grid, seed, name + ".attn", sequence_parallel,
                                    recompute_core=recompute == "selective", core=core)
         self.ln2 = make_norm(cfg)
-        self.mlp = make_mlp(cfg, grid, seed, name + ".mlp", sequence_parallel)
+        self.mlp = make_ffn(cfg, grid, seed, index, name + ".mlp", sequence_parallel)
         self.dropout = residual_dropout(cfg, grid, sequence_parallel)
 
     def forward(self, x, positions: torch.Tensor | None = None, mask=None):
@@ -163,7 +165,9 @@ class GPT(nn.Module):
             self.output_word.weight.duplicate_of = "embedding.word.weight"
         for param in self.parameters():
             # Replicated over TP but fed by one sequence shard: the TP sum is its gradient.
-            param.sequence_parallel = sequence_parallel and param.tp_dim is None
+            # (Experts are not: every token an expert saw reached it through the dispatcher.)
+            param.sequence_parallel = (sequence_parallel and param.tp_dim is None
+                                       and not getattr(param, "expert", False))
 
     def chunk_parameters(self, chunk: int) -> list[nn.Parameter]:
         """The parameters model chunk `chunk` uses (its blocks, the embedding when it starts the
@@ -187,7 +191,8 @@ class GPT(nn.Module):
         for i in layers:
             block = self.blocks[str(i)]
             if self.recompute_blocks and torch.is_grad_enabled():
-                x = checkpoint(block, x, positions, mask, use_reentrant=False)
+                x = checkpoint(block, x, positions, mask, use_reentrant=False,
+                               context_fn=recompute_context)
             else:
                 x = block(x, positions, mask)
         if layers.stop != self.cfg.layers:
@@ -269,13 +274,16 @@ def counts_in_global_norm(param: nn.Parameter, grid: ProcessGrid) -> bool:
 
 
 def full_state_dict(model: GPT, grid: ProcessGrid) -> dict[str, torch.Tensor]:
-    """Every parameter of this stage gathered over TP to its full (global) shape."""
+    """Every parameter of this stage gathered over TP (experts over ETP and EP) to its full
+    (global) shape."""
     group = grid.group("tp")
     tp = comm.group_size(group)
     full = {}
     for name, param in model.named_parameters():
         tensor = param.detach()
-        if param.tp_dim is not None and tp > 1:
+        if getattr(param, "expert", False):
+            tensor = full_expert_tensor(param, grid)
+        elif param.tp_dim is not None and tp > 1:
             stacked = tensor.new_empty((tp * tensor.shape[0], *tensor.shape[1:]))
             comm.all_gather_into(stacked, tensor.contiguous(), group)
             tensor = torch.cat(stacked.chunk(tp), dim=param.tp_dim)

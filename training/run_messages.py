@@ -25,7 +25,7 @@ def layout_line(p: ParallelConfig, stages: int) -> str:
     text = f"{stages} stages"
     if p.virtual_stages > 1:
         text += f" ({p.virtual_stages} per pipeline rank)"
-    for name, size in (("TP", p.tp), ("CP", p.cp), ("DP", p.dp)):
+    for name, size in (("TP", p.tp), ("CP", p.cp), ("DP", p.dp), ("EP", p.ep), ("ETP", p.etp)):
         if size > 1:
             text += f" × {name} {size}"
     return f"{text} over {p.world_size} ranks"

@@ -23,6 +23,8 @@ from training.evaluation.during_training import TaskEvaluation
 from training.init_from import init_weights
 from training.metrics import MetricsWriter, step_record
 from training.model import GPT, counts_in_global_norm, pre_reductions, split_layers
+from training.moe.metrics import set_backward_scale, take_moe_metrics
+from training.moe.placement import counts_in_world_norm, expert_reduce_groups
 from training.optim import LRSchedule, global_batch_size
 from training.parallel import comm
 from training.parallel.comm import COMM_CLOCK, SOLO
@@ -55,7 +57,7 @@ class Trainer:
         check_supported(cfg)
         self.cfg = cfg
         p = cfg.parallel
-        self.grid = grid = build_grid(p.tp, p.pp, p.dp, cfg.device, cp=p.cp)
+        self.grid = grid = build_grid(p.tp, p.pp, p.dp, cfg.device, cp=p.cp, ep=p.ep, etp=p.etp)
         # Same dropout masks on TP ranks (they hold replicated activations); seeds per stage.
         torch.manual_seed(cfg.train.seed + 100 * grid.pp_rank)
         self.train_source, self.valid_source = sources or build_batch_sources(cfg, grid.rank)
@@ -73,12 +75,16 @@ class Trainer:
                                    bucket_mb=p.bucket_mb, stage=p.zero,
                                    dtype=torch.bfloat16 if cfg.dtype == "bf16" else torch.float32,
                                    pre_reductions=pre_reductions(self.model, grid),
+                                   reduce_groups=expert_reduce_groups(params, grid),
                                    units=units and [unit.params for unit in units])
         self.gatherer = ParameterGatherer(self.buckets, units, runs) if units else None
         world = dist.group.WORLD if dist.get_world_size() > 1 else SOLO
+        moe, sharded = cfg.model.moe is not None, self.buckets.sharded
+        # experts are distinct over EP x ETP, dense weights over TP: MoE norms sum the world
         self.optimizer = DistributedOptimizer(
-            self.buckets, cfg.optim, norm_group=world if self.buckets.sharded else
-            grid.group("model"), counts_in_norm=lambda prm: counts_in_global_norm(prm, grid))
+            self.buckets, cfg.optim, norm_group=world if sharded or moe else grid.group("model"),
+            counts_in_norm=(lambda prm: counts_in_world_norm(prm, grid, sharded)) if moe else
+            (lambda prm: counts_in_global_norm(prm, grid)))
         self.autocast = (torch.autocast(grid.device.type, dtype=torch.bfloat16)
                          if cfg.dtype == "bf16" else nullcontext())
         self.pipeline = self._build_pipeline()
@@ -137,6 +143,7 @@ class Trainer:
         global_batch = global_batch_size(self.consumed_samples, self.cfg.batch)
         micro_batches = self._micro_batches(self.train_source, self.consumed_samples, global_batch)
         self.buckets.zero_grad()
+        set_backward_scale(self.model, 1.0 / len(micro_batches))
         if self.pipeline is not None:
             loss_sum = self.pipeline.run(micro_batches, before_last_backward=lambda chunk:
                                          self.buckets.arm(self.model.chunk_parameters(chunk)))
@@ -208,11 +215,13 @@ class Trainer:
                 vocab_size=self.vocab_size, world_size=dist.get_world_size(),
                 peak_tflops=cfg.optim.peak_tflops, comm_seconds=COMM_CLOCK.reset())
             record["skipped"] = self._count_skip()
+            record.update(take_moe_metrics(self.model, cfg.model, self.grid.device, "train"))
             if not records:  # the run's first step line: what ZeRO left resident on rank 0
                 record.update(resident_bytes(self.buckets, self.optimizer))
             if cfg.train.eval_every and self.step % cfg.train.eval_every == 0:
                 record["val_loss"] = self.evaluate()
                 record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
+                record.update(take_moe_metrics(self.model, cfg.model, self.grid.device, "eval"))
             records.append(record)
             saved = bool(cfg.train.save_every) and self.step % cfg.train.save_every == 0
             task_metrics = {}

@@ -163,6 +163,18 @@ def all_gather_into(output: torch.Tensor, input_: torch.Tensor, group) -> None:
         _all_gather_flat(output, input_, group=group)
 
 
+def all_to_all(output: torch.Tensor, input_: torch.Tensor, output_splits: list[int],
+               input_splits: list[int], group) -> None:
+    """Rank r sends rows `input_splits[j]` of `input_` (in order) to rank j and receives
+    `output_splits[j]` rows from rank j into `output` (expert parallelism's token exchange)."""
+    check_devices("all_to_all", group, output, input_)
+    if group_size(group) == 1:
+        output.copy_(input_)
+        return
+    with COMM_CLOCK.timing(output.device):
+        dist.all_to_all_single(output, input_, output_splits, input_splits, group=group)
+
+
 def all_gather_async(output: torch.Tensor, input_: torch.Tensor, group) -> Pending | None:
     """Start concatenating every rank's `input_` into `output` (ZeRO-3's prefetch); returns
     what to `wait` on (None when the group is one rank: copied at once)."""

@@ -30,6 +30,10 @@ The TP sum runs inside the backward, when the bucket fills (every TP rank runs t
 backward, so their collectives meet in order). The embedding sum spans the first and last
 stages, which finish their backwards at different times: it is deferred to
 `finish_grad_sync`, as Megatron does, and only then is that bucket reduced over DP.
+
+A parameter may name another reduction group (`ReduceGroup`): MoE experts are replicated over
+expert-DP, not DP x CP, so their buckets reduce (and ZeRO-shard) over that group, divided by
+the number of data-parallel replicas of the loss.
 """
 
 from __future__ import annotations
@@ -51,6 +55,17 @@ class PreReduction:
     in_backward: bool
 
 
+@dataclass(frozen=True)
+class ReduceGroup:
+    """Where a gradient is averaged: summed over `group` (this rank is `rank` of `size`), then
+    divided by `divisor` (the DP x CP replicas of the loss; the group size for dense weights)."""
+
+    group: object
+    rank: int
+    size: int
+    divisor: int
+
+
 @dataclass
 class Bucket:
     index: int
@@ -58,6 +73,7 @@ class Bucket:
     end: int  # exclusive; (end - start) is a multiple of dp
     size: int  # parameters in the bucket
     pre: PreReduction | None = None
+    reduce: ReduceGroup | None = None
     pending: int = 0
     handle: object = None
     launched: bool = False
@@ -67,11 +83,12 @@ class Bucket:
         return self.start + rank * step, self.start + (rank + 1) * step
 
 
-def _plan(ordered: list[nn.Parameter], pre_reductions: dict, limit: int, units=None
+def _plan(ordered: list[nn.Parameter], pre_reductions: dict, limit: int, units=None,
+          reduce_groups: dict | None = None
           ) -> list[tuple[PreReduction | None, list[nn.Parameter]]]:
     """Bucket membership in gradient order; with `units` (lists of parameters), per unit."""
     if units is None:
-        return _plan_group(ordered, pre_reductions, limit)
+        return _plan_group(ordered, pre_reductions, limit, reduce_groups)
     unit_of = {}
     for index, unit in enumerate(units):
         for param in unit:
@@ -80,17 +97,19 @@ def _plan(ordered: list[nn.Parameter], pre_reductions: dict, limit: int, units=N
     for param in ordered:  # units in the order their first parameter comes
         groups.setdefault(unit_of.get(param, len(units)), []).append(param)
     return [entry for group in groups.values()
-            for entry in _plan_group(group, pre_reductions, limit)]
+            for entry in _plan_group(group, pre_reductions, limit, reduce_groups)]
 
 
-def _plan_group(ordered: list[nn.Parameter], pre_reductions: dict, limit: int
+def _plan_group(ordered: list[nn.Parameter], pre_reductions: dict, limit: int,
+                reduce_groups: dict | None = None
                 ) -> list[tuple[PreReduction | None, list[nn.Parameter]]]:
-    """One open bucket per pre-reduction kind, closed when it reaches `limit` elements."""
-    open_buckets: dict[int, tuple[PreReduction | None, list, int]] = {}
+    """One open bucket per pre-reduction kind (and reduction group), closed when it reaches
+    `limit` elements."""
+    open_buckets: dict[tuple, tuple[PreReduction | None, list, int]] = {}
     plan = []
     for param in ordered:
         pre = pre_reductions.get(param)
-        key = id(pre)
+        key = (id(pre), id((reduce_groups or {}).get(param)))
         _, members, numel = open_buckets.get(key, (pre, [], 0))
         members.append(param)
         numel += param.numel()
@@ -122,7 +141,8 @@ class GradBuckets:
     def __init__(self, params: list[nn.Parameter], dp_group, *, dp_rank: int, bucket_mb: float,
                  stage: int, dtype: torch.dtype = torch.float32,
                  pre_reductions: dict[nn.Parameter, PreReduction] | None = None,
-                 units: list[list[nn.Parameter]] | None = None):
+                 units: list[list[nn.Parameter]] | None = None,
+                 reduce_groups: dict[nn.Parameter, ReduceGroup] | None = None):
         self.group, self.dp = dp_group, comm.group_size(dp_group)
         self.dp_rank, self.stage = dp_rank, stage
         self.sharded = stage >= 1  # at dp = 1: one shard, same path
@@ -130,7 +150,8 @@ class GradBuckets:
         self.device, self.dtype = params[0].device, dtype
         limit = max(1, int(bucket_mb * 2**20 / torch.finfo(dtype).bits * 8))
         # Backward produces gradients roughly in reverse order of the forward.
-        plan = _plan(list(reversed(params)), pre_reductions or {}, limit, units)
+        plan = _plan(list(reversed(params)), pre_reductions or {}, limit, units, reduce_groups)
+        default = ReduceGroup(dp_group, dp_rank, self.dp, self.dp)
         self.buckets: list[Bucket] = []
         self.offsets: dict[nn.Parameter, int] = {}
         self._bucket_of: dict[nn.Parameter, Bucket] = {}
@@ -140,14 +161,15 @@ class GradBuckets:
             for param in members:
                 self.offsets[param] = cursor
                 cursor += param.numel()
-            end = start + -(-(cursor - start) // self.dp) * self.dp
-            bucket = Bucket(len(self.buckets), start, end, len(members), pre)
+            reduce = (reduce_groups or {}).get(members[0], default)
+            end = start + -(-(cursor - start) // reduce.size) * reduce.size
+            bucket = Bucket(len(self.buckets), start, end, len(members), pre, reduce)
             self.buckets.append(bucket)
             self._bucket_of.update({p: bucket for p in members})
             cursor = end
         self.numel = cursor
         self._members = [members for _, members in plan]
-        shard_sizes = [(b.end - b.start) // self.dp for b in self.buckets]
+        shard_sizes = [(b.end - b.start) // b.reduce.size for b in self.buckets]
         self._local_starts = [sum(shard_sizes[:i]) for i in range(len(self.buckets))]
         self._store_params(dtype, sum(shard_sizes))
         # Per bucket: its full gradients (None while freed: stages 2-3 outside a bucket's fill).
@@ -159,8 +181,8 @@ class GradBuckets:
                             if stage >= 2 else None)
         self._in_flight: list[tuple[Bucket, object, torch.Tensor, torch.Tensor]] = []
         self._armed: set[nn.Parameter] = set()
-        if self.dp > 1 or stage >= 2 or any(b.pre is not None and b.pre.in_backward
-                                            for b in self.buckets):
+        if stage >= 2 or any(b.reduce.size > 1 or (b.pre is not None and b.pre.in_backward)
+                             for b in self.buckets):
             for param in params:
                 param.register_post_accumulate_grad_hook(self._on_grad_ready)
 
@@ -212,7 +234,8 @@ class GradBuckets:
         the ranks' shards into it; returns what to `comm.wait` on."""
         full = self.full_params[index]
         full.untyped_storage().resize_(full.numel() * full.element_size())
-        return comm.all_gather_async(full, self.shard_params(index), self.group)
+        return comm.all_gather_async(full, self.shard_params(index),
+                                     self.buckets[index].reduce.group)
 
     def free_params(self, index: int) -> None:
         """Stage 3: drop bucket `index`'s full parameters (their views keep shape, not memory;
@@ -226,7 +249,9 @@ class GradBuckets:
     def local_range(self, index: int) -> tuple[int, int]:
         """The flat-buffer range of bucket `index` that this rank's optimizer updates."""
         bucket = self.buckets[index]
-        return bucket.shard(self.dp_rank, self.dp) if self.sharded else (bucket.start, bucket.end)
+        if not self.sharded:
+            return bucket.start, bucket.end
+        return bucket.shard(bucket.reduce.rank, bucket.reduce.size)
 
     def local_grad(self, index: int) -> torch.Tensor:
         """This rank's reduced gradients for `local_range(index)`."""
@@ -286,13 +311,13 @@ class GradBuckets:
             comm.all_reduce(grads, bucket.pre.group)
         if self.events is not None:
             self.events.append(("launch", bucket.index))
-        if self.dp > 1:
-            grads.div_(self.dp)  # sum of averages = average; gloo has no AVG op
+        if bucket.reduce.divisor > 1:
+            grads.div_(bucket.reduce.divisor)  # sum of averages = average; gloo has no AVG op
         if self.sharded:
             bucket.handle = comm.reduce_scatter_async(self.local_grad(bucket.index), grads,
-                                                      self.group)
+                                                      bucket.reduce.group)
         else:
-            bucket.handle = comm.all_reduce_async(grads, self.group)
+            bucket.handle = comm.all_reduce_async(grads, bucket.reduce.group)
         bucket.launched = True
 
     def _accumulate(self, param: nn.Parameter) -> None:
@@ -321,10 +346,10 @@ class GradBuckets:
             comm.all_reduce(grads, bucket.pre.group)
         if self.events is not None:
             self.events.append(("launch", bucket.index))
-        if self.dp > 1:
-            grads.div_(self.dp)
-        received = grads.new_empty((bucket.end - bucket.start) // self.dp)
-        handle = comm.reduce_scatter_async(received, grads, self.group)
+        if bucket.reduce.divisor > 1:
+            grads.div_(bucket.reduce.divisor)
+        received = grads.new_empty((bucket.end - bucket.start) // bucket.reduce.size)
+        handle = comm.reduce_scatter_async(received, grads, bucket.reduce.group)
         self._in_flight.append((bucket, handle, received, grads))
         while len(self._in_flight) > MAX_IN_FLIGHT:
             self._complete_oldest()
@@ -360,4 +385,4 @@ class GradBuckets:
         for index, bucket in enumerate(self.buckets):
             lo, hi = self.local_range(index)
             comm.all_gather_into(self.params[bucket.start: bucket.end], self.params[lo:hi],
-                                 self.group)
+                                 bucket.reduce.group)

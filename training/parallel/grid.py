@@ -9,6 +9,8 @@ Groups are created once, on every rank in the same order (torch requires it), an
 module asks for them by name: `tp`, `cp` (ranks sharing each sequence), `dp`, `dp_cp` (the
 ranks that reduce replicated gradients: DP x CP), `pp`, `model` (TP x PP: one model replica's
 weights) and `embedding` (first and last pipeline stage, which share the tied word embedding).
+MoE layers fold the same ranks their own way (ETP x EP x EDP x PP, training/moe/mapping.py):
+groups `ep`, `etp`, `edp` and `tp_cp`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import psutil
 import torch
 import torch.distributed as dist
 
+from training.moe.mapping import MOE_GROUP_NAMES, mapping_problem, moe_coords, moe_groups
 from training.parallel import comm
 from training.parallel.comm import SOLO
 
-GROUP_NAMES = ("tp", "cp", "dp", "dp_cp", "pp", "model", "embedding")
+GROUP_NAMES = ("tp", "cp", "dp", "dp_cp", "pp", "model", "embedding") + MOE_GROUP_NAMES
 
 
 class LayoutError(ValueError):
@@ -41,12 +44,17 @@ class GridLayout:
     pp: int
     dp: int
     cp: int = 1
+    ep: int = 1
+    etp: int = 1
 
     @property
     def world_size(self) -> int:
         return self.tp * self.cp * self.dp * self.pp
 
     def check_world(self, world_size: int) -> None:
+        problem = mapping_problem(self)
+        if problem:
+            raise LayoutError(problem)
         if self.world_size != world_size:
             cp = f" x cp={self.cp}" if self.cp > 1 else ""
             raise LayoutError(
@@ -80,6 +88,8 @@ class GridLayout:
             "pp": lambda p, d, c, t: (d, c, t),
             "model": lambda p, d, c, t: (d, c),
         }
+        if name in MOE_GROUP_NAMES:
+            return moe_groups(self, name)
         if name == "embedding":
             ends = sorted({0, self.pp - 1})
             return [[self.rank(p, d, t, c) for p in ends]
@@ -118,6 +128,11 @@ class ProcessGrid:
         return self.layout.coords4(self.rank)[2]
 
     @property
+    def moe_coords(self) -> tuple[int, int, int, int]:
+        """(pp_rank, edp_rank, ep_rank, etp_rank) in the MoE mapping."""
+        return moe_coords(self.layout, self.rank)
+
+    @property
     def dp_cp_rank(self) -> int:
         """This rank's place in its `dp_cp` group (ranks sorted: DP-major, then CP)."""
         return self.dp_rank * self.layout.cp + self.cp_rank
@@ -143,7 +158,7 @@ class ProcessGrid:
         return {"tp": self.layout.tp, "cp": self.layout.cp, "dp": self.layout.dp,
                 "dp_cp": self.layout.dp * self.layout.cp, "pp": self.layout.pp,
                 "model": self.layout.tp * self.layout.pp,
-                "embedding": min(self.layout.pp, 2)}[name]
+                "embedding": min(self.layout.pp, 2)}.get(name) or len(self.ranks(name))
 
 
 def _is_loopback(host: str) -> bool:
@@ -198,9 +213,10 @@ def _start_process_group(backend: str) -> None:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
-def build_grid(tp: int, pp: int, dp: int, device: str = "cpu", cp: int = 1) -> ProcessGrid:
+def build_grid(tp: int, pp: int, dp: int, device: str = "cpu", cp: int = 1, ep: int = 1,
+               etp: int = 1) -> ProcessGrid:
     """Create the process group (gloo on CPU, NCCL on CUDA) and every named group once."""
-    layout = GridLayout(tp, pp, dp, cp)
+    layout = GridLayout(tp, pp, dp, cp, ep, etp)
     world = int(os.environ.get("WORLD_SIZE", "1")) if not dist.is_initialized() \
         else dist.get_world_size()
     layout.check_world(world)
