@@ -390,10 +390,11 @@ def parse_config(raw: dict, source: str = "<config>",
         raise ConfigError(describe(err, TrainingConfig, source, flags or {})) from None
 
 
-def load_config(name_or_path: str | Path, overrides: list[str] = (),
-                labels: dict[str, str] | None = None) -> TrainingConfig:
-    """The config file with `overrides` (`key.path=value`) applied; `labels` names the flag
-    of an override in messages (default `--set key.path=value`)."""
+def load_raw_config(name_or_path: str | Path, overrides: list[str] = (),
+                    labels: dict[str, str] | None = None) -> tuple[dict, Path, dict[str, str]]:
+    """The config file's mapping with `overrides` (`key.path=value`) applied, its path, and the
+    flag of each overridden key path; `labels` names an override's flag in messages (default
+    `--set key.path=value`). Shared by `pretrain` and `pretrain finetune`."""
     path = resolve_config_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -406,4 +407,11 @@ def load_config(name_or_path: str | Path, overrides: list[str] = (),
         apply_override(raw, assignment)
         label = (labels or {}).get(assignment, f"--set {assignment}")
         flags[assignment.partition("=")[0].strip()] = label
+    return raw, path, flags
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] = (),
+                labels: dict[str, str] | None = None) -> TrainingConfig:
+    """The config file with `overrides` applied and validated (see `load_raw_config`)."""
+    raw, path, flags = load_raw_config(name_or_path, overrides, labels)
     return parse_config(raw, str(path), flags)

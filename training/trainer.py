@@ -267,9 +267,15 @@ class Trainer:
 
 def run_worker(cfg_dict: dict) -> list[dict]:
     """Entry point of one launched process: train and return this rank's step records."""
+    return run_trainer(Trainer, cfg_dict)
+
+
+def run_trainer(trainer_class: type[Trainer], cfg_dict: dict) -> list[dict]:
+    """Build `trainer_class` from the config in this launched process, train, and return this
+    rank's step records (shared by `pretrain` and `pretrain finetune`)."""
     setup_process()
     cfg = TrainingConfig.model_validate(cfg_dict)
-    trainer = Trainer(cfg)
+    trainer = trainer_class(cfg)
     try:
         report = RunReport(trainer)  # a changed LR schedule, or nothing left to do
         records = trainer.run(on_save=save_checkpoint)

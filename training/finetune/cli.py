@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import yaml
-
 from training.checkpoint_format import CheckpointError
-from training.config import ConfigError, apply_override, resolve_config_path
+from training.config import ConfigError, load_raw_config
 from training.launch import under_launcher
 from training.parallel.grid import GridLayout, LayoutError
 
@@ -36,18 +34,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def load_finetune_config(config: str, overrides: list[str], labels: dict[str, str]):
     from training.finetune.setup import prepare
 
-    path = resolve_config_path(config)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a training config must be a YAML mapping")
-    flags = {}
-    for assignment in overrides:
-        apply_override(raw, assignment)
-        flags[assignment.partition("=")[0].strip()] = labels.get(assignment,
-                                                                 f"--set {assignment}")
+    raw, path, flags = load_raw_config(config, overrides, labels)
     return prepare(raw, str(path), flags)
 
 
@@ -79,38 +66,42 @@ def finetune_main(argv: list[str]) -> int:
         return train(cfg.dump(), layout.world_size, cfg.train.dir, worker=run_finetune_worker)
 
 
+def _two_path_command(argv: list[str], prog: str, description: str,
+                      first: tuple[str, str], action) -> int:
+    """Parse `prog SOURCE OUT` (`first`: SOURCE's name and help), run `action(source, out)`
+    (which returns the line to print), and report what it refuses as one line, status 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("source", metavar=first[0], help=first[1])
+    parser.add_argument("out", help="folder to write")
+    args = parser.parse_args(argv)
+    try:
+        done = action(args.source, args.out)
+    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+    print(done)
+    return 0
+
+
 def merge_main(argv: list[str]) -> int:
     from training.finetune.merge import merge
 
-    parser = argparse.ArgumentParser(
-        prog="pretrain finetune merge",
-        description="Write a full checkpoint with W + (alpha / r) B A for every adapter.")
-    parser.add_argument("checkpoint", help="a fine-tuning checkpoint (or its run folder)")
-    parser.add_argument("out", help="the checkpoint folder to write")
-    args = parser.parse_args(argv)
-    try:
-        out = merge(args.checkpoint, args.out)
-    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"pretrain finetune merge: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote the merged checkpoint {out}")
-    return 0
+    return _two_path_command(
+        argv, "pretrain finetune merge",
+        "Write a full checkpoint with W + (alpha / r) B A for every adapter.",
+        ("checkpoint", "a fine-tuning checkpoint (or its run folder)"),
+        lambda source, out: f"wrote the merged checkpoint {merge(source, out)}")
 
 
 def export_peft_main(argv: list[str]) -> int:
     from training.finetune.export_peft import export_peft
 
-    parser = argparse.ArgumentParser(
-        prog="pretrain export-peft",
-        description="Write a LoRA checkpoint's adapters as a PEFT folder (adapter_config.json, "
-                    "adapter_model.safetensors) for the `pretrain export-hf` of its base.")
-    parser.add_argument("adapter", help="a LoRA fine-tuning checkpoint (or its run folder)")
-    parser.add_argument("out", help="folder to write")
-    args = parser.parse_args(argv)
-    try:
-        files = export_peft(args.adapter, args.out)
-    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"pretrain export-peft: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {', '.join(f.name for f in files)} to {args.out}")
-    return 0
+    def export(source, out):
+        files = export_peft(source, out)
+        return f"wrote {', '.join(f.name for f in files)} to {out}"
+
+    return _two_path_command(
+        argv, "pretrain export-peft",
+        "Write a LoRA checkpoint's adapters as a PEFT folder (adapter_config.json, "
+        "adapter_model.safetensors) for the `pretrain export-hf` of its base.",
+        ("adapter", "a LoRA fine-tuning checkpoint (or its run folder)"), export)

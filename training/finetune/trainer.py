@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from training.batches import DocumentMasks, MicroBatch
-from training.checkpoint import global_box, save_checkpoint
+from training.checkpoint import global_box
 from training.checkpoint_format import ShardReader, read_index
 from training.config import TrainingConfig
 from training.finetune.data import (
@@ -28,9 +28,7 @@ from training.finetune.ggpo import GGPO
 from training.finetune.lora import attach_lora
 from training.finetune.setup import base_checkpoint, task_tokenizer
 from training.model import GPT
-from training.parallel.grid import destroy_grid
-from training.run_messages import RunReport
-from training.trainer import Trainer, setup_process
+from training.trainer import Trainer, run_trainer
 
 
 def task_sources(cfg: TrainingConfig, vocab_size: int) -> tuple[TaskBatchSource,
@@ -95,14 +93,4 @@ class FinetuneTrainer(Trainer):
 
 def run_finetune_worker(cfg_dict: dict) -> list[dict]:
     """Entry point of one launched fine-tuning process."""
-    setup_process()
-    cfg = TrainingConfig.model_validate(cfg_dict)
-    trainer = FinetuneTrainer(cfg)
-    try:
-        report = RunReport(trainer)
-        records = trainer.run(on_save=save_checkpoint)
-        report.finish(records)
-        return records
-    finally:
-        trainer.close()
-        destroy_grid()
+    return run_trainer(FinetuneTrainer, cfg_dict)
