@@ -15,11 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch.distributed as dist
-
 from training.config import TrainingConfig
 from training.evaluation.harness import OFFLINE
 from training.evaluation.report import flat_metrics
+from training.parallel import comm
 
 
 def check_eval_tasks(cfg: TrainingConfig) -> None:
@@ -44,8 +43,7 @@ class TaskEvaluation:
         if not every or step % every:
             return {}
         metrics = self._evaluate(step, checkpoint) if self.rank == 0 else {}
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.barrier()
+        comm.barrier()
         return metrics
 
     def _evaluate(self, step: int, checkpoint: Path) -> dict:
