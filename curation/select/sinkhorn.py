@@ -1,21 +1,28 @@
 """Dual potentials of entropic OT by a stabilised scaling Sinkhorn in torch (float32 kernel).
 
-Why not POT: on a real GOT-D chunk (50,000 pool × 2,000 target embeddings, 200 iterations,
-one thread) this solver took SOLVER_SECONDS against POT's ot.sinkhorn in float64, with the
-same chosen set (bench/select_ot_solvers.py, bench/RESULTS.md). Each Sinkhorn iteration
-reads the whole n × m kernel twice (K v, then Kᵀ u) and is bound by memory bandwidth, so
-the gains come from reading less: the kernel is float32 (half the bytes) and one *fused*
-pass per iteration updates u block by block of rows and adds that block's Kᵀ u while the
-block is still in cache (one read of the kernel per iteration instead of two).
+The select stage's solver for GOT-D (curation/select/got.py). Measured on a real chunk of
+the 1M-candidate bench (50,000 × 2,000 hashed embeddings, reg 0.1, one thread, as on a
+Dask worker; bench/select_ot_solvers.py, bench/RESULTS.md): SOLVER_FIGURES, with the same
+chosen 10% as POT's float64 solver and scores within 3e-7 of it. Where the time goes:
+that problem converges in ~10 iterations, so building the kernel (one matmul and a few
+elementwise passes over n × m) costs as much as the iterations; float32 halves the bytes
+of both, and torch's column minimum (`amin`) and matvecs are vectorised on one core. A
+fused pass that updates u and accumulates Kᵀu block by block (one kernel read per
+iteration instead of two) was tried and was not faster here.
+
+Stopping: POT's float64 solver stops at a marginal error of 1e-9, which float32 never
+reaches (its floor is ≈ 7e-8 in L1 on that chunk), so the iterations also stop once the
+column marginal's L1 error has made no new low for PATIENCE iterations (28 iterations on
+that chunk instead of the 200 cap).
 
 Stabilised as in Schmitzer (2019, "Stabilized sparse scaling algorithms for entropy
 regularized transport problems", §3.1, absorption): the kernel is exp((f_i + g_j − C_ij)/reg)
 with running dual potentials f, g; the scalings u, v multiply it, and whenever one leaves
 [e^−ABSORB, e^ABSORB] they are folded into f, g (f += reg·log u, g += reg·log v) and the
-kernel is rebuilt, so no float32 value overflows or underflows whatever `reg`. f and g
-start as the row minima of C and the column minima of the rest, so every row and every
-column of the first kernel holds a 1 and no marginal is ever empty. The iterates are
-Sinkhorn's (u ← a / K v, v ← b / Kᵀ u, from v = 1), only re-parametrised.
+kernel is rebuilt, so no float32 value overflows whatever `reg` (≥ 0.01). f and g start
+as the row minima of C and the column minima of the rest, so every row and column of the
+first kernel holds a 1 and no marginal is ever empty. The iterates are Sinkhorn's
+(u ← a / K v, v ← b / Kᵀ u, from v = 1), only re-parametrised.
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ import numpy as np
 import torch
 
 ABSORB = 30.0  # e^30 leaves float32 (max ≈ e^88) ample room for u · K · v
-BLOCK = 256  # rows per fused step: 256 × 2,000 float32 = 2 MiB, one core's L2 here
+# Stop once the column marginal's L1 error has not reached a new low for this many
+# iterations: float32 rounding sets a floor under it (≈ 7e-8 on a 50,000 × 2,000 chunk,
+# reached after ~10 iterations there), and it then only wanders.
+PATIENCE = 10
 
 
 def _flushing_denormals() -> bool:
@@ -64,46 +74,44 @@ def _kernel(pool: torch.Tensor, target: torch.Tensor, f: torch.Tensor, g: torch.
     return kernel.add_(((g - (target * target).sum(1)) / reg).to(dtype)[None, :]).exp_()
 
 
-def _fused_pass(kernel: torch.Tensor, a: torch.Tensor, v: torch.Tensor, u: torch.Tensor,
-                w: torch.Tensor) -> None:
-    """u ← a / (K v) and w ← Kᵀ u, reading each block of kernel rows once from memory."""
-    w.zero_()
-    for start in range(0, kernel.shape[0], BLOCK):
-        rows = kernel[start:start + BLOCK]
-        part = u[start:start + BLOCK]
-        torch.mv(rows, v, out=part)
-        torch.div(a[start:start + BLOCK], part, out=part)
-        w.addmv_(rows.T, part)
-
-
 def sinkhorn_potentials(pool: np.ndarray, target: np.ndarray, reg: float, iters: int,
                         tol: float = 1e-9, dtype: torch.dtype = torch.float32,
                         threads: int = 1) -> np.ndarray:
     """The dual potential f (float64) of every pool point for uniform masses on both sides
-    and cost = squared Euclidean distance; stops at `iters` u-updates or when the column
-    marginal's L1 error falls below `tol`."""
+    and cost = squared Euclidean distance."""
+    return solve(pool, target, reg, iters, tol, dtype, threads)[0]
+
+
+def solve(pool: np.ndarray, target: np.ndarray, reg: float, iters: int, tol: float = 1e-9,
+          dtype: torch.dtype = torch.float32, threads: int = 1) -> tuple[np.ndarray, int]:
+    """(f, iterations run): at most `iters` u-updates; fewer when the column marginal's L1
+    error falls below `tol` or makes no new low for PATIENCE iterations."""
     with solver_settings(threads), torch.no_grad():
         p = torch.from_numpy(np.asarray(pool, dtype=np.float64))
         t = torch.from_numpy(np.asarray(target, dtype=np.float64))
         n, m = len(p), len(t)
         kernel = _cost(p, t, dtype)  # becomes the kernel in place: one n × m buffer
-        f = kernel.min(1).values
+        f = kernel.amin(1)
         kernel.sub_(f[:, None])
-        g = kernel.min(0).values
+        g = kernel.amin(0)
         kernel.sub_(g[None, :]).mul_(-1.0 / reg).exp_()
         f, g = f.to(torch.float64), g.to(torch.float64)
         a = torch.full((n,), 1.0 / n, dtype=dtype)
         b = torch.full((m,), 1.0 / m, dtype=dtype)
-        u, w = torch.empty(n, dtype=dtype), torch.empty(m, dtype=dtype)
         v = torch.ones(m, dtype=dtype)
+        best, best_step = float("inf"), 0
         for step in range(iters):
-            _fused_pass(kernel, a, v, u, w)
-            if step == iters - 1 or float((v * w - b).abs().sum()) < tol:
+            u = a / (kernel @ v)
+            w = kernel.T @ u  # v ⊙ w: the column marginal of the current plan
+            error = float((v * w - b).abs().sum())
+            if error < best:
+                best, best_step = error, step
+            if step == iters - 1 or error < tol or step - best_step >= PATIENCE:
                 break
-            torch.div(b, w, out=v)
+            v = b / w
             if max(float(u.log().abs().max()), float(v.log().abs().max())) > ABSORB:
                 f += reg * u.log().to(torch.float64)
                 g += reg * v.log().to(torch.float64)
                 kernel = _kernel(p, t, f, g, reg, dtype)
                 v.fill_(1.0)
-        return (f + reg * u.log().to(torch.float64)).numpy()
+        return (f + reg * u.log().to(torch.float64)).numpy(), step + 1
