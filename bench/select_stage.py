@@ -115,28 +115,64 @@ def run(args: argparse.Namespace, root: Path) -> None:
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        worker_cpu = client.run(_cpu_seconds)
-        driver_cpu = time.process_time()
-        started = time.perf_counter()
-        stage.prepare(ClusterStageContext(spec, root, folder, parts, client))
+        clock = PhaseClock(client)
+        stage.prepare(TimedContext(clock, spec, root, folder, parts, client))
+        clock.mark("cut and summary passes")
         prepared = time.perf_counter()
         futures = [client.submit(process_partition_task, stage, str(p), k, str(folder))
                    for k, p in enumerate(parts)]
         client.gather(futures)
-        done = time.perf_counter()
-        driver_cpu = time.process_time() - driver_cpu
-        workers_cpu = [after - worker_cpu[w] for w, after in client.run(_cpu_seconds).items()]
-    total = done - started
+        clock.mark("run: write kept documents and ledger")
+    total = clock.marks[-1][1] - clock.marks[0][1]
+    driver_cpu = clock.marks[-1][2] - clock.marks[0][2]
+    workers_cpu = [b - a for a, b in zip(clock.marks[0][3], clock.marks[-1][3], strict=True)]
     print(json.dumps({"docs": args.docs, "method": args.method, "dims": args.dims,
                       "chunk": args.chunk, "iters": args.iters,
-                      "prepare_s": round(prepared - started, 1),
-                      "run_s": round(done - prepared, 1), "total_s": round(total, 1),
+                      "prepare_s": round(prepared - clock.marks[0][1], 1),
+                      "run_s": round(clock.marks[-1][1] - prepared, 1),
+                      "total_s": round(total, 1),
                       "cpu_s": round(driver_cpu + sum(workers_cpu), 1),
                       "driver_cpu_s": round(driver_cpu, 1),
                       "worker_cpu_s": [round(c, 1) for c in workers_cpu],
+                      "phases": clock.phases(),
                       "load_1min_end": round(os.getloadavg()[0], 1),
                       "docs_per_s": round(args.docs / total)}))
 
+
+class PhaseClock:
+    """Wall, driver CPU and per-worker CPU seconds at marks; phases are their differences."""
+
+    def __init__(self, client):
+        self.client = client
+        self.marks: list[tuple[str, float, float, list[float]]] = []
+        self.mark("start")
+
+    def mark(self, label: str) -> None:
+        workers = self.client.run(_cpu_seconds)
+        self.marks.append((label, time.perf_counter(), time.process_time(),
+                           [workers[w] for w in sorted(workers)]))
+
+    def phases(self) -> list[dict]:
+        return [{"phase": label, "wall_s": round(wall - wall0, 1),
+                 "driver_cpu_s": round(cpu - cpu0, 1),
+                 "worker_cpu_s": [round(b - a, 1) for a, b in zip(w0, w, strict=True)]}
+                for (_, wall0, cpu0, w0), (label, wall, cpu, w)
+                in zip(self.marks, self.marks[1:], strict=False) if wall - wall0 >= 0.05]
+
+
+class TimedContext(ClusterStageContext):
+    """The stage's context, marking the clock around each pass over the partitions; what
+    runs between two passes (GOT-D's target embedding and OT chunks) is its own phase."""
+
+    def __init__(self, clock: PhaseClock, *args):
+        super().__init__(*args)
+        self.clock = clock
+
+    def map(self, fn, *args, desc: str = "", **kwargs):
+        self.clock.mark(f"before {desc}")
+        result = super().map(fn, *args, desc=desc, **kwargs)
+        self.clock.mark(desc)
+        return result
 
 if __name__ == "__main__":
     main()
