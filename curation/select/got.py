@@ -24,11 +24,11 @@ calibrated gradient removes each solve's free constant and the chunks are equal-
 (±1) samples of one pool against one target, so their potentials share one scale.
 
 The solver is curation/select/sinkhorn.py: a stabilised scaling Sinkhorn in torch with a
-float32 kernel, one thread, one fused pass over the kernel per iteration; measured on a real
-50,000 × 2,000 chunk against POT's ot.sinkhorn in float64 (the earlier solver), it is
-SPEEDUP faster and chooses the same documents (overlap OVERLAP of the chosen 10%,
-Spearman SPEARMAN; bench/select_ot_solvers.py). The embeddings are unit vectors, so the
-cost is in [0, 4]; the solver's absorption keeps float32 in range for any reg ≥ 0.01.
+float32 kernel, one thread. Measured on a real 50,000 × 2,000 chunk against POT's
+ot.sinkhorn in float64 (the earlier solver), it is 4.0× faster (3.0 against 11.9 CPU s)
+and chooses the same documents (all of the chosen 10%, Spearman 1.0000000 over the
+scores; bench/select_ot_solvers.py). The embeddings are unit vectors, so the cost is in
+[0, 4]; the solver's absorption keeps float32 in range for any reg ≥ 0.01.
 """
 
 from __future__ import annotations
