@@ -1,0 +1,125 @@
+"""LoRA vs LoRA-GGPO over LoRA ranks on the docstring -> function-name task of
+bench/finetune_ggpo.py (same base, task, split, learning rate and training length), 3 seeds,
+full fine-tuning as a reference line: the training and held-out loss after the run, per rank.
+The GGPO coefficients are the reference implementation's defaults, not tuned.
+
+    .venv/bin/python -m bench.finetune_ggpo_ranks --work DIR [--ranks 1 2 4 8 16 32 64]
+        [--epochs 6] [--seeds 1 2 3]
+
+Reuses DIR's pre-trained base if there (else pre-trains one as finetune_ggpo does). Writes
+bench/results/finetune_ggpo_ranks.json, .png and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.finetune_ggpo import METHODS, RESULTS, docstring_task, finetune, pretrain_base
+from training.trainer import setup_process
+
+
+def sweep(base, tokenizer, task, work: Path, ranks, seeds, epochs) -> dict:
+    """{method: {rank (0 = full fine-tuning): [result per seed]}}"""
+    runs: dict[str, dict[int, list]] = {}
+    plans = [(name, rank) for rank in ranks for name in ("LoRA", "LoRA-GGPO")] + [("full", 0)]
+    for seed in seeds:
+        for name, rank in plans:
+            method = dict(METHODS[name])
+            if rank:  # alpha / rank = 2 at every rank, as rank 8 alpha 16
+                method["lora"] = {"rank": rank, "alpha": 2.0 * rank}
+            run_dir = work / f"ranks-{name}-{rank}-{seed}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            result = finetune(base, tokenizer, task, run_dir, method, seed, epochs)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            runs.setdefault(name, {}).setdefault(rank, []).append(result)
+            print(f"{name} rank {rank or 'full'} seed {seed}: train "
+                  f"{result['last_epoch_train_loss']:.3f}, held-out {result['curve'][-1][1]:.3f}"
+                  f" (best {min(v for _, v in result['curve']):.3f})", flush=True)
+    return runs
+
+
+def report(runs: dict, epochs: float, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    lines = [f"| method | rank | trainable params | train loss (last epoch) | held-out loss after "
+             f"{epochs:g} epochs | best held-out |", "|---|---|---|---|---|---|"]
+    for name, by_rank in runs.items():
+        ranks = sorted(by_rank)
+        stats = {}
+        for key in ("train", "held", "best"):
+            values = np.array([[pick(r, key) for r in by_rank[rank]] for rank in ranks])
+            stats[key] = values.mean(1), values.std(1)
+        for i, rank in enumerate(ranks):
+            lines.append(f"| {name} | {rank or '-'} | {by_rank[rank][0]['trainable']:,} | "
+                         + " | ".join(f"{stats[k][0][i]:.3f} ± {stats[k][1][i]:.3f}"
+                                      for k in ("train", "held", "best")) + " |")
+        for ax, key in zip(axes, ("train", "held"), strict=True):
+            mean, spread = stats[key]
+            if name == "full":
+                ax.axhline(mean[0], color="gray", linestyle="--", label="full fine-tuning")
+                continue
+            ax.errorbar(ranks, mean, yerr=spread, marker="o", capsize=3, label=name)
+    for ax, title in zip(axes, ("training loss (last epoch)", "held-out loss (end)"),
+                         strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("LoRA rank (alpha = 2 rank)")
+        ax.set_title(title)
+        ax.legend()
+    fig.suptitle(f"docstring -> function name, {epochs:g} epochs, mean ± std over seeds")
+    fig.tight_layout()
+    fig.savefig(out / "finetune_ggpo_ranks.png", dpi=120)
+    (out / "finetune_ggpo_ranks.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def pick(result: dict, key: str) -> float:
+    if key == "train":
+        return result["last_epoch_train_loss"]
+    values = [v for _, v in result["curve"]]
+    return values[-1] if key == "held" else min(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    parser.add_argument("--epochs", type=float, default=6)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--base-steps", type=int, default=200)
+    parser.add_argument("--examples", type=int, default=240)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--work", type=Path)
+    args = parser.parse_args()
+    setup_process()
+    work = args.work or Path(tempfile.mkdtemp(prefix="finetune-ggpo-ranks-"))
+    if (work / "base" / "checkpoints" / "latest").is_file():
+        base, tokenizer = work / "base", work / "curated" / "tokenizer.json"
+    else:
+        base, tokenizer = pretrain_base(work, args.base_steps)
+    examples = docstring_task()
+    keep = np.random.default_rng(0).permutation(len(examples))[: args.examples]
+    task = work / "task.jsonl"
+    task.write_text("".join(json.dumps(examples[i]) + "\n" for i in sorted(keep)))
+    runs = sweep(base, tokenizer, task, work, args.ranks, args.seeds, args.epochs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "finetune_ggpo_ranks.json").write_text(json.dumps(
+        {"ranks": args.ranks, "epochs": args.epochs, "seeds": args.seeds,
+         "runs": {name: {str(k): v for k, v in by.items()} for name, by in runs.items()}},
+        indent=1))
+    report(runs, args.epochs, args.out)
+    print(f"median step seconds: " + ", ".join(
+        f"{name} {statistics.median(r['step_s'] for rs in by.values() for r in rs):.4f}"
+        for name, by in runs.items()))
+
+
+if __name__ == "__main__":
+    main()
