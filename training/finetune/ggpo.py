@@ -83,7 +83,9 @@ def row_std(weight_sq: torch.Tensor, grad_sq: torch.Tensor, d_out: int,
 
 
 def noise_key(seed: int, step: int, name: str) -> int:
-    return (seed * 1_000_003 + step * 7919 + zlib.crc32(name.encode())) % 2**63
+    """(seed, step) in the high 31 bits, the layer in the low 32: no two layers or steps of a
+    run share a draw."""
+    return (((seed * 1_000_003 + step) & 0x7FFFFFFF) << 32) | zlib.crc32(name.encode())
 
 
 def draw_noise(full_shape: tuple[int, int], seed: int, step: int, name: str,
