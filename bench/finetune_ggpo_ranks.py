@@ -5,9 +5,12 @@ The GGPO coefficients are the reference implementation's defaults, not tuned.
 
     .venv/bin/python -m bench.finetune_ggpo_ranks --work DIR [--ranks 1 2 4 8 16 32 64]
         [--epochs 6] [--seeds 1 2 3]
+    .venv/bin/python -m bench.finetune_ggpo_ranks --work DIR --report
 
-Reuses DIR's pre-trained base if there (else pre-trains one as finetune_ggpo does). Writes
-bench/results/finetune_ggpo_ranks.json, .png and .md.
+Reuses DIR's pre-trained base if there (else pre-trains one as finetune_ggpo does); seeds may
+run as separate processes on one DIR (after its base exists). Every finished run is kept in
+DIR/ranks-seed<N>.json; the report (bench/results/finetune_ggpo_ranks.json, .png, .md) covers
+the runs finished.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import argparse
 import json
 import shutil
 import statistics
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,23 +27,35 @@ from bench.finetune_ggpo import METHODS, RESULTS, docstring_task, finetune, pret
 from training.trainer import setup_process
 
 
-def sweep(base, tokenizer, task, work: Path, ranks, seeds, epochs) -> dict:
-    """{method: {rank (0 = full fine-tuning): [result per seed]}}"""
-    runs: dict[str, dict[int, list]] = {}
+def sweep(base, tokenizer, task, work: Path, ranks, seed, epochs) -> None:
+    """One seed's runs, each appended to work/ranks-seed<seed>.json as it ends (so a sweep
+    stopped early still reports what it finished)."""
+    log = work / f"ranks-seed{seed}.json"
+    done = json.loads(log.read_text()) if log.is_file() else []
     plans = [(name, rank) for rank in ranks for name in ("LoRA", "LoRA-GGPO")] + [("full", 0)]
-    for seed in seeds:
-        for name, rank in plans:
-            method = dict(METHODS[name])
-            if rank:  # alpha / rank = 2 at every rank, as rank 8 alpha 16
-                method["lora"] = {"rank": rank, "alpha": 2.0 * rank}
-            run_dir = work / f"ranks-{name}-{rank}-{seed}"
-            shutil.rmtree(run_dir, ignore_errors=True)
-            result = finetune(base, tokenizer, task, run_dir, method, seed, epochs)
-            shutil.rmtree(run_dir, ignore_errors=True)
-            runs.setdefault(name, {}).setdefault(rank, []).append(result)
-            print(f"{name} rank {rank or 'full'} seed {seed}: train "
-                  f"{result['last_epoch_train_loss']:.3f}, held-out {result['curve'][-1][1]:.3f}"
-                  f" (best {min(v for _, v in result['curve']):.3f})", flush=True)
+    for name, rank in plans:
+        if any(d["method"] == name and d["rank"] == rank for d in done):
+            continue
+        method = dict(METHODS[name])
+        if rank:  # alpha / rank = 2 at every rank, as rank 8 alpha 16
+            method["lora"] = {"rank": rank, "alpha": 2.0 * rank}
+        run_dir = work / f"ranks-{name}-{rank}-{seed}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        result = finetune(base, tokenizer, task, run_dir, method, seed, epochs)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        done.append({"method": name, "rank": rank, "seed": seed, **result})
+        log.write_text(json.dumps(done, indent=1))
+        print(f"{name} rank {rank or 'full'} seed {seed}: train "
+              f"{result['last_epoch_train_loss']:.3f}, held-out {result['curve'][-1][1]:.3f}"
+              f" (best {min(v for _, v in result['curve']):.3f})", flush=True)
+
+
+def collect(work: Path) -> dict:
+    """{method: {rank (0 = full fine-tuning): [result per seed]}} of every finished run."""
+    runs: dict[str, dict[int, list]] = {}
+    for log in sorted(work.glob("ranks-seed*.json")):
+        for run in json.loads(log.read_text()):
+            runs.setdefault(run["method"], {}).setdefault(run["rank"], []).append(run)
     return runs
 
 
@@ -97,26 +111,30 @@ def main() -> None:
     parser.add_argument("--base-steps", type=int, default=200)
     parser.add_argument("--examples", type=int, default=240)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--work", type=Path)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--report", action="store_true",
+                        help="only report the runs finished in --work (of any seed)")
     args = parser.parse_args()
-    setup_process()
-    work = args.work or Path(tempfile.mkdtemp(prefix="finetune-ggpo-ranks-"))
-    if (work / "base" / "checkpoints" / "latest").is_file():
-        base, tokenizer = work / "base", work / "curated" / "tokenizer.json"
-    else:
-        base, tokenizer = pretrain_base(work, args.base_steps)
-    examples = docstring_task()
-    keep = np.random.default_rng(0).permutation(len(examples))[: args.examples]
-    task = work / "task.jsonl"
-    task.write_text("".join(json.dumps(examples[i]) + "\n" for i in sorted(keep)))
-    runs = sweep(base, tokenizer, task, work, args.ranks, args.seeds, args.epochs)
+    if not args.report:
+        setup_process()
+        work = args.work
+        if (work / "base" / "checkpoints" / "latest").is_file():
+            base, tokenizer = work / "base", work / "curated" / "tokenizer.json"
+        else:
+            base, tokenizer = pretrain_base(work, args.base_steps)
+        examples = docstring_task()
+        keep = np.random.default_rng(0).permutation(len(examples))[: args.examples]
+        task = work / "task.jsonl"
+        task.write_text("".join(json.dumps(examples[i]) + "\n" for i in sorted(keep)))
+        for seed in args.seeds:
+            sweep(base, tokenizer, task, work, args.ranks, seed, args.epochs)
+    runs = collect(args.work)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "finetune_ggpo_ranks.json").write_text(json.dumps(
-        {"ranks": args.ranks, "epochs": args.epochs, "seeds": args.seeds,
-         "runs": {name: {str(k): v for k, v in by.items()} for name, by in runs.items()}},
-        indent=1))
+        {"epochs": args.epochs, "runs": {name: {str(k): v for k, v in by.items()}
+                                          for name, by in runs.items()}}, indent=1))
     report(runs, args.epochs, args.out)
-    print(f"median step seconds: " + ", ".join(
+    print("median step seconds: " + ", ".join(
         f"{name} {statistics.median(r['step_s'] for rs in by.values() for r in rs):.4f}"
         for name, by in runs.items()))
 

@@ -59,8 +59,7 @@ def read_records(path: Path) -> Iterator[tuple[int, dict]]:
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        for row, record in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield row, record
+        yield from enumerate(pq.read_table(path).to_pylist(), start=1)
         return
     if not name.endswith((".jsonl", ".jsonl.gz")):
         raise ValueError(f"{path}: unknown task file format (expected one of {FORMATS})")
