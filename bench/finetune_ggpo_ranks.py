@@ -10,7 +10,7 @@ The GGPO coefficients are the reference implementation's defaults, not tuned.
 Reuses DIR's pre-trained base if there (else pre-trains one as finetune_ggpo does); seeds may
 run as separate processes on one DIR (after its base exists). Every finished run is kept in
 DIR/ranks-seed<N>.json; the report (bench/results/finetune_ggpo_ranks.json, .png, .md) covers
-the runs finished.
+the runs finished (`--tag T`: finetune_ggpo_ranks-T.*).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def collect(work: Path) -> dict:
     return runs
 
 
-def report(runs: dict, epochs: float, out: Path) -> None:
+def report(runs: dict, epochs: float, out: Path, stem: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -79,8 +79,8 @@ def report(runs: dict, epochs: float, out: Path) -> None:
                                       for k in ("train", "held", "best")) + " |")
         for ax, key in zip(axes, ("train", "held"), strict=True):
             mean, spread = stats[key]
-            if name == "full":
-                ax.axhline(mean[0], color="gray", linestyle="--", label="full fine-tuning")
+            if name == "full":  # far below the LoRA curves: named, not drawn
+                ax.plot([], [], " ", label=f"full fine-tuning: {mean[0]:.2f}")
                 continue
             ax.errorbar(ranks, mean, yerr=spread, marker="o", capsize=3, label=name)
     for ax, title in zip(axes, ("training loss (last epoch)", "held-out loss (end)"),
@@ -91,8 +91,8 @@ def report(runs: dict, epochs: float, out: Path) -> None:
         ax.legend()
     fig.suptitle(f"docstring -> function name, {epochs:g} epochs, mean ± std over seeds")
     fig.tight_layout()
-    fig.savefig(out / "finetune_ggpo_ranks.png", dpi=120)
-    (out / "finetune_ggpo_ranks.md").write_text("\n".join(lines) + "\n")
+    fig.savefig(out / f"{stem}.png", dpi=120)
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=240)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--tag", default="", help="suffix of the result files' names")
     parser.add_argument("--report", action="store_true",
                         help="only report the runs finished in --work (of any seed)")
     args = parser.parse_args()
@@ -129,11 +130,12 @@ def main() -> None:
         for seed in args.seeds:
             sweep(base, tokenizer, task, work, args.ranks, seed, args.epochs)
     runs = collect(args.work)
+    stem = "finetune_ggpo_ranks" + (f"-{args.tag}" if args.tag else "")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "finetune_ggpo_ranks.json").write_text(json.dumps(
+    (args.out / f"{stem}.json").write_text(json.dumps(
         {"epochs": args.epochs, "runs": {name: {str(k): v for k, v in by.items()}
                                           for name, by in runs.items()}}, indent=1))
-    report(runs, args.epochs, args.out)
+    report(runs, args.epochs, args.out, stem)
     print("median step seconds: " + ", ".join(
         f"{name} {statistics.median(r['step_s'] for rs in by.values() for r in rs):.4f}"
         for name, by in runs.items()))
