@@ -96,6 +96,29 @@ def report(runs: dict, epochs: float, out: Path, stem: str) -> None:
     print("\n".join(lines))
 
 
+def curves(runs: dict, out: Path, stem: str) -> None:
+    """Held-out loss over training length per method and rank, mean over seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ranks = sorted({rank for by_rank in runs.values() for rank in by_rank})
+    for name, by_rank in runs.items():  # colour: the rank; line style: the method
+        for rank, results in sorted(by_rank.items()):
+            epochs = [e for e, _ in results[0]["curve"]]
+            mean = np.array([[v for _, v in r["curve"]] for r in results]).mean(0)
+            style = {"LoRA": "-", "LoRA-GGPO": "--", "full": ":"}[name]
+            ax.plot(epochs, mean, style, color=f"C{ranks.index(rank)}",
+                    label=f"{name} r={rank}" if rank else name)
+    ax.set_xlabel("epochs trained")
+    ax.set_ylabel("held-out loss (completion tokens)")
+    ax.set_title("held-out loss over training length, mean over seeds")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / f"{stem}-curves.png", dpi=120)
+
+
 def pick(result: dict, key: str) -> float:
     if key == "train":
         return result["last_epoch_train_loss"]
@@ -136,6 +159,7 @@ def main() -> None:
         {"epochs": args.epochs, "runs": {name: {str(k): v for k, v in by.items()}
                                           for name, by in runs.items()}}, indent=1))
     report(runs, args.epochs, args.out, stem)
+    curves(runs, args.out, stem)
     print("median step seconds: " + ", ".join(
         f"{name} {statistics.median(r['step_s'] for rs in by.values() for r in rs):.4f}"
         for name, by in runs.items()))
