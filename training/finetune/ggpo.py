@@ -8,8 +8,9 @@ abstract only (v2 and v3 are the retitled LoRA-MGPO, another method: a momentum-
 direction whose size follows an EMA of gradient norms), and the authors' repository
 (llm172/LoRA-GGPO) has no snapshot here. A third-party summary of v1 (themoonlight.io) gives
 its objective, min_{A,B} E_{epsilon ~ N(0, Sigma)} L(W + BA + epsilon), and the start of
-Sigma = sigma^2 / n * diag(||W'_1||, ...), cut off there; the paper's equation numbers are
-not known. The equations below follow the public implementation of LoRA-GGPO in
+Sigma = sigma^2 / n * diag(||W'_1||, ...), cut off there (it does not say which dimension n
+is; here, as in the implementation below, it is d_out); the paper's equation numbers are not
+known. The equations below follow the public implementation of LoRA-GGPO in
 kohya-ss/sd-scripts (`ggpo_sigma`, `ggpo_beta`; LoRAModule.update_norms / update_grad_norms /
 forward), which credits the paper and agrees with that objective and diagonal covariance; the
 numbering (G1)-(G5) is this module's, the config keys `sigma` and `beta` are the summary's
