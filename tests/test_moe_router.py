@@ -161,7 +161,8 @@ def test_dropped_slots_add_nothing_and_are_counted():
     ({"model.moe.ffn": 63, "parallel.etp": 2, "parallel.tp": 2},
      "model.moe.ffn (63) must be divisible by parallel.etp (2)"),
     ({"model.mlp": "gelu"}, "experts are SwiGLU"),
-    ({"parallel.zero": 3}, "parallel.zero: 3 with model.moe is not supported yet"),
+    ({"model.moe.shared_expert_gate": True}, "shared_expert_gate: true gates the shared "
+     "experts: set shared_experts >= 1"),
 ])
 def test_bad_moe_layouts_are_config_errors(change, message):
     raw = load_config("moe_tiny").dump()
