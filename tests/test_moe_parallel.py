@@ -107,7 +107,7 @@ def world4(tmp_path_factory):
                     strict=True))
 
 
-def assert_same_moe_run(result, reference):
+def assert_same_moe_run(result, reference, param_rtol=1e-5):
     records, params = result
     ref_records, ref_params = reference
     for key in ("loss", "grad_norm", "moe_aux_loss", "moe_z_loss"):
@@ -124,7 +124,7 @@ def assert_same_moe_run(result, reference):
         expected = ref_params[name]
         assert tensor.shape == expected.shape, name
         error = (tensor - expected).norm() / expected.norm().clamp_min(1e-12)
-        assert error <= 1e-5, f"{name}: relative error {error:.2e}"
+        assert error <= param_rtol, f"{name}: relative error {error:.2e}"
 
 
 def test_reference_runs_route_drop_and_log(references):
@@ -145,8 +145,12 @@ def test_moe_mapping_equals_single_process(references, world4, name):
 @pytest.mark.parametrize("name", list(GATED_LAYOUTS))
 def test_gated_moe_mapping_equals_single_process(references, world4, name):
     """Interleaved 1F1B (2 virtual stages per rank), the shared experts' gate under TP with
-    sequence parallelism, and ZeRO-3 gathering experts over EDP, dense weights over DP."""
-    assert_same_moe_run(world4[name], references[2])
+    sequence parallelism, and ZeRO-3 gathering experts over EDP, dense weights over DP.
+    Parameters to 1e-4: with the gate, a few elements of the shared experts' weights have
+    gradients that nearly cancel in Adam's first moment, so TP's summation order (1e-7 in
+    the activations) moves them by up to 2e-5 after 3 steps (the median element: 4e-9);
+    the losses and grad norms still agree to 1e-5, and a missing reduction errs by >1e-2."""
+    assert_same_moe_run(world4[name], references[2], param_rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", list(DROPPING))
