@@ -2,9 +2,9 @@
 (EP, ETP, folded inside TP or CP or not, with PP and the interleaved schedule, with ZeRO 1-3)
 trains the same model as a single process (fp32, dropless, auxiliary losses on): the same
 losses, grad norms, routed token counts and final parameters. A deeper model with a gated
-shared expert runs the layouts that need more blocks or exercise the gate. With a capacity the same token-slots are dropped. A checkpoint
-saved at one (TP, EP, ETP, DP) resumes at another. Real processes on gloo over loopback,
-several layouts per launch."""
+shared expert runs the layouts that need more blocks or exercise the gate. With a capacity
+the same token-slots are dropped. A checkpoint saved at one (TP, EP, ETP, DP, ZeRO) resumes
+at another. Real processes on gloo over loopback, several layouts per launch."""
 
 import pytest
 import torch

@@ -4,8 +4,8 @@ as Mixtral's `block_sparse_moe`: the router as `gate`, expert j's SwiGLU as w1 (
 (up) and w2 (down). Our expert `fc` rows alternate gate and up, as the dense SwiGLU's.
 
 Mixtral routes top-k with softmax over the chosen logits (our `topk_softmax`), every block
-is MoE and there are no biases (an MoE with shared experts exports as Qwen2-MoE instead); it computes dropless, so a model trained
-with a capacity factor exports as its dropless function.
+is MoE and there are no biases (an MoE with shared experts exports as Qwen2-MoE instead); it
+computes dropless, so a model trained with a capacity factor exports as its dropless function.
 """
 
 from __future__ import annotations
