@@ -227,3 +227,19 @@ def test_full_recomputation_records_moe_statistics_once(tmp_path):
     for measured in counts:
         measured.pop("moe_a2a_s")
     assert counts[0]["moe_dropped"] > 0 and counts[0] == counts[1]
+
+
+def test_resuming_with_or_without_the_shared_expert_gate_is_refused(tmp_path):
+    """The gate changes what the saved tensors compute; a checkpoint from before the key
+    existed (no `shared_expert_gate` in its config) reads as ungated."""
+    from training.checkpoint_compat import check_resume
+    from training.checkpoint_format import CheckpointError
+
+    gated = moe_config(shared_experts=1, shared_expert_gate=True)
+    plain = moe_config(shared_experts=1)
+    del plain["model"]["moe"]["shared_expert_gate"]
+    assert check_resume(tmp_path, plain, 512, moe_config(shared_experts=1), 512) == [
+        "model.moe.shared_expert_gate: None -> False"]
+    with pytest.raises(CheckpointError, match="model.moe.shared_expert_gate: False in the "
+                                              "checkpoint, True in this config"):
+        check_resume(tmp_path, plain, 512, gated, 512)
