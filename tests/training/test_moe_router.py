@@ -130,6 +130,19 @@ def test_layer_equals_per_token_experts_dropless():
     assert layer.stats["train"]["dropped"] == 0
 
 
+def test_gated_shared_experts_add_sigmoid_gate_times_their_swiglu():
+    """Qwen2-MoE's shared expert: every token also gets sigmoid(w . x) * SwiGLU_shared(x)."""
+    layer, moe = build_layer(shared_experts=2, shared_expert_gate=True)
+    x = torch.randn(3, 8, 16, generator=torch.Generator().manual_seed(0))
+    routed, _ = reference_layer(layer, moe, x)
+    gate, up = (x @ layer.shared.fc.weight.t()).unflatten(-1, (-1, 2)).unbind(-1)
+    shared = (F.silu(gate) * up) @ layer.shared.proj.weight.t()
+    gates = torch.sigmoid(x @ layer.shared_gate.view(-1))
+    assert layer.shared_gate.shape == (1, 16) and gates.std() > 1e-3  # varies per token
+    torch.testing.assert_close(layer(x), routed + gates.unsqueeze(-1) * shared, rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_dropped_slots_add_nothing_and_are_counted():
     layer, moe = build_layer(capacity_factor=0.5, drop_policy="position")
     x = torch.randn(3, 8, 16, generator=torch.Generator().manual_seed(0))
