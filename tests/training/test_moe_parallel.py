@@ -55,6 +55,7 @@ LAYOUTS = {  # name: parallel keys (world 4)
 GATED_LAYOUTS = {  # the 4-block model with a gated shared expert (world 4)
     "ep2_pp2_interleaved": {"pp": 2, "dp": 2, "ep": 2, "virtual_stages": 2,
                             "schedule": "interleaved"},
+    "tp2_ep2_gated": {"tp": 2, "dp": 2, "ep": 2},
     "tp2_ep2_sequence_parallel_gated": {"tp": 2, "dp": 2, "ep": 2, "sequence_parallel": True},
     "ep2_zero3": {"dp": 4, "ep": 2, "zero": 3},
 }
@@ -145,7 +146,7 @@ def test_moe_mapping_equals_single_process(references, world4, name):
 @pytest.mark.parametrize("name", list(GATED_LAYOUTS))
 def test_gated_moe_mapping_equals_single_process(references, world4, name):
     """Interleaved 1F1B (2 virtual stages per rank), the shared experts' gate under TP with
-    sequence parallelism, and ZeRO-3 gathering experts over EDP, dense weights over DP.
+    and without sequence parallelism, and ZeRO-3 gathering experts over EDP, dense weights over DP.
     Parameters to 1e-4: with the gate, a few elements of the shared experts' weights have
     gradients that nearly cancel in Adam's first moment, so TP's summation order (1e-7 in
     the activations) moves them by up to 2e-5 after 3 steps (the median element: 4e-9);
