@@ -47,6 +47,7 @@ from training.moe.router import (
 )
 from training.parallel import comm
 from training.parallel.context import load_balanced_positions
+from training.parallel.placement import amend
 from training.parallel.tensor import seeded_normal, tp_parameter
 
 _RECOMPUTING = [False]
@@ -89,7 +90,8 @@ class MoELayer(nn.Module):
         self.sequence_parallel = sequence_parallel
         self.split = layout.tp > 1 and not sequence_parallel
         # each TP rank routes its own share of the tokens: the router's gradient is partial
-        self.router.tp_partial = self.split
+        if self.split:
+            amend(self.router, grad_sum="tp")
         self.experts = GroupedExperts(moe.experts, cfg.hidden, moe.ffn, layers=cfg.layers,
                                       std=cfg.init_std, seed=seed, name=name + ".experts",
                                       ep_rank=ep_rank, ep=layout.ep, etp_rank=etp_rank,
