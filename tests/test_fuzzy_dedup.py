@@ -217,16 +217,17 @@ def test_same_decisions_across_workers_and_partitionings(client, tmp_path):
 
 
 @pytest.mark.parametrize("budget_mb", [0.0, 0.02])
-def test_budgeted_verification_tasks_decide_as_one_task(client, tmp_path, budget_mb):
+def test_budgeted_verification_tasks_decide_as_one_bin(client, tmp_path, budget_mb):
     """A tiny budget cuts the pairs and their shingle sets into many verification tasks
     (0.02 MB: a few documents' sets per bin, components and keepers in one task; 0 MB:
     one document per bin and pair group, components and keepers by Dask joins). Both
-    decide exactly as the default budget's single verification task."""
+    decide exactly as the default budget's one bin and one task per worker."""
     docs, _ = planted_corpus(seed=17)
     docs = [(i, "pydocs", t) for i, t in docs[:120]]
     _, _, one_task, workdir = run_stage(client, tmp_path / "one", docs, n_parts=3)
     done = json.loads((workdir / DONE_MARKER).read_text())
-    assert (done["verify_tasks"], done["bins"], done["pair_groups"]) == (1, 1, 1)
+    assert (done["bins"], done["pair_groups"]) == (1, 1)
+    assert done["verify_tasks"] == 2  # one per worker
     assert done["components"] == "one_task"
     config = FuzzyDedupConfig(memory_budget_mb=budget_mb)
     _, _, budgeted, workdir = run_stage(client, tmp_path / "budgeted", docs, n_parts=4,

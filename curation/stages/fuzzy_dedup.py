@@ -179,7 +179,9 @@ class FuzzyDedupStage(Stage):
 
         started = time.perf_counter()
         if cfg.verify:
-            verified = self._verify(client, plans, candidates, sizes, budget, counts)
+            # at least one verification task per worker, so all of them share the work
+            per_task = min(budget.verify_pairs, -(-pairs // workers))
+            verified = self._verify(client, plans, candidates, sizes, budget, per_task, counts)
         else:
             verified = [client.submit(clusters.plan_pairs, p, pure=False) for p in plans]
         metas = [client.submit(clusters.candidates_meta, c, pure=False) for c in candidates]
@@ -213,7 +215,7 @@ class FuzzyDedupStage(Stage):
                 for a, b in part_groups(per_part, budget.plan_pairs)]
 
     def _verify(self, client, plans: list, candidates: list, sizes: list[dict], budget: Budget,
-                counts: dict) -> list:
+                pairs_per_task: int, counts: dict) -> list:
         """Futures of the verified edges: one task per (bin of lo, bin of hi, chunk) of
         each plan, holding the two bins' shingle sets."""
         blocks = [(key, nbytes, client.submit(clusters.candidates_block, c, i, pure=False))
@@ -223,12 +225,13 @@ class FuzzyDedupStage(Stage):
         bin_keys = [blocks[i][0] for i in starts]
         bins = [[f for _, _, f in blocks[a:b]]
                 for a, b in zip(starts, [*starts[1:], len(blocks)], strict=True)]
+        routed = [client.submit(clusters.route, plan, bin_keys, pairs_per_task, pure=False)
+                  for plan in plans]
+        cells = client.gather([client.submit(clusters.route_keys, r, pure=False) for r in routed])
         verified = []
-        for plan in plans:
-            routed = client.submit(clusters.route, plan, bin_keys, budget.verify_pairs,
-                                   pure=False)
-            for i, j, chunk in client.submit(clusters.route_keys, routed, pure=False).result():
-                cell = client.submit(clusters.routed_cell, routed, (i, j, chunk), pure=False)
+        for plan_cells, cells_of in zip(routed, cells, strict=True):
+            for i, j, chunk in cells_of:
+                cell = client.submit(clusters.routed_cell, plan_cells, (i, j, chunk), pure=False)
                 held = bins[i] if i == j else bins[i] + bins[j]
                 verified.append(client.submit(clusters.verify_pairs, cell,
                                               self.config.threshold, *held, pure=False))
