@@ -7,6 +7,7 @@ answers flipped. The shipped tasks run end to end on a model trained on the demo
 what decontamination cut for each task in the report."""
 
 import json
+import multiprocessing
 import random
 import re
 from pathlib import Path
@@ -248,12 +249,17 @@ def test_shipped_tasks_hold_text_the_demo_corpus_sources_never_contain():
     assert len(find_matches(corpus, table).key) == 0
 
 
+def _no_pool(*args, **kwargs):
+    raise AssertionError("lm-eval forked a multiprocessing Pool from a process with threads")
+
+
 def test_shipped_tasks_evaluate_a_demo_trained_model_and_during_training(
         demo_run, tmp_path, capsys, monkeypatch):
     """Trained on the demo corpus with `train.eval_tasks_every` (the cloze task, zero-shot,
     in a child process at step 4), then `pretrain eval` on the same checkpoint: every shipped
     task at 0 and 1 shots (the first 12 items of each, to keep the test short)."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the child evaluation; see one_thread
+    monkeypatch.setattr(multiprocessing, "Pool", _no_pool)  # a fork of this process can hang
     run = tmp_path / "run"
     assert main(["tiny", "--set", f"data.curated={demo_run}", "--set", f"train.dir={run}",
                  "--set", "train.steps=4", "--set", "train.save_every=4", "--set",

@@ -16,15 +16,19 @@ from pathlib import Path
 import yaml
 
 KINDS_DIR = Path(__file__).resolve().parent / "kinds"
+# Offline, and serial: lm-eval bootstraps a stderr (the cloze kind's perplexity) in a
+# multiprocessing Pool forked from this process, which may hold threads (torch's, a Dask
+# client's); a forked child can wait forever on a lock such a thread held. It hung the suite.
 OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_EVALUATE_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+           "HF_EVALUATE_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "DISABLE_MULTIPROC": "1"}
 # lm-eval bootstraps the stderr of non-mean metrics (perplexity); its default of 100000
 # resamples takes minutes on a CPU for no gain in a report that prints two digits.
 BOOTSTRAP_ITERS = 1000
 
 
 def go_offline() -> None:
-    """Before lm-eval, datasets or transformers is imported: nothing may be downloaded."""
+    """Before lm-eval, datasets or transformers is imported: nothing may be downloaded, and
+    lm-eval forks no worker pool."""
     os.environ.update(OFFLINE)
 
 
