@@ -27,20 +27,12 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pydantic import Field, create_model
 
 from curation.config import StrictModel
 from curation.hashing import GOLDEN_GAMMA, splitmix64
-from curation.heuristics.pieces import (
-    Pieces,
-    per_doc_sum,
-    ratio,
-    split_lines,
-    split_paragraphs,
-    split_words,
-    stripped_nonblank,
-)
+from curation.heuristics.layout import DocWords, TextLayout
+from curation.heuristics.pieces import Pieces, per_doc_sum, ratio
 from curation.heuristics.rules import Rule, bound
 
 TOP_NGRAM_SIZES = (2, 3, 4)
@@ -96,8 +88,8 @@ paper's; None switches that rule off.
 
 
 def _duplicate_pieces(pieces: Pieces) -> dict[str, np.ndarray]:
-    """Share of pieces (and of their characters) that repeat an earlier piece exactly."""
-    pieces = stripped_nonblank(pieces)
+    """Share of (trimmed, non-blank) pieces, and of their characters, that repeat an
+    earlier piece exactly."""
     lengths = pieces.lengths().astype(np.float64)
     repeat = ~pieces.first_occurrence()
     return {
@@ -118,11 +110,12 @@ class _RepeatedNgrams:
     frequent n-grams go to the one that occurs first.
     """
 
-    def __init__(self, words: Pieces):
+    def __init__(self, words: DocWords, word_chars: np.ndarray):
         self.words = words
-        self.word_chars = words.lengths().astype(np.float64)
-        self.total_chars = per_doc_sum(words, self.word_chars)
-        self.word_hash = splitmix64(words.ids() + 1)
+        self.word_chars = word_chars.astype(np.float64)
+        self.total_chars = self._per_doc(self.word_chars)
+        self.chars_before = np.concatenate([[0], np.cumsum(word_chars)])
+        self.word_hash = splitmix64(words.ids + 1)
         self.doc_salt = splitmix64(words.doc.astype(np.uint64) + GOLDEN_GAMMA)
         self.n = 1
         self.starts = np.arange(len(words))  # where the counted n-grams start
@@ -152,20 +145,26 @@ class _RepeatedNgrams:
         self._count()
 
     def _covered_char_share(self, starts: np.ndarray) -> np.ndarray:
-        """Per document: share of word characters under the n-grams starting at `starts`."""
-        size = len(self.words) + 1
-        depth = np.cumsum(
-            np.bincount(starts, minlength=size) - np.bincount(starts + self.n, minlength=size)
-        )[:-1]
-        covered = np.where(depth > 0, self.word_chars, 0.0)
-        return ratio(per_doc_sum(self.words, covered), self.total_chars)
+        """Per document: share of word characters under the n-grams starting at `starts`
+        (ascending): each n-gram adds the characters up to the next one's start."""
+        ends = starts + self.n
+        ends[:-1] = np.minimum(ends[:-1], starts[1:])
+        chars = (self.chars_before[ends] - self.chars_before[starts]).astype(np.float64)
+        covered = np.bincount(self.words.doc[starts], weights=chars, minlength=self.words.n_docs)
+        return ratio(covered, self.total_chars)
+
+    def _per_doc(self, weights: np.ndarray) -> np.ndarray:
+        return np.bincount(self.words.doc, weights=weights, minlength=self.words.n_docs)
 
     def duplicate_share(self, occurrences: str) -> np.ndarray:
         """Share of characters under repeated n-grams: under all their occurrences, or
         (`occurrences="repeats"`) under those after the first."""
         counted = self.repeated.copy()
         if occurrences == "repeats":
-            _, first = np.unique(self.group, return_index=True)  # `starts` ascend
+            # Codes number groups in order of first occurrence: a group's first n-gram
+            # is the one whose code exceeds every code before it.
+            first = np.ones(len(self.group), dtype=bool)
+            first[1:] = self.group[1:] > np.maximum.accumulate(self.group)[:-1]
             counted[first] = False
         return self._covered_char_share(self.starts[counted])
 
@@ -181,10 +180,11 @@ class _RepeatedNgrams:
         return self._covered_char_share(self.starts[is_top[self.group]])
 
 
-def measure(texts: pa.Array, config: GopherRepetitionConfig) -> dict[str, np.ndarray]:
-    """The document measures the switched-on Gopher repetition rules bound."""
-    lines = _duplicate_pieces(split_lines(texts))
-    paragraphs = _duplicate_pieces(split_paragraphs(texts))
+def measure(layout: TextLayout, words: DocWords, config) -> dict[str, np.ndarray]:
+    """The measures the switched-on Gopher repetition rules bound, for the documents of
+    `words` (GopherRepetitionConfig `config`)."""
+    lines = _duplicate_pieces(layout.trimmed_lines(words.docs))
+    paragraphs = _duplicate_pieces(layout.trimmed_paragraphs(words.docs))
     measures = {
         "dup_line_fraction": lines["fraction"],
         "dup_line_char_fraction": lines["char_fraction"],
@@ -193,7 +193,7 @@ def measure(texts: pa.Array, config: GopherRepetitionConfig) -> dict[str, np.nda
     }
     wanted = {n for n in TOP_NGRAM_SIZES if config.top_ngram_threshold(n) is not None}
     wanted |= {n for n in DUP_NGRAM_SIZES if config.dup_ngram_threshold(n) is not None}
-    ngrams = _RepeatedNgrams(split_words(texts))
+    ngrams = _RepeatedNgrams(words, layout.word_chars[words.index])
     while wanted and ngrams.n < max(wanted):
         ngrams.grow()
         if ngrams.n in TOP_NGRAM_SIZES and ngrams.n in wanted:
