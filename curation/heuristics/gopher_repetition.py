@@ -14,8 +14,8 @@ Definitions used here:
   Which occurrences is `dup_ngram_occurrences`: "all" (every occurrence, the first
   included) or "repeats" (only those after the first). See GopherRepetitionConfig.
 
-N-grams are compared by a 64-bit hash of their word ids, computed for all documents of a
-partition at once; a hash table over (document, hash) keys finds the repeats.
+N-grams are compared exactly (by their words' ids), for all documents of a partition at
+once; a hash table over those keys finds the repeats.
 Rules, in order: `dup_line_fraction`, `dup_paragraph_fraction`, `dup_line_char_fraction`,
 `dup_paragraph_char_fraction`, `top_{2,3,4}gram_char_fraction`,
 `dup_{5..10}gram_char_fraction`.
@@ -30,7 +30,6 @@ import pandas as pd
 from pydantic import Field, create_model
 
 from curation.config import StrictModel
-from curation.hashing import GOLDEN_GAMMA, splitmix64
 from curation.heuristics.layout import DocWords, TextLayout
 from curation.heuristics.pieces import Pieces, per_doc_sum, ratio
 from curation.heuristics.rules import Rule, bound
@@ -104,10 +103,12 @@ class _RepeatedNgrams:
     """The repeated word n-grams of a partition's documents, for n = 1, 2, ... in turn.
 
     An n-gram can only repeat if both (n-1)-grams inside it repeat, so each size only
-    hashes and counts the n-grams starting where the previous size found two repeats in a
-    row: after the first few sizes almost nothing is left to count. Counting is a hash
-    table (pandas.factorize), whose codes follow first occurrence, so ties between equally
-    frequent n-grams go to the one that occurs first.
+    counts the n-grams starting where the previous size found two repeats in a row: after
+    the first few sizes almost nothing is left to count. An n-gram is named exactly by two
+    integers, its first (n-1)-gram's group and its last word's group (a word's group
+    already holds its document), and counted in a hash table (pandas.factorize), whose
+    codes follow first occurrence, so ties between equally frequent n-grams go to the one
+    that occurs first.
     """
 
     def __init__(self, words: DocWords, word_chars: np.ndarray):
@@ -115,16 +116,13 @@ class _RepeatedNgrams:
         self.word_chars = word_chars.astype(np.float64)
         self.total_chars = self._per_doc(self.word_chars)
         self.chars_before = np.concatenate([[0], np.cumsum(word_chars)])
-        self.word_hash = splitmix64(words.ids + 1)
-        self.doc_salt = splitmix64(words.doc.astype(np.uint64) + GOLDEN_GAMMA)
         self.n = 1
         self.starts = np.arange(len(words))  # where the counted n-grams start
-        self._hash = self.word_hash.copy()  # their hashes (valid at `starts`)
-        self._count()
+        self._count(words.doc.astype(np.int64) * (len(words.distinct) + 1) + words.ids)
+        self._group_at = self.group.copy()  # per word: the group of the n-gram starting there
 
-    def _count(self) -> None:
-        """Group the n-grams at `starts` (within each document) and count each group."""
-        key = self._hash[self.starts] ^ self.doc_salt[self.starts]
+    def _count(self, key: np.ndarray) -> None:
+        """Group the n-grams at `starts` by `key` and count each group."""
         self.group, _ = pd.factorize(key)
         self.counts = np.bincount(self.group)
         self.repeated = self.counts[self.group] > 1
@@ -137,12 +135,11 @@ class _RepeatedNgrams:
         candidate = self.starts[self.repeated]
         candidate = candidate[candidate + n < len(doc)]
         candidate = candidate[repeated_at[candidate + 1] & (doc[candidate] == doc[candidate + n])]
-        with np.errstate(over="ignore"):
-            self._hash[candidate] = splitmix64(
-                self._hash[candidate] * np.uint64(0x100000001B3) ^ self.word_hash[candidate + n]
-            )
+        key = self._group_at[candidate] * (len(self.words.distinct) + 1) + self.words.ids[
+            candidate + n]
         self.starts, self.n = candidate, n + 1
-        self._count()
+        self._count(key)
+        self._group_at[candidate] = self.group
 
     def _covered_char_share(self, starts: np.ndarray) -> np.ndarray:
         """Per document: share of word characters under the n-grams starting at `starts`

@@ -127,7 +127,9 @@ class TextLayout:
         self._non_ascii = np.flatnonzero(data >= 0x80)
         ws = data == 32
         ws |= (data - np.uint8(9)) < 5  # \t \n \v \f \r
-        ws |= (data - np.uint8(0x1C)) < 4
+        separators = (data - np.uint8(_ASCII_NON_BREAK_WS[0])) < len(_ASCII_NON_BREAK_WS)
+        self._ascii_non_break_ws = np.flatnonzero(separators)
+        ws |= separators
         leads = self._non_ascii[data[self._non_ascii] >= 0xC0]
         codes = _decode(data, leads)
         spaces = np.isin(codes, _MULTIBYTE_WS)
@@ -292,8 +294,7 @@ class TextLayout:
         first_line[1:] = self.line_doc[1:] != self.line_doc[:-1]
         last_line = np.ones(self.n_lines, dtype=bool)
         last_line[:-1] = first_line[1:]
-        ascii_other = (self.data - np.uint8(_ASCII_NON_BREAK_WS[0])) < len(_ASCII_NON_BREAK_WS)
-        other = np.concatenate([np.flatnonzero(ascii_other), self._multibyte_ws])
+        other = np.concatenate([self._ascii_non_break_ws, self._multibyte_ws])
         breaks = (self.line_words == 0) & ~first_line & ~last_line
         breaks[np.searchsorted(self.line_start, other, side="right") - 1] = False
         word_group = (np.cumsum(breaks | first_line) - 1)[self.word_line]

@@ -76,14 +76,26 @@ def normalize_text(text: str, config: NormalizeConfig | None = None) -> str:
     return text
 
 
+def _rewrite_where(texts: pa.Array, found: pa.Array, rewrite) -> pa.Array:
+    """`rewrite` applied only to the texts where `found` (finding is cheaper than
+    rewriting, and most texts need nothing)."""
+    if not pc.any(found).as_py():
+        return texts
+    return pc.replace_with_mask(texts, found, rewrite(texts.filter(found)))
+
+
 def _line_breaks(texts: pa.Array) -> pa.Array:
-    return pc.replace_substring(pc.replace_substring(texts, "\r\n", "\n"), "\r", "\n")
+    """`\r\n`, then any other `\r`, become `\n`."""
+    return _rewrite_where(texts, pc.match_substring(texts, "\r"), lambda t: pc.replace_substring(
+        pc.replace_substring(t, "\r\n", "\n"), "\r", "\n"))
 
 
 def clean_whitespace_arrow(texts: pa.Array) -> pa.Array:
     """`clean_whitespace` over a whole Arrow string array at once."""
-    texts = pc.replace_substring_regex(_line_breaks(texts), _TRAILING_SPACE, "\n")
-    texts = pc.replace_substring_regex(texts, _MANY_NEWLINES, "\n\n\n")
+    texts = _line_breaks(texts)
+    for pattern, replacement in ((_TRAILING_SPACE, "\n"), (_MANY_NEWLINES, "\n\n\n")):
+        texts = _rewrite_where(texts, pc.match_substring_regex(texts, pattern), lambda t, p=pattern,
+                               r=replacement: pc.replace_substring_regex(t, p, r))
     return pc.utf8_trim(texts, HORIZONTAL_SPACE + "\n")
 
 
@@ -120,17 +132,19 @@ class NormalizeStage(Stage):
         config = self.config
         before = pa.array(docs["text"].to_numpy(dtype=object), type=pa.large_string())
         slow = _needs_unicode_pass(before, config)
+        before_eol = _line_breaks(before)
         # On the ASCII documents skipped here, fix_text would only have fixed line breaks.
-        fixed = _line_breaks(before) if config.fix_unicode else before
+        fixed = before_eol if config.fix_unicode else before
+        fixed_eol = before_eol
         if slow.any():
             repaired = pa.array(
                 [self._fix_unicode(t) for t in before.filter(pa.array(slow)).to_pylist()],
                 type=pa.large_string(),
             )
             fixed = pc.replace_with_mask(fixed, pa.array(slow), repaired)
+            fixed_eol = pc.replace_with_mask(before_eol, pa.array(slow), _line_breaks(repaired))
         after = clean_whitespace_arrow(fixed) if config.whitespace else fixed
 
-        before_eol, fixed_eol = _line_breaks(before), _line_breaks(fixed)
         unicode_fixed = _to_numpy(pc.not_equal(fixed_eol, before_eol))
         whitespace = _to_numpy(pc.or_(pc.not_equal(after, fixed_eol),
                                       pc.not_equal(before_eol, before)))
