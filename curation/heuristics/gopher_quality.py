@@ -105,9 +105,10 @@ def distinct_stop_words(
     bare = pc.utf8_trim(pc.utf8_lower(words.distinct), characters=WORD_EDGE_PUNCTUATION)
     vocabulary = sorted(lang + LANGUAGE_SEPARATOR + w for lang, ws in lists.items() for w in ws)
     found = np.full(len(words), -1, dtype=np.int64)
-    word_lang = langs[words.doc]
+    doc_lang, names = pd.factorize(langs)
+    word_lang = doc_lang[words.doc]
     for lang in lists:
-        in_lang = word_lang == lang
+        in_lang = word_lang == list(names).index(lang) if lang in names else np.zeros(0, bool)
         if not in_lang.any():
             continue
         # The distinct words this language's documents use, and each word's among them.
@@ -140,9 +141,8 @@ def measure(layout: TextLayout) -> dict[str, np.ndarray]:
     word_chars = layout.per_doc("word", layout.word_chars.astype(np.float64))
     has_letter = layout.word_has_letter.astype(np.float64)
 
-    texts = layout.texts
-    hashes = np.asarray(pc.count_substring(texts, "#"), dtype=np.float64)
-    ellipses = sum(np.asarray(pc.count_substring(texts, e), dtype=np.float64) for e in ELLIPSES)
+    hashes = layout.count_per_doc("#")
+    ellipses = sum(layout.count_per_doc(e) for e in ELLIPSES)
 
     nonblank = layout.line_words > 0
     n_lines = layout.per_doc("line", where=nonblank)

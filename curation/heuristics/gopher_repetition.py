@@ -30,6 +30,7 @@ import pandas as pd
 from pydantic import Field, create_model
 
 from curation.config import StrictModel
+from curation.hashing import splitmix64
 from curation.heuristics.layout import DocWords, TextLayout
 from curation.heuristics.pieces import Pieces, per_doc_sum, ratio
 from curation.heuristics.rules import Rule, bound
@@ -122,8 +123,10 @@ class _RepeatedNgrams:
         self._group_at = self.group.copy()  # per word: the group of the n-gram starting there
 
     def _count(self, key: np.ndarray) -> None:
-        """Group the n-grams at `starts` by `key` and count each group."""
-        self.group, _ = pd.factorize(key)
+        """Group the n-grams at `starts` by `key` and count each group. The keys are
+        spread by splitmix64 (a bijection, so still exact): pandas' hash table wants
+        uniform bits."""
+        self.group, _ = pd.factorize(splitmix64(key))
         self.counts = np.bincount(self.group)
         self.repeated = self.counts[self.group] > 1
 

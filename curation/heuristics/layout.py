@@ -187,6 +187,26 @@ class TextLayout:
         has[np.searchsorted(self.word_start, leads, side="right") - 1] = True
         return has
 
+    def count_per_doc(self, piece: str) -> np.ndarray:
+        """Per document: non-overlapping occurrences of `piece`, one non-whitespace
+        character, once (`"#"`) or repeated (`"..."`), as `count_substring` counts them."""
+        char = ord(piece[0])
+        if piece != piece[0] * len(piece) or piece[0].isspace():
+            raise ValueError(f"{piece!r} is not one non-whitespace character repeated")
+        if char < 0x80:
+            at = np.flatnonzero(self.data == char)
+        else:
+            at = self._char_leads[self._char_codes == char]
+        doc = np.searchsorted(self.offsets, at, side="right") - 1
+        if len(piece) > 1:  # runs of the character: each holds len(run) // len(piece)
+            step = len(chr(char).encode())
+            starts = np.flatnonzero(np.diff(at, prepend=-step - 1) != step)
+            starts = np.union1d(starts, np.flatnonzero(np.diff(doc, prepend=-1) != 0))
+            runs = np.diff(np.append(starts, len(at)))
+            return np.bincount(doc[starts], weights=(runs // len(piece)).astype(np.float64),
+                               minlength=self.n_docs)
+        return np.bincount(doc, minlength=self.n_docs).astype(np.float64)
+
     def any_word_per_line(self, flags: np.ndarray) -> np.ndarray:
         """Per line: does any of its words have `flags`?"""
         return np.bincount(self.word_line[flags], minlength=self.n_lines) > 0
