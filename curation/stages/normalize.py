@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.normalize.ftfy_lines import FTFY_SENSITIVE_ASCII, fix_text_by_line
+from curation.normalize.ftfy_lines import FTFY_SENSITIVE_ASCII, fix_texts_by_line
 from curation.stages.base import Decided, Modified, Removed, ScopedConfig, Stage
 
 HORIZONTAL_SPACE = (
@@ -123,10 +123,11 @@ class NormalizeStage(Stage):
         super().__init__(config, spec)
         self._ftfy = _ftfy_config(self.config)
 
-    def _fix_unicode(self, text: str) -> str:
+    def _fix_unicode(self, texts: pa.Array) -> pa.Array:
         if self.config.fix_unicode:
-            return fix_text_by_line(text, self._ftfy)  # NFC inside when config.nfc
-        return unicodedata.normalize("NFC", text)
+            return fix_texts_by_line(texts, self._ftfy)  # NFC inside when config.nfc
+        return pa.array([unicodedata.normalize("NFC", t) for t in texts.to_pylist()],
+                        type=pa.large_string())
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> Decided:
         config = self.config
@@ -137,10 +138,7 @@ class NormalizeStage(Stage):
         fixed = before_eol if config.fix_unicode else before
         fixed_eol = before_eol
         if slow.any():
-            repaired = pa.array(
-                [self._fix_unicode(t) for t in before.filter(pa.array(slow)).to_pylist()],
-                type=pa.large_string(),
-            )
+            repaired = self._fix_unicode(before.filter(pa.array(slow)))
             fixed = pc.replace_with_mask(fixed, pa.array(slow), repaired)
             fixed_eol = pc.replace_with_mask(before_eol, pa.array(slow), _line_breaks(repaired))
         after = clean_whitespace_arrow(fixed) if config.whitespace else fixed
