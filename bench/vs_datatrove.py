@@ -11,8 +11,9 @@ the same machine load.
 Prints per part wall seconds, docs/s and the ratio, CPU seconds of every process of each
 run, the fuzzy stage's own phases, and the Jaccard of the two kept-id sets with the most
 common reasons for the differences; `--baseline DIR` also times another textmill source
-tree (say `git archive main` unpacked) in every pair, against this one. `--only-fuzzy` runs just the fuzzy stage against
-datatrove's four MinHash stages on the raw corpus (for the 500k-document measurement).
+tree (say `git archive main` unpacked) in every pair, against this one. `--only-fuzzy`
+runs just the fuzzy stage against datatrove's four MinHash stages on the raw corpus (for
+the 500k-document measurement).
 
     .venv/bin/python bench/text_corpus.py /tmp/c50k --docs 50000
     .venv/bin/python bench/vs_datatrove.py /tmp/c50k --work /tmp/vs50k --pairs 2 --one-worker
@@ -195,6 +196,8 @@ def main() -> None:
     parser.add_argument("corpus", type=Path, help="a folder of JSONL shards (bench/text_corpus.py)")
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--first-pair", type=int, default=0,
+                        help="number of the first pair (its parity sets who runs first)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--partition-rows", type=int, default=5000)
     parser.add_argument("--only-fuzzy", action="store_true")
@@ -214,7 +217,7 @@ def main() -> None:
         with open(path, encoding="utf-8") as f:
             all_ids.update(json.loads(line)["id"] for line in f)
     results = []
-    for pair in range(args.pairs):
+    for pair in range(args.first_pair, args.first_pair + args.pairs):
         runs = {}
         order = ("textmill", "datatrove") if pair % 2 == 0 else ("datatrove", "textmill")
         if args.baseline is not None:

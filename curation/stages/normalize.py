@@ -28,15 +28,17 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import ftfy
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.normalize.ftfy_lines import FTFY_SENSITIVE_ASCII, fix_texts_by_line
 from curation.stages.base import Decided, Modified, Removed, ScopedConfig, Stage
+
+if TYPE_CHECKING:
+    import ftfy  # imported where it runs (the workers), not by every spec reader
 
 HORIZONTAL_SPACE = (
     "\t\x0b\x0c \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
@@ -61,6 +63,9 @@ def clean_whitespace(text: str) -> str:
 
 def _ftfy_config(config: NormalizeConfig) -> ftfy.TextFixerConfig:
     # With nfc on this is exactly fix_text's default; with it off, ftfy must not NFC either.
+    # ftfy is imported where it runs (the workers), not by every process that reads a spec.
+    import ftfy
+
     return ftfy.TextFixerConfig(normalization="NFC" if config.nfc else None, explain=False)
 
 
@@ -68,6 +73,8 @@ def normalize_text(text: str, config: NormalizeConfig | None = None) -> str:
     """What normalize makes of one document: the slow, obviously-correct definition."""
     config = config or NormalizeConfig()
     if config.fix_unicode:
+        import ftfy
+
         text = ftfy.fix_text(text, _ftfy_config(config))
     if config.nfc:
         text = unicodedata.normalize("NFC", text)
@@ -105,6 +112,8 @@ def _needs_unicode_pass(texts: pa.Array, config: NormalizeConfig) -> np.ndarray:
         return np.zeros(len(texts), dtype=bool)
     needs = pc.invert(pc.string_is_ascii(texts))
     if config.fix_unicode:
+        from curation.normalize.ftfy_lines import FTFY_SENSITIVE_ASCII
+
         needs = pc.or_(needs, pc.match_substring_regex(texts, FTFY_SENSITIVE_ASCII))
     return _to_numpy(needs)
 
@@ -119,13 +128,12 @@ class NormalizeStage(Stage):
     name = "normalize"
     config_class = NormalizeConfig
 
-    def __init__(self, config: NormalizeConfig | None, spec):
-        super().__init__(config, spec)
-        self._ftfy = _ftfy_config(self.config)
-
     def _fix_unicode(self, texts: pa.Array) -> pa.Array:
         if self.config.fix_unicode:
-            return fix_texts_by_line(texts, self._ftfy)  # NFC inside when config.nfc
+            from curation.normalize.ftfy_lines import fix_texts_by_line
+
+            # NFC inside when config.nfc
+            return fix_texts_by_line(texts, _ftfy_config(self.config))
         return pa.array([unicodedata.normalize("NFC", t) for t in texts.to_pylist()],
                         type=pa.large_string())
 
