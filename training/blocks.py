@@ -7,7 +7,7 @@ attention, document masks) or FFN plugs in here.
 
 Tensor parallelism: query heads are split over TP; KV heads too when tp divides them, and
 replicated when there are fewer than tp (each rank then computes all of them, uses the group of
-its own query heads, and its weight gradient is partial: summed over TP, `tp_partial`).
+its own query heads, and its weight gradient is partial: its placement sums it over TP).
 SwiGLU's gate and up projections are one column-parallel linear whose rows alternate
 (gate_0, up_0, gate_1, up_1, ...), so any TP slice holds matching gate/up pairs and the
 layout does not depend on TP.
@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from training.config import ModelConfig
 from training.parallel.grid import ProcessGrid
+from training.parallel.placement import place, tensor_parallel
 from training.parallel.rng import dropout_region, region_stream
 from training.parallel.tensor import ColumnParallelLinear, RowParallelLinear
 
@@ -44,7 +45,7 @@ def make_norm(cfg: ModelConfig, hidden: int | None = None) -> nn.Module:
     else:
         norm = nn.LayerNorm(hidden, eps=NORM_EPS, bias=cfg.bias)
     for param in norm.parameters():
-        param.tp_dim = None
+        place(param, tensor_parallel(None))
     return norm
 
 

@@ -54,9 +54,9 @@ from training.checkpoint_format import (
     verify,
     write_json_atomic,
 )
-from training.moe.placement import expert_box, is_expert, writes_expert
 from training.parallel import comm
 from training.parallel.optimizer import Segment
+from training.parallel.placement import global_box, placement, writes_in_checkpoint
 
 if TYPE_CHECKING:
     from training.trainer import Trainer
@@ -79,18 +79,6 @@ def global_parameters(trainer: Trainer) -> list[tuple[str, nn.Parameter]]:
             if param.requires_grad]
 
 
-def global_box(param: nn.Parameter, trainer: Trainer) -> tuple[list[int], list[int]]:
-    """(global shape, offset of this rank's piece): a TP-split dimension is `tp` times longer
-    and this rank's slice starts at tp_rank times its length. Experts: training/moe."""
-    if is_expert(param):
-        return expert_box(param, trainer.grid)
-    shape, offset = list(param.shape), [0] * param.ndim
-    if param.tp_dim is not None:
-        shape[param.tp_dim] *= trainer.grid.layout.tp
-        offset[param.tp_dim] = trainer.grid.tp_rank * param.shape[param.tp_dim]
-    return shape, offset
-
-
 def layout_of(trainer: Trainer) -> dict:
     p = trainer.cfg.parallel
     layout = {"tp": p.tp, "pp": p.pp, "dp": p.dp, "virtual_stages": p.virtual_stages}
@@ -111,32 +99,21 @@ def _segment_boxes(trainer: Trainer, seg: Segment):
     order, with their element counts."""
     param = seg.param
     start = seg.lo - trainer.buckets.offsets[param]
-    _, tp_offset = global_box(param, trainer)
+    _, piece_offset = global_box(param, trainer.grid)
     for offset, shape in flat_range_boxes(list(param.shape), start, start + seg.hi - seg.lo):
-        yield [a + b for a, b in zip(tp_offset, offset, strict=True)], shape
+        yield [a + b for a, b in zip(piece_offset, offset, strict=True)], shape
 
 
 def _segments_to_write(trainer: Trainer) -> list[Segment]:
-    """This rank's optimizer segments that it writes: every one it holds when the state is
-    sharded (over DP x CP: each rank of the `dp_cp` group holds a distinct shard, so every CP
-    rank writes too); with stage 0 (replicated over DP x CP) the parameters round-robin over
-    the `dp_cp` ranks. TP-replicated parameters by TP rank 0 only, the pipeline's
-    tied-embedding copy never."""
-    grid, dp_cp = trainer.grid, trainer.grid.layout.dp * trainer.grid.layout.cp
+    """This rank's optimizer segments that it writes (parallel/placement.py): every one it
+    holds when the state is sharded over the parameter's `reduce_over` group (DP x CP, or
+    expert-DP: every rank of it holds a distinct shard, CP ranks too); with stage 0 the
+    parameters round-robin over that group's ranks. Replicated over TP (ETP): by rank 0 only;
+    the pipeline's tied-embedding copy never."""
     order = {param: i for i, (_, param) in enumerate(global_parameters(trainer))}
-    chosen = []
-    for seg in trainer.optimizer.segments:
-        param = seg.param
-        if is_expert(param):
-            if writes_expert(param, grid, order[param], trainer.buckets.sharded):
-                chosen.append(seg)
-            continue
-        replica = param.tp_dim is None and grid.tp_rank != 0
-        if getattr(param, "duplicate_of", None) or replica:
-            continue
-        if trainer.buckets.sharded or order[param] % dp_cp == grid.dp_cp_rank:
-            chosen.append(seg)
-    return chosen
+    return [seg for seg in trainer.optimizer.segments
+            if writes_in_checkpoint(seg.param, trainer.grid, order[seg.param],
+                                    trainer.buckets.sharded)]
 
 
 @torch.no_grad()
@@ -154,7 +131,7 @@ def save_checkpoint(trainer: Trainer) -> Path:
     for seg in _segments_to_write(trainer):
         sources = {"model": optimizer.master_of(seg)}
         sources.update({kind: optimizer.state_of(seg, kind) for kind in MOMENTS})
-        global_shape, _ = global_box(seg.param, trainer)
+        global_shape, _ = global_box(seg.param, trainer.grid)
         cursor = 0
         for offset, shape in _segment_boxes(trainer, seg):
             size = math.prod(shape)
@@ -245,10 +222,10 @@ def load_parameters(trainer: Trainer, reader: ShardReader, where: str,
     shard of the fp32 master weights (exact even when the parameters are bf16), checking every
     global shape first; returns {parameter: stored name}. With ZeRO 3 only this rank's shard
     of the parameters exists: it is read segment by segment, with the master copy."""
-    stored_names = {param: getattr(param, "duplicate_of", None) or name
+    stored_names = {param: placement(param).stored_as or name
                     for name, param in global_parameters(trainer)}
     for param, stored in stored_names.items():
-        global_shape, _ = global_box(param, trainer)
+        global_shape, _ = global_box(param, trainer.grid)
         found = reader.global_shape(f"model/{stored}")
         if found != global_shape:
             raise CheckpointError(f"{where}: {stored} has global shape {found}, this model "
@@ -256,7 +233,7 @@ def load_parameters(trainer: Trainer, reader: ShardReader, where: str,
     optimizer, sharded_params = trainer.optimizer, trainer.buckets.stage >= 3
     if not sharded_params:
         for param, stored in stored_names.items():
-            _, offset = global_box(param, trainer)
+            _, offset = global_box(param, trainer.grid)
             param.data.copy_(reader.read_box(f"model/{stored}", offset, param.shape))
     if sharded_params or optimizer.master is not None:  # fp32 master weights, exact
         for seg in optimizer.segments:

@@ -32,6 +32,9 @@ def architecture(config: dict, vocab_size: int) -> dict:
                 ("tie_embeddings", True), ("bias", True), ("rope_theta", 10000.0))},
             **{f"model.moe.{key}": (model.get("moe") or {}).get(key) for key in (
                 "experts", "top_k", "ffn", "every", "router", "shared_experts")},
+            # checkpoints saved before the key existed had no gate
+            "model.moe.shared_expert_gate": model["moe"].get("shared_expert_gate", False)
+            if model.get("moe") else None,
             "vocabulary size (unpadded)": vocab_size}
 
 

@@ -1,8 +1,8 @@
 """`pretrain export-hf CHECKPOINT OUT`: a checkpoint as a Hugging Face folder (config.json,
 model.safetensors, tokenizer files) that `transformers` loads with no custom code: a gpt2-arch
 model as `GPT2LMHeadModel`, a llama-arch one as `LlamaForCausalLM` (export_llama.py), a
-llama-arch MoE as `MixtralForCausalLM` (export_mixtral.py), and the tokenizer as
-`AutoTokenizer`.
+llama-arch MoE as `MixtralForCausalLM` (export_mixtral.py), or with shared experts as
+`Qwen2MoeForCausalLM` (export_qwen2_moe.py), and the tokenizer as `AutoTokenizer`.
 
 Our GPT is GPT-2's architecture (pre-LN blocks, learned positions, tied output layer) with
 three differences of storage, undone here: GPT-2's `Conv1D` stores weights as [in, out] (ours
@@ -27,6 +27,7 @@ from training.checkpoint_format import ShardReader, read_index, resolve_checkpoi
 from training.config import ModelConfig, TrainingConfig
 from training.export_llama import llama_config, llama_problems, llama_tensors
 from training.export_mixtral import mixtral_config, mixtral_problems, mixtral_tensors
+from training.export_qwen2_moe import qwen2_moe_config, qwen2_moe_problems, qwen2_moe_tensors
 
 # Our MLP is F.gelu(approximate="tanh"): Hugging Face calls that "gelu_new".
 ACTIVATION = "gelu_new"
@@ -122,18 +123,28 @@ def find_tokenizer(train_cfg: TrainingConfig) -> Path | None:
     return path
 
 
+def _target(cfg: ModelConfig) -> tuple[str, tuple]:
+    """The Hugging Face architecture a model exports as, with its (problems, tensors, config)
+    functions: an MoE with shared experts as Qwen2-MoE, one without as Mixtral."""
+    if cfg.moe is not None and cfg.moe.shared_experts:
+        return "Qwen2-MoE", (qwen2_moe_problems, qwen2_moe_tensors, qwen2_moe_config)
+    if cfg.moe is not None:
+        return "Mixtral", (mixtral_problems, mixtral_tensors, mixtral_config)
+    if cfg.arch == "llama":
+        return "Llama", (llama_problems, llama_tensors, llama_config)
+    return "GPT-2", (gpt2_problems, gpt2_tensors, gpt2_config)
+
+
 def export_hf(checkpoint: Path, out: Path, tokenizer: Path | None = None) -> list[Path]:
     """Write the Hugging Face folder; returns the files written."""
     ckpt = resolve_checkpoint(Path(checkpoint))
     index = read_index(ckpt)
     train_cfg = TrainingConfig.model_validate(index["config"])
     cfg, vocab_size = train_cfg.model, index["vocab_size"]
-    llama, mixtral = cfg.arch == "llama", cfg.moe is not None
-    target = "Mixtral" if mixtral else "Llama" if llama else "GPT-2"
-    problems = (mixtral_problems(cfg) if mixtral else llama_problems(cfg) if llama
-                else gpt2_problems(cfg))
-    if mixtral and not llama:
-        problems.insert(0, f"model.arch is {cfg.arch}, Mixtral needs llama")
+    target, (problems_of, tensors, config) = _target(cfg)
+    problems = problems_of(cfg)
+    if cfg.moe is not None and cfg.arch != "llama":
+        problems.insert(0, f"model.arch is {cfg.arch}, {target} needs llama")
     if problems:
         raise ValueError(f"{ckpt}: a model.arch {cfg.arch} checkpoint that Hugging Face's "
                          f"{target} cannot load: " + "; ".join(problems))
@@ -142,8 +153,6 @@ def export_hf(checkpoint: Path, out: Path, tokenizer: Path | None = None) -> lis
     tokenizer = tokenizer or find_tokenizer(train_cfg)
     eod_id = write_tokenizer(Path(tokenizer), out, cfg.seq_len, vocab_size) if tokenizer \
         else None
-    tensors, config = ((mixtral_tensors, mixtral_config) if mixtral else
-                       (llama_tensors, llama_config) if llama else (gpt2_tensors, gpt2_config))
     save_file(tensors(ShardReader(ckpt, index), cfg), str(out / "model.safetensors"),
               metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config(cfg, vocab_size, eod_id), indent=1))

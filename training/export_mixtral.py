@@ -4,8 +4,8 @@ as Mixtral's `block_sparse_moe`: the router as `gate`, expert j's SwiGLU as w1 (
 (up) and w2 (down). Our expert `fc` rows alternate gate and up, as the dense SwiGLU's.
 
 Mixtral routes top-k with softmax over the chosen logits (our `topk_softmax`), every block
-is MoE, there are no shared experts and no biases; it computes dropless, so a model trained
-with a capacity factor exports as its dropless function.
+is MoE and there are no biases (an MoE with shared experts exports as Qwen2-MoE instead); it
+computes dropless, so a model trained with a capacity factor exports as its dropless function.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from training.checkpoint_format import ShardReader
 from training.config import ModelConfig
 from training.export_llama import llama_config, llama_problems, llama_tensors
 
-MIXTRAL_MOE = {"router": "topk_softmax", "every": 1, "shared_experts": 0}
+MIXTRAL_MOE = {"router": "topk_softmax", "every": 1}
 
 
 def mixtral_problems(cfg: ModelConfig) -> list[str]:

@@ -17,7 +17,8 @@ def flops_per_step(cfg: ModelConfig, vocab_size: int, global_batch: int) -> floa
     values (4 s h per token and layer, causal mask not discounted, as the paper counts) and the
     logits. For GPT-2 blocks (ffn 4h, multi-head) it is 72 B s L h^2 (1 + s/6h + V/12Lh).
     MoE blocks count their *active* weights per token: the router (E h) and the top_k routed
-    plus shared SwiGLU experts (3 h f each), as MFU on active parameters is defined."""
+    plus shared SwiGLU experts (3 h f each) and the shared experts' gate (h), as MFU on active
+    parameters is defined."""
     s, h, layers = cfg.seq_len, cfg.hidden, cfg.layers
     kv = 2 * cfg.kv * (h // cfg.heads)
     ffn_in = cfg.ffn * (2 if cfg.mlp == "swiglu" else 1)
@@ -34,7 +35,9 @@ def active_ffn_weights(cfg: ModelConfig, index: int, dense: int) -> int:
     moe = cfg.moe
     if moe is None or not moe.is_moe_layer(index):
         return dense
-    return moe.experts * cfg.hidden + (moe.top_k + moe.shared_experts) * 3 * cfg.hidden * moe.ffn
+    gate = cfg.hidden if moe.shared_expert_gate else 0
+    return (moe.experts * cfg.hidden + (moe.top_k + moe.shared_experts) * 3 * cfg.hidden * moe.ffn
+            + gate)
 
 
 def step_record(*, step: int, loss: float, lr: float, grad_norm: float, consumed_samples: int,

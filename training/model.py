@@ -11,10 +11,10 @@ cross-entropy takes it from there.
 A pipeline rank builds one `GPT` over its model chunks (one layer range per virtual stage) and
 runs `forward(..., chunk=c)`. With sequence parallelism the residual stream between the linears
 is [batch, seq / tp, hidden]; every TP-replicated parameter then sees only its shard's gradient
-and is marked `sequence_parallel` for a TP all-reduce after the backward. `recompute` trades
-compute for activation memory: `full` reruns each block in the backward, `selective` only the
-attention core (QK^T, softmax, AV). Dropout on a rank's own heads or sequence shard runs in
-the tensor-parallel RNG region (parallel/rng.py).
+and its placement record (parallel/placement.py) sums it over TP after the backward.
+`recompute` trades compute for activation memory: `full` reruns each block in the backward,
+`selective` only the attention core (QK^T, softmax, AV). Dropout on a rank's own heads or
+sequence shard runs in the tensor-parallel RNG region (parallel/rng.py).
 
 Parameter names are global (`blocks.17.mlp.fc.weight` on whichever stage owns block 17) and
 seed each weight's initialisation, so the model is the same for any TP or PP split.
@@ -32,11 +32,9 @@ from torch.utils.checkpoint import checkpoint
 from training.blocks import AttentionCore, causal_core, make_attention, make_ffn, make_norm
 from training.config import ModelConfig
 from training.moe.layer import recompute_context
-from training.moe.placement import full_expert_tensor
-from training.parallel import comm
 from training.parallel.context import RingAttention, load_balanced_positions
-from training.parallel.grad_buckets import PreReduction
 from training.parallel.grid import ProcessGrid
+from training.parallel.placement import amend, full_tensor, placement
 from training.parallel.rng import RegionDropout, region_stream
 from training.parallel.tensor import (
     VocabParallelEmbedding,
@@ -162,12 +160,20 @@ class GPT(nn.Module):
             self.output_word = VocabParallelEmbedding(
                 vocab_size, cfg.hidden, grid=grid, name="embedding.word", seed=seed,
                 std=cfg.init_std)
-            self.output_word.weight.duplicate_of = "embedding.word.weight"
-        for param in self.parameters():
+            amend(self.output_word.weight, stored_as="embedding.word.weight")
+        if sequence_parallel:
             # Replicated over TP but fed by one sequence shard: the TP sum is its gradient.
             # (Experts are not: every token an expert saw reached it through the dispatcher.)
-            param.sequence_parallel = (sequence_parallel and param.tp_dim is None
-                                       and not getattr(param, "expert", False))
+            for param in self.parameters():
+                if "tp" in placement(param).replicated_over:
+                    amend(param, grad_sum="tp")
+        if grid.layout.pp > 1 and cfg.tie_embeddings:
+            # the tied word embedding's copies on the first and last stage each saw one end of
+            # the model: their gradients are summed over the `embedding` group
+            for module in (getattr(self.embedding, "word", None),
+                           getattr(self, "output_word", None)):
+                if module is not None:
+                    amend(module.weight, grad_sum="embedding")
 
     def chunk_parameters(self, chunk: int) -> list[nn.Parameter]:
         """The parameters model chunk `chunk` uses (its blocks, the embedding when it starts the
@@ -243,52 +249,10 @@ def saved_activation_bytes(run: Callable[[], torch.Tensor], model: nn.Module) ->
     return sum(storages.values())
 
 
-def pre_reductions(model: GPT, grid: ProcessGrid) -> dict[nn.Parameter, PreReduction]:
-    """Gradients summed over a model-parallel group before the DP reduction: the tied word
-    embedding's two copies (first and last stage; deferred to after the backward, the stages
-    finish at different times), and with sequence parallelism the TP-replicated weights that
-    each saw one sequence shard (inside the backward: TP ranks run the same one)."""
-    found = {}
-    embedding = grid.group("embedding")
-    if comm.group_size(embedding) > 1 and model.cfg.tie_embeddings:
-        tied = PreReduction(embedding, in_backward=False)
-        for module in (getattr(model.embedding, "word", None),
-                       getattr(model, "output_word", None)):
-            if module is not None:
-                found[module.weight] = tied
-    tp_sum = PreReduction(grid.group("tp"), in_backward=True)
-    for param in model.parameters():
-        # grouped-query KV heads replicated over TP: each rank's gradient is its heads' part
-        if (param.sequence_parallel or getattr(param, "tp_partial", False)) \
-                and param not in found:
-            found[param] = tp_sum
-    return found
-
-
-def counts_in_global_norm(param: nn.Parameter, grid: ProcessGrid) -> bool:
-    """Count each distinct weight once across the model-parallel group: TP-replicated ones on
-    TP rank 0 only, a pipeline stage's copy of the tied embedding not at all."""
-    if getattr(param, "duplicate_of", None):
-        return False
-    return param.tp_dim is not None or grid.tp_rank == 0
-
-
 def full_state_dict(model: GPT, grid: ProcessGrid) -> dict[str, torch.Tensor]:
     """Every parameter of this stage gathered over TP (experts over ETP and EP) to its full
     (global) shape."""
-    group = grid.group("tp")
-    tp = comm.group_size(group)
-    full = {}
-    for name, param in model.named_parameters():
-        tensor = param.detach()
-        if getattr(param, "expert", False):
-            tensor = full_expert_tensor(param, grid)
-        elif param.tp_dim is not None and tp > 1:
-            stacked = tensor.new_empty((tp * tensor.shape[0], *tensor.shape[1:]))
-            comm.all_gather_into(stacked, tensor.contiguous(), group)
-            tensor = torch.cat(stacked.chunk(tp), dim=param.tp_dim)
-        full[name] = tensor.clone()
-    return full
+    return {name: full_tensor(param, grid).clone() for name, param in model.named_parameters()}
 
 
 def count_parameters(cfg: ModelConfig, vocab_size: int) -> int:

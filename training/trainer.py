@@ -22,9 +22,8 @@ from training.config import TrainingConfig, padded_vocab_size
 from training.evaluation.during_training import TaskEvaluation
 from training.init_from import init_weights
 from training.metrics import MetricsWriter, step_record
-from training.model import GPT, counts_in_global_norm, pre_reductions, split_layers
+from training.model import GPT, split_layers
 from training.moe.metrics import set_backward_scale, take_moe_metrics
-from training.moe.placement import counts_in_world_norm, expert_reduce_groups
 from training.optim import LRSchedule, global_batch_size
 from training.parallel import comm
 from training.parallel.comm import COMM_CLOCK, SOLO
@@ -33,6 +32,7 @@ from training.parallel.grad_buckets import GradBuckets
 from training.parallel.grid import build_grid, destroy_grid
 from training.parallel.optimizer import DistributedOptimizer, NonFiniteStepsError
 from training.parallel.pipeline import PipelineRuntime
+from training.parallel.placement import counts_in_norm, pre_reductions, reduce_groups
 from training.parallel.zero3 import ParameterGatherer, layer_units
 from training.parallel.zero_memory import resident_bytes
 from training.run_messages import RunReport, layout_line
@@ -68,23 +68,23 @@ class Trainer:
         self.model = self._build_model()
         # only trained parameters get gradient buckets and optimizer state (frozen: a LoRA base)
         params = [p for p in dict.fromkeys(self.model.parameters()) if p.requires_grad]
-        # replicated weights' gradients are averaged over DP x CP (CP ranks see other tokens);
-        # ZeRO shards the optimizer state (stage 2: gradients, 3: parameters) over that group
+        # each gradient is summed, averaged (and with ZeRO sharded) over the groups its
+        # placement names: dense weights over DP x CP (CP ranks see other tokens), experts
+        # over expert-DP; ZeRO stage 2 shards gradients, stage 3 parameters too
         units, runs = layer_units(self.model) if p.zero == 3 else (None, None)
         self.buckets = GradBuckets(params, grid.group("dp_cp"), dp_rank=grid.dp_cp_rank,
                                    bucket_mb=p.bucket_mb, stage=p.zero,
                                    dtype=torch.bfloat16 if cfg.dtype == "bf16" else torch.float32,
-                                   pre_reductions=pre_reductions(self.model, grid),
-                                   reduce_groups=expert_reduce_groups(params, grid),
+                                   pre_reductions=pre_reductions(params, grid),
+                                   reduce_groups=reduce_groups(params, grid),
                                    units=units and [unit.params for unit in units])
         self.gatherer = ParameterGatherer(self.buckets, units, runs) if units else None
         world = dist.group.WORLD if dist.get_world_size() > 1 else SOLO
-        moe, sharded = cfg.model.moe is not None, self.buckets.sharded
-        # experts are distinct over EP x ETP, dense weights over TP: MoE norms sum the world
+        sharded = self.buckets.sharded
+        # the norm sums the world, each distinct element counted once (parallel/placement.py)
         self.optimizer = DistributedOptimizer(
-            self.buckets, cfg.optim, norm_group=world if sharded or moe else grid.group("model"),
-            counts_in_norm=(lambda prm: counts_in_world_norm(prm, grid, sharded)) if moe else
-            (lambda prm: counts_in_global_norm(prm, grid)))
+            self.buckets, cfg.optim, norm_group=world,
+            counts_in_norm=lambda param: counts_in_norm(param, grid, sharded))
         self.autocast = (torch.autocast(grid.device.type, dtype=torch.bfloat16)
                          if cfg.dtype == "bf16" else nullcontext())
         self.pipeline = self._build_pipeline()

@@ -1,5 +1,6 @@
 """`pretrain export-hf` of llama-arch checkpoints: transformers loads the folder as
-LlamaForCausalLM with no custom code; its logits equal ours within 1e-4 (fp32), its loss
+LlamaForCausalLM (an MoE as MixtralForCausalLM or, with shared experts, Qwen2MoeForCausalLM)
+with no custom code; its logits equal ours within 1e-4 (fp32), its loss
 equals ours, and greedy generation picks the same tokens. Grouped-query attention without
 biases (the preset) and multi-head attention with biases and a tied output layer."""
 
@@ -76,13 +77,37 @@ def test_transformers_mixtral_logits_and_greedy_tokens_equal_ours(tmp_path):
         compare(ours_model, tmp_path / "hf", 2, "MixtralForCausalLM")
 
 
-def test_an_moe_mixtral_cannot_compute_is_a_clear_export_error(tmp_path, capsys):
+@pytest.mark.parametrize("router", ["softmax_topk", "topk_softmax"])
+def test_transformers_qwen2_moe_logits_and_greedy_tokens_equal_ours(tmp_path, router):
+    """A llama-arch MoE with a gated shared expert (top-2 of 4, shared width 2 x ffn, block 1
+    dense by `every: 2`) exports as Qwen2MoeForCausalLM: `softmax_topk` as norm_topk_prob
+    false, `topk_softmax` as true; dropless, its logits equal ours within 1e-4."""
     run = llama_run(tmp_path)
-    run["model"]["moe"] = {"experts": 4, "top_k": 2, "ffn": 24, "router": "softmax_topk",
-                           "shared_experts": 1}
+    run["model"]["moe"] = {"experts": 4, "top_k": 2, "ffn": 24, "router": router, "every": 2,
+                           "shared_experts": 2, "shared_expert_gate": True}
+    ours_model = train_and_export(run, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["mlp_only_layers"] == [1]
+    assert config["norm_topk_prob"] is (router == "topk_softmax")
+    with torch.no_grad():
+        compare(ours_model, tmp_path / "hf", 2, "Qwen2MoeForCausalLM")
+
+
+@pytest.mark.parametrize("moe,messages", [
+    ({"router": "softmax_topk", "every": 2},
+     ["model.moe.router is softmax_topk, Mixtral needs topk_softmax",
+      "model.moe.every is 2, Mixtral needs 1"]),
+    ({"router": "softmax_topk", "shared_experts": 1},
+     ["Qwen2-MoE cannot load: model.moe.shared_expert_gate is false"]),
+], ids=["mixtral", "qwen2-moe"])
+def test_an_moe_transformers_cannot_compute_is_a_clear_export_error(tmp_path, capsys, moe,
+                                                                     messages):
+    run = llama_run(tmp_path)
+    run["model"]["moe"] = {"experts": 4, "top_k": 2, "ffn": 24, **moe}
     run["train"].update(steps=1, save_every=1)
     train_checkpoint(run)
     assert main(["export-hf", str(tmp_path / "run"), str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err
-    assert "model.moe.router is softmax_topk, Mixtral needs topk_softmax" in err
-    assert "model.moe.shared_experts is 1, Mixtral needs 0" in err
+    for message in messages:
+        assert message in err
+    assert not (tmp_path / "hf").exists()

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from training.config import load_config
 from training.parallel.grid import GridLayout, LayoutError
 
 
@@ -44,6 +45,18 @@ def test_mixtral_mapping_keeps_each_ep_group_in_one_node():
     assert all(g == list(range(g[0], g[0] + 8)) and g[0] % 8 == 0
                for g in layout.groups("ep"))
     assert {len(g) for g in layout.groups("edp")} == {2}
+
+
+@pytest.mark.parametrize("name,ranks,edp", [("mixtral_8x22b", 128, 2),
+                                             ("qwen2_57b_a14b", 64, 4)])
+def test_paper_configs_fold_each_ep_group_into_one_node(name, ranks, edp):
+    """The shipped configs' mappings (the paper authors' published runs): every EP group
+    lies inside one 8-GPU node, ETP 1."""
+    p = load_config(name).parallel
+    layout = GridLayout(p.tp, p.pp, p.dp, p.cp, p.ep, p.etp)
+    layout.check_world(ranks)
+    assert p.etp == 1 and {len(g) for g in layout.groups("edp")} == {edp}
+    assert all(len({rank // 8 for rank in group}) == 1 for group in layout.groups("ep"))
 
 
 def test_a_mapping_that_cannot_cover_the_stage_is_a_layout_error():

@@ -130,6 +130,19 @@ def test_layer_equals_per_token_experts_dropless():
     assert layer.stats["train"]["dropped"] == 0
 
 
+def test_gated_shared_experts_add_sigmoid_gate_times_their_swiglu():
+    """Qwen2-MoE's shared expert: every token also gets sigmoid(w . x) * SwiGLU_shared(x)."""
+    layer, moe = build_layer(shared_experts=2, shared_expert_gate=True)
+    x = torch.randn(3, 8, 16, generator=torch.Generator().manual_seed(0))
+    routed, _ = reference_layer(layer, moe, x)
+    gate, up = (x @ layer.shared.fc.weight.t()).unflatten(-1, (-1, 2)).unbind(-1)
+    shared = (F.silu(gate) * up) @ layer.shared.proj.weight.t()
+    gates = torch.sigmoid(x @ layer.shared_gate.view(-1))
+    assert layer.shared_gate.shape == (1, 16) and gates.std() > 1e-3  # varies per token
+    torch.testing.assert_close(layer(x), routed + gates.unsqueeze(-1) * shared, rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_dropped_slots_add_nothing_and_are_counted():
     layer, moe = build_layer(capacity_factor=0.5, drop_policy="position")
     x = torch.randn(3, 8, 16, generator=torch.Generator().manual_seed(0))
@@ -161,7 +174,8 @@ def test_dropped_slots_add_nothing_and_are_counted():
     ({"model.moe.ffn": 63, "parallel.etp": 2, "parallel.tp": 2},
      "model.moe.ffn (63) must be divisible by parallel.etp (2)"),
     ({"model.mlp": "gelu"}, "experts are SwiGLU"),
-    ({"parallel.zero": 3}, "parallel.zero: 3 with model.moe is not supported yet"),
+    ({"model.moe.shared_expert_gate": True}, "shared_expert_gate: true gates the shared "
+     "experts: set shared_experts >= 1"),
 ])
 def test_bad_moe_layouts_are_config_errors(change, message):
     raw = load_config("moe_tiny").dump()
@@ -226,3 +240,19 @@ def test_full_recomputation_records_moe_statistics_once(tmp_path):
     for measured in counts:
         measured.pop("moe_a2a_s")
     assert counts[0]["moe_dropped"] > 0 and counts[0] == counts[1]
+
+
+def test_resuming_with_or_without_the_shared_expert_gate_is_refused(tmp_path):
+    """The gate changes what the saved tensors compute; a checkpoint from before the key
+    existed (no `shared_expert_gate` in its config) reads as ungated."""
+    from training.checkpoint_compat import check_resume
+    from training.checkpoint_format import CheckpointError
+
+    gated = moe_config(shared_experts=1, shared_expert_gate=True)
+    plain = moe_config(shared_experts=1)
+    del plain["model"]["moe"]["shared_expert_gate"]
+    assert check_resume(tmp_path, plain, 512, moe_config(shared_experts=1), 512) == [
+        "model.moe.shared_expert_gate: None -> False"]
+    with pytest.raises(CheckpointError, match="model.moe.shared_expert_gate: False in the "
+                                              "checkpoint, True in this config"):
+        check_resume(tmp_path, plain, 512, gated, 512)

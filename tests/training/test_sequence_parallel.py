@@ -11,6 +11,7 @@ from training.config import TrainingConfig
 from training.launch import launch
 from training.model import GPT
 from training.parallel.grid import build_grid, destroy_grid
+from training.parallel.placement import placement
 from training.parallel.tensor import (
     gather_from_sequence_parallel,
     reduce_scatter_to_sequence_parallel,
@@ -39,7 +40,7 @@ def collectives_and_shapes() -> dict:
     model.blocks["0"].register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
     tokens = torch.randint(0, 60, (2, 17))
     loss = model(tokens[:, :-1], tokens[:, 1:])
-    marked = sorted(n for n, p in model.named_parameters() if p.sequence_parallel)
+    marked = sorted(n for n, p in model.named_parameters() if placement(p).grad_sum == "tp")
     checks = {
         "gathered": torch.equal(gathered, full),
         # backward of all-gather = reduce-scatter: the sum of both ranks' upstream, my shard

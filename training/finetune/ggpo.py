@@ -49,6 +49,7 @@ from training.finetune.config import GgpoConfig
 from training.finetune.lora import LoraLinear
 from training.parallel import comm
 from training.parallel.grad_buckets import GradBuckets
+from training.parallel.placement import placement
 from training.parallel.tensor import shard
 
 
@@ -85,8 +86,9 @@ def layer_perturbation(layer: LoraLinear, grad_sq: torch.Tensor, cfg: GgpoConfig
         merged = layer.weight + layer.delta_weight()
         std = row_std(row_sq_norms(merged, layer), grad_sq, layer.full_shape[0], cfg)
         noise = draw_noise(layer.full_shape, seed, step, layer.name)
-        if layer.weight.tp_dim is not None and layer.tp > 1:  # this rank's slice, like W
-            noise = shard(noise, layer.weight.tp_dim, layer.tp_rank, layer.tp)
+        tp_dim = placement(layer.weight).dim("tp")
+        if tp_dim is not None and layer.tp > 1:  # this rank's slice, like W
+            noise = shard(noise, tp_dim, layer.tp_rank, layer.tp)
         # column-parallel: `std` holds this rank's rows; row-parallel: all rows (summed norms)
         epsilon = noise.to(layer.weight.device) * std.unsqueeze(1)
         return epsilon.to(layer.weight.dtype)

@@ -7,14 +7,14 @@ the communication stays what the base already does (training/parallel/tensor.py)
 - column-parallel base (W split by output rows): A replicated, B split like W's rows. The
   input goes through the base's `f` (copy, or with sequence parallelism the all-gather) once,
   for both paths, so its backward sums the input gradients of both. Each rank's gradient of A
-  only sees its rows of B: A is `tp_partial`, summed over TP in the backward.
+  only sees its rows of B: A's placement sums its gradient over TP in the backward.
 - row-parallel base (W split by input columns): A split like W's columns, B replicated. The
   rank-r partial sums x_local A_local^T are reduced over TP *before* B, in the same collective
   as the base's partial outputs (concatenated: one all-reduce, or one reduce-scatter with
   sequence parallelism), and the LoRA output is added once, after it. With sequence
-  parallelism B sees one sequence shard, so it is marked `sequence_parallel` (TP sum).
+  parallelism B sees one sequence shard, so its placement sums its gradient over TP.
 - a column-parallel base replicated over TP (grouped-query KV heads when kv_heads < tp): A
-  and B replicated, both `tp_partial`.
+  and B replicated, both gradients summed over TP.
 
 `lora.dropout` > 0 draws its masks on each rank's own input (a row-parallel adapter's input
 is split over TP), so it is the same in distribution at every layout, not bit for bit.
@@ -37,6 +37,7 @@ from torch import nn
 from training.config import ModelConfig
 from training.finetune.config import BLOCK_LINEARS, LoraConfig, matching_linears
 from training.parallel import comm
+from training.parallel.placement import amend, placement
 from training.parallel.tensor import (
     ColumnParallelLinear,
     RowParallelLinear,
@@ -104,7 +105,7 @@ class LoraLinear(nn.Module):
         self.name, self.rank, self.scale = name, lora.rank, lora.alpha / lora.rank
         self.dropout = nn.Dropout(lora.dropout) if lora.dropout else nn.Identity()
         self.tp, self.tp_rank = tp, tp_rank = grid.layout.tp, grid.tp_rank
-        split = self.weight.tp_dim is not None and tp > 1
+        split = placement(self.weight).dim("tp") is not None and tp > 1
         out_features = self.weight.shape[0] * (tp if split and not self.row else 1)
         in_features = self.weight.shape[1] * (tp if split and self.row else 1)
         self.full_shape = (out_features, in_features)
@@ -114,16 +115,15 @@ class LoraLinear(nn.Module):
         if self.row:  # A split like W's input columns, B replicated
             self.lora_A = tp_parameter(shard(a_full, 1, tp_rank, tp), tp_dim=1)
             self.lora_B = tp_parameter(b_full, tp_dim=None)
-            self.lora_A.tp_partial, self.lora_B.tp_partial = False, False
-            self.lora_A.sequence_parallel = False
-            self.lora_B.sequence_parallel = self.sequence_parallel and split
+            if self.sequence_parallel and split:  # B sees one sequence shard
+                amend(self.lora_B, grad_sum="tp")
         else:  # A replicated, B split like W's output rows (or replicated with W)
             self.lora_A = tp_parameter(a_full, tp_dim=None)
             self.lora_B = tp_parameter(shard(b_full, 0, tp_rank, tp) if split else b_full,
                                        tp_dim=0 if split else None)
-            self.lora_A.tp_partial = tp > 1  # each rank's gradient sees its rows of B only
-            self.lora_B.tp_partial = tp > 1 and not split
-            self.lora_A.sequence_parallel = self.lora_B.sequence_parallel = False
+            if tp > 1:  # A's gradient sees this rank's rows of B only (B's too, replicated)
+                for param in (self.lora_A,) if split else (self.lora_A, self.lora_B):
+                    amend(param, grad_sum="tp")
         self.perturbation: torch.Tensor | None = None  # GGPO's epsilon, this rank's slice
 
     def effective_weight(self) -> torch.Tensor:

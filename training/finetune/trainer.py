@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from training.batches import DocumentMasks, MicroBatch
-from training.checkpoint import global_box
 from training.checkpoint_format import ShardReader, read_index
 from training.config import TrainingConfig
 from training.finetune.data import (
@@ -28,6 +27,7 @@ from training.finetune.ggpo import GGPO
 from training.finetune.lora import attach_lora
 from training.finetune.setup import base_checkpoint, task_tokenizer
 from training.model import GPT
+from training.parallel.placement import global_box, placement
 from training.trainer import Trainer, run_trainer
 
 
@@ -69,8 +69,8 @@ class FinetuneTrainer(Trainer):
         """Every parameter of this rank from the base checkpoint (any layout)."""
         reader = ShardReader(self.base, self.base_index)
         for name, param in model.named_parameters():
-            stored = getattr(param, "duplicate_of", None) or name
-            _, offset = global_box(param, self)
+            stored = placement(param).stored_as or name
+            _, offset = global_box(param, self.grid)
             param.data.copy_(reader.read_box(f"model/{stored}", offset, param.shape))
 
     def _micro_batches(self, source, consumed: int, global_batch: int):

@@ -2,7 +2,9 @@
 
 `every: n` makes block i an MoE block when i % n == 0 (Megatron's `--moe-layer-freq`).
 `ffn` is one expert's hidden width; `shared_experts: s` adds a dense SwiGLU FFN of width
-s * ffn that every token passes through (Qwen2-MoE / DeepSeek's shared experts).
+s * ffn that every token passes through (Qwen2-MoE / DeepSeek's shared experts);
+`shared_expert_gate: true` scales its output per token by sigmoid(w . x), w a learned
+[hidden] vector (Qwen2-MoE's `shared_expert_gate`).
 """
 
 from __future__ import annotations
@@ -32,11 +34,16 @@ class MoEConfig(StrictModel):
         "probs", description="over capacity: keep an expert's highest-probability tokens, or "
         "its earliest")
     shared_experts: int = Field(0, ge=0)
+    shared_expert_gate: bool = Field(
+        False, description="scale the shared experts' output by sigmoid(w . x) (Qwen2-MoE)")
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> MoEConfig:
         if self.top_k > self.experts:
             raise ValueError(f"top_k ({self.top_k}) must not exceed experts ({self.experts})")
+        if self.shared_expert_gate and not self.shared_experts:
+            raise ValueError("shared_expert_gate: true gates the shared experts: set "
+                             "shared_experts >= 1")
         return self
 
     def is_moe_layer(self, index: int) -> bool:
@@ -75,9 +82,6 @@ def moe_problems(moe: MoEConfig | None, mlp: str, parallel, micro: int, seq_len:
     if moe.shared_experts and (moe.shared_experts * moe.ffn) % p.tp:
         problems.append(f"model.moe.shared_experts * ffn ({moe.shared_experts * moe.ffn}) must "
                         f"be divisible by parallel.tp ({p.tp})")
-    if p.zero == 3:
-        problems.append("parallel.zero: 3 with model.moe is not supported yet (experts' "
-                        "parameters would be gathered over expert-DP); use parallel.zero: 1 or 2")
     tokens = micro * seq_len // p.cp
     if p.tp > 1 and tokens % p.tp:
         problems.append(f"an MoE layer splits each rank's batch.micro * model.seq_len / "

@@ -20,21 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.parallel.placement import expert, place
 from training.parallel.tensor import seeded_normal
 
 
 def expert_parameter(full: torch.Tensor, ep_rank: int, ep: int, etp_dim: int, etp_rank: int,
                      etp: int) -> nn.Parameter:
-    """This rank's slice of a [experts, ...] weight, marked with its placement: `expert`
-    (split over EP at dim 0, replicated over EDP), `etp_dim` (the dim split over ETP, or
-    None), and `tp_dim` None: attention's TP does not split it."""
+    """This rank's slice of a [experts, ...] weight, with its placement: experts split over
+    EP at dim 0 and replicated over EDP, `etp_dim` split over ETP (attention's TP does not
+    split it)."""
     local = full.chunk(ep)[ep_rank]
     if etp > 1:
         local = local.chunk(etp, dim=etp_dim)[etp_rank]
-    param = nn.Parameter(local.contiguous())
-    param.tp_dim, param.expert = None, True
-    param.etp_dim = etp_dim if etp > 1 else None
-    return param
+    return place(nn.Parameter(local.contiguous()), expert(etp_dim if etp > 1 else None))
 
 
 class GroupedExperts(nn.Module):

@@ -16,7 +16,10 @@ On each rank (attention mapping TP x CP x DP x PP, MoE mapping ETP x EP x EDP x 
     back to their ETP source, then all-to-all back over EP.
  5. unpermute: each slot's output times its gate, summed per token (index_add); a dropped
     slot adds nothing and the token rides the residual. Gathered back over TP if split.
- 6. shared experts (dense SwiGLU of width shared * ffn, TP-parallel) add to the output.
+ 6. shared experts (dense SwiGLU of width shared * ffn, TP-parallel) add to the output,
+    with `shared_expert_gate` times sigmoid(x . w_g) per token (Qwen2-MoE). w_g is replicated
+    over TP: each rank gates the tokens it holds (with sequence parallelism its shard, so its
+    gradient is summed over TP like a norm's; model.py marks it).
 
 L_aux + L_z reach the gradient at this layer (as Megatron's MoEAuxLossAutoScaler): the
 output is an identity whose backward also seeds d(L_aux + L_z) with the loss's micro-batch
@@ -29,6 +32,7 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from training.blocks import MLP
@@ -43,6 +47,7 @@ from training.moe.router import (
 )
 from training.parallel import comm
 from training.parallel.context import load_balanced_positions
+from training.parallel.placement import amend
 from training.parallel.tensor import seeded_normal, tp_parameter
 
 _RECOMPUTING = [False]
@@ -85,7 +90,8 @@ class MoELayer(nn.Module):
         self.sequence_parallel = sequence_parallel
         self.split = layout.tp > 1 and not sequence_parallel
         # each TP rank routes its own share of the tokens: the router's gradient is partial
-        self.router.tp_partial = self.split
+        if self.split:
+            amend(self.router, grad_sum="tp")
         self.experts = GroupedExperts(moe.experts, cfg.hidden, moe.ffn, layers=cfg.layers,
                                       std=cfg.init_std, seed=seed, name=name + ".experts",
                                       ep_rank=ep_rank, ep=layout.ep, etp_rank=etp_rank,
@@ -95,6 +101,9 @@ class MoELayer(nn.Module):
             shared = cfg.model_copy(update={"ffn_hidden": moe.shared_experts * moe.ffn,
                                             "mlp": "swiglu"})
             self.shared = MLP(shared, grid, seed, name + ".shared", sequence_parallel)
+        self.shared_gate = tp_parameter(
+            seeded_normal((1, cfg.hidden), cfg.init_std, seed, name + ".shared_gate"),
+            tp_dim=None) if moe.shared_expert_gate else None
         self.groups = {key: grid.group(key) for key in ("tp", "tp_cp", "ep", "etp")}
         self.tp_rank, self.cp, self.cp_rank = grid.tp_rank, layout.cp, grid.cp_rank
         self.tp, self.etp_rank = layout.tp, etp_rank
@@ -125,7 +134,10 @@ class MoELayer(nn.Module):
             out = dispatch.gather_tokens(out, self.tp_rank, self.groups["tp"])
         out = out.view_as(x)
         if self.shared is not None:
-            out = out + self.shared(x)
+            shared = self.shared(x)
+            if self.shared_gate is not None:
+                shared = shared * torch.sigmoid(F.linear(x, self.shared_gate))
+            out = out + shared
         return out
 
     def _token_index(self, batch: int, seq_local: int, device) -> torch.Tensor:

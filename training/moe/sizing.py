@@ -3,8 +3,8 @@
 Parameters of a llama-arch MoE with hidden h, L blocks, head size d, KV heads g, vocabulary V,
 E experts of width f, top-k routing and s shared experts (SwiGLU: 3 h f weights each):
     attention  h (h + 2 g d) + h h            per block, plus 2 h of norms
-    MoE FFN    E h (router) + E 3 h f + s 3 h f
-    active     E h + (k + s) 3 h f            what one token multiplies by
+    MoE FFN    E h (router) + E 3 h f + s 3 h f (+ h: the shared experts' gate)
+    active     E h + (k + s) 3 h f (+ h)      what one token multiplies by
     total      L (attention + FFN) + V h (x2 untied) + h
 Memory per rank with mixed precision and the distributed optimizer (ZeRO-1): 2 bytes of bf16
 weights and 2 of gradients per parameter it holds, plus 12 (fp32 master, Adam m and v)
@@ -40,7 +40,8 @@ def moe_size(cfg: TrainingConfig) -> MoESize:
         dense += attention
         if moe is not None and moe.is_moe_layer(index):
             expert += moe.experts * 3 * h * moe.ffn
-            dense += moe.experts * h + moe.shared_experts * 3 * h * moe.ffn
+            dense += (moe.experts * h + moe.shared_experts * 3 * h * moe.ffn
+                      + (h if moe.shared_expert_gate else 0))
             active_ffn += moe.top_k * 3 * h * moe.ffn
         else:
             dense += dense_ffn

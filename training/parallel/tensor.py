@@ -9,8 +9,9 @@ dropout run on 1/tp of the tokens. Tensors are [batch, seq, hidden]; the shard i
 
 Weights are initialised identically for every TP: each rank draws the *full* weight from a
 generator seeded by (seed, global parameter name) and keeps its slice, so a model is the same
-function at TP=1 and TP=8. Every parameter carries `tp_dim` (the dimension split over TP, or
-None when replicated), which gathering, norm counting and checkpoints (issue 8) read.
+function at TP=1 and TP=8. Every parameter carries its placement record (parallel/placement.py:
+the dimension split over TP, or replicated over TP), which gathering, gradient reduction, norm
+counting and checkpoints read.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.parallel import comm
+from training.parallel.placement import amend, place, tensor_parallel
 
 
 def seeded_normal(shape: tuple[int, ...], std: float, seed: int, name: str) -> torch.Tensor:
@@ -36,9 +38,8 @@ def shard(full: torch.Tensor, dim: int, rank: int, parts: int) -> torch.Tensor:
 
 
 def tp_parameter(data: torch.Tensor, tp_dim: int | None) -> nn.Parameter:
-    param = nn.Parameter(data)
-    param.tp_dim = tp_dim
-    return param
+    """A parameter split over TP at `tp_dim` (None: replicated over TP)."""
+    return place(nn.Parameter(data), tensor_parallel(tp_dim))
 
 
 class _CopyToTensorParallel(torch.autograd.Function):
@@ -152,8 +153,9 @@ class ColumnParallelLinear(nn.Module):
         self.weight = tp_parameter(shard(full, 0, rank, tp), tp_dim=tp_dim)
         self.bias = tp_parameter(torch.zeros(out_features // tp), tp_dim=tp_dim) if bias \
             else None
-        for param in self.parameters():
-            param.tp_partial = replicated and grid.layout.tp > 1
+        if replicated and grid.layout.tp > 1:
+            for param in self.parameters():
+                amend(param, grad_sum="tp")
 
     def forward(self, x):
         if self.sequence_parallel:

@@ -3,7 +3,8 @@ runs, forward and backward, freeing it after (Rajbhandari et al., ZeRO, section 
 
 A *unit* is what is gathered at once: the embedding, each block, the output head (its norm and
 an untied output layer). Its parameters fill buckets of their own in GradBuckets, so gathering
-a unit is one all-gather per bucket over the DP x CP group and its gradients are
+a unit is one all-gather per bucket over the DP x CP group (an MoE block's expert buckets: over
+their expert-DP group, the replicas of that expert shard) and its gradients are
 reduce-scattered by the same buckets as soon as they are complete. Module hooks drive it:
 
 - before a module's forward its units are gathered (waiting only for what is still in flight),
