@@ -240,30 +240,24 @@ class TextLayout:
 
     def line_ends_with(self, suffix: str) -> np.ndarray:
         """Per line: does it end with `suffix` once trimmed (False for blank lines)?"""
-        return self._line_edge(suffix, at_end=True)
-
-    def line_starts_with(self, prefix: str) -> np.ndarray:
-        return self._line_edge(prefix, at_end=False)
+        has, start, end = self._trim_bounds
+        out = np.zeros(self.n_lines, dtype=bool)
+        if len(suffix) == 1:
+            out[has] = self._edge_chars[1] == ord(suffix)
+            return out
+        code = np.frombuffer(suffix.encode(), dtype=np.uint8)
+        found = end - start >= len(code)
+        first = end - len(code)
+        for k, byte in enumerate(code):  # UTF-8: equal bytes at the end, equal characters
+            found[found] = self.data[first[found] + k] == byte
+        out[has] = found
+        return out
 
     def line_starts_with_one_of(self, chars: str) -> np.ndarray:
         """Per line: does it start with one of the characters `chars` once trimmed?"""
         has, _, _ = self._trim_bounds
         out = np.zeros(self.n_lines, dtype=bool)
         out[has] = np.isin(self._edge_chars[0], [ord(c) for c in chars])
-        return out
-
-    def _line_edge(self, piece: str, at_end: bool) -> np.ndarray:
-        has, start, end = self._trim_bounds
-        out = np.zeros(self.n_lines, dtype=bool)
-        if len(piece) == 1:
-            out[has] = self._edge_chars[at_end] == ord(piece)
-            return out
-        code = np.frombuffer(piece.encode(), dtype=np.uint8)
-        found = end - start >= len(code)
-        first = (end - len(code)) if at_end else start
-        for k, byte in enumerate(code):
-            found[found] = self.data[first[found] + k] == byte
-        out[has] = found
         return out
 
     def lines_holding(self, byte: int) -> np.ndarray:
