@@ -160,8 +160,10 @@ def finetune(base: Path, tokenizer: Path, task: Path, run_dir: Path, method: dic
     trainer.close()
     destroy_grid()
     curve = [(r["step"] / per_epoch, r["val_loss"]) for r in records if "val_loss" in r]
+    last_epoch = records[-max(1, round(per_epoch)):]
     return {"curve": curve, "step_s": statistics.median(r["step_s"] for r in records),
             "train_loss": records[-1]["loss"], "seconds": seconds,
+            "last_epoch_train_loss": statistics.mean(r["loss"] for r in last_epoch),
             "trainable": sum(p.numel() for p in trainer.buckets.offsets)}
 
 

@@ -6,8 +6,10 @@ Synthetic pool: documents of 60-120 words drawn from two Zipf word distributions
 20k-word vocabulary (two "domains"), in parquet partitions of 20k documents; the target
 is 2000 documents of one domain. Measured: `prepare` (features, OT chunks or DSIR
 weights, the distributed cut) and the per-partition `run` that writes kept documents and
-ledger rows, as the pipeline runs them; wall seconds, and CPU seconds of the driver and the
-two worker processes (this machine is shared, so wall time alone says little).
+ledger rows, as the pipeline runs them; wall seconds, and CPU seconds of the driver and of
+each worker process (this machine is shared, so wall time alone says little). The wall
+time of each step (features, OT chunks, gather, cut passes) is in the progress lines on
+stderr.
 
     .venv/bin/python bench/select_stage.py --docs 1000000 --method got [--dims 256 --chunk 50000]
     .venv/bin/python bench/select_stage.py --features-only   # features of one partition
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -81,10 +85,15 @@ def main() -> None:
     args = ap.parse_args()
     if args.features_only:
         return features_cpu(args.dims)
-    from dask.distributed import Client, LocalCluster
-
-    rng = np.random.default_rng(0)
     root = Path(tempfile.mkdtemp(prefix="bench-select-"))
+    try:
+        run(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # ~2 GB at 1M documents
+
+
+def run(args: argparse.Namespace, root: Path) -> None:
+    rng = np.random.default_rng(0)
     parts = []
     for k, lo in enumerate(range(0, args.docs, PART)):
         n = min(PART, args.docs - lo)
@@ -102,27 +111,68 @@ def main() -> None:
                          "embedding": {"dims": args.dims},
                          "ot": {"chunk": args.chunk, "iters": args.iters}}, spec)
     folder = root / "stage"
+    from dask.distributed import Client, LocalCluster
+
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        worker_cpu = client.run(_cpu_seconds)
-        driver_cpu = time.process_time()
-        started = time.perf_counter()
-        stage.prepare(ClusterStageContext(spec, root, folder, parts, client))
+        clock = PhaseClock(client)
+        stage.prepare(TimedContext(clock, spec, root, folder, parts, client))
+        clock.mark("cut and summary passes")
         prepared = time.perf_counter()
         futures = [client.submit(process_partition_task, stage, str(p), k, str(folder))
                    for k, p in enumerate(parts)]
         client.gather(futures)
-        done = time.perf_counter()
-        cpu = time.process_time() - driver_cpu + sum(
-            after - worker_cpu[w] for w, after in client.run(_cpu_seconds).items())
-    total = done - started
+        clock.mark("run: write kept documents and ledger")
+    total = clock.marks[-1][1] - clock.marks[0][1]
+    driver_cpu = clock.marks[-1][2] - clock.marks[0][2]
+    workers_cpu = [b - a for a, b in zip(clock.marks[0][3], clock.marks[-1][3], strict=True)]
     print(json.dumps({"docs": args.docs, "method": args.method, "dims": args.dims,
                       "chunk": args.chunk, "iters": args.iters,
-                      "prepare_s": round(prepared - started, 1),
-                      "run_s": round(done - prepared, 1), "total_s": round(total, 1),
-                      "cpu_s": round(cpu, 1),
+                      "prepare_s": round(prepared - clock.marks[0][1], 1),
+                      "run_s": round(clock.marks[-1][1] - prepared, 1),
+                      "total_s": round(total, 1),
+                      "cpu_s": round(driver_cpu + sum(workers_cpu), 1),
+                      "driver_cpu_s": round(driver_cpu, 1),
+                      "worker_cpu_s": [round(c, 1) for c in workers_cpu],
+                      "phases": clock.phases(),
+                      "load_1min_end": round(os.getloadavg()[0], 1),
                       "docs_per_s": round(args.docs / total)}))
 
+
+class PhaseClock:
+    """Wall, driver CPU and per-worker CPU seconds at marks; phases are their differences."""
+
+    def __init__(self, client):
+        self.client = client
+        self.marks: list[tuple[str, float, float, list[float]]] = []
+        self.mark("start")
+
+    def mark(self, label: str) -> None:
+        workers = self.client.run(_cpu_seconds)
+        self.marks.append((label, time.perf_counter(), time.process_time(),
+                           [workers[w] for w in sorted(workers)]))
+
+    def phases(self) -> list[dict]:
+        return [{"phase": label, "wall_s": round(wall - wall0, 1),
+                 "driver_cpu_s": round(cpu - cpu0, 1),
+                 "worker_cpu_s": [round(b - a, 1) for a, b in zip(w0, w, strict=True)]}
+                for (_, wall0, cpu0, w0), (label, wall, cpu, w)
+                in zip(self.marks, self.marks[1:], strict=False) if wall - wall0 >= 0.05]
+
+
+class TimedContext(ClusterStageContext):
+    """The stage's context, marking the clock around each pass over the partitions; what
+    runs between two passes (GOT-D's target embedding and OT chunks) is its own phase."""
+
+    def __init__(self, clock: PhaseClock, *args):
+        super().__init__(*args)
+        self.clock = clock
+
+    def map(self, fn, *args, desc: str = "", **kwargs):
+        self.clock.mark(f"before {desc}")
+        result = super().map(fn, *args, desc=desc, **kwargs)
+        self.clock.mark(desc)
+        return result
 
 if __name__ == "__main__":
     main()

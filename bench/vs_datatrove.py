@@ -168,7 +168,9 @@ def report(pair: int, tm: dict, dt: dict, docs: int, only_fuzzy: bool, one: dict
     print(f"  CPU s, all processes: textmill {tm['cpu_seconds']:.1f}, datatrove "
           f"{dt['cpu_seconds']:.1f} (ratio {dt['cpu_seconds'] / tm['cpu_seconds']:.2f})")
     fuzzy = tm["fuzzy"]
-    print(f"  textmill fuzzy phases: {fuzzy['seconds']} ({fuzzy.get('path')}, "
+    print(f"  textmill fuzzy phases: {fuzzy['seconds']} ({fuzzy.get('verify_tasks')} "
+          f"verification tasks over {fuzzy.get('bins')} bins, components "
+          f"{fuzzy.get('components')}, "
           f"{fuzzy.get('candidate_pairs')} pairs, {fuzzy.get('verified_pairs')} verified); stage "
           f"{tm_parts['fuzzy_dedup']['seconds']:.1f} s = "
           f"{tm_parts['fuzzy_dedup']['seconds'] / fuzzy['seconds']['signatures']:.2f}x "

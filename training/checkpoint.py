@@ -139,6 +139,8 @@ def save_checkpoint(trainer: Trainer) -> Path:
                 pieces.append((f"{kind}/{names[seg.param]}", global_shape, offset, shape,
                                flat[cursor: cursor + size].view(shape)))
             cursor += size
+    for key, global_shape, offset, values in trainer.checkpoint_extras():
+        pieces.append((key, global_shape, offset, list(values.shape), values))
     per_key = Counter(key for key, *_ in pieces)
     tensors, entries = {}, []
     for key, global_shape, offset, shape, values in pieces:
@@ -204,6 +206,7 @@ def load_checkpoint(trainer: Trainer, ckpt: Path, index: dict | None = None) -> 
     trainer.step, trainer.consumed_samples = index["step"], index["consumed_samples"]
     trainer.skipped_steps = index.get("skipped_steps", 0)  # absent before it was recorded
     _restore_rng(trainer, reader, index)
+    trainer.load_extras(reader)
     return index
 
 

@@ -172,6 +172,15 @@ class Trainer:
         """Called once the step's gradients are reduced, before clipping and the update (a
         fine-tuning method that reads them, such as GGPO, overrides it)."""
 
+    def checkpoint_extras(self) -> list[tuple[str, list[int], list[int], torch.Tensor]]:
+        """Global tensors beyond weights and moments that this rank writes into a checkpoint:
+        (key, global shape, offset of its box, values); a fine-tuning method with state of its
+        own (GGPO's gradient norms) returns them and reads them back in `load_extras`."""
+        return []
+
+    def load_extras(self, reader) -> None:
+        """On resume, after the weights: read back what `checkpoint_extras` wrote."""
+
     @torch.no_grad()
     def evaluate(self) -> float:
         """Mean loss over the first `eval_iters` global batches of the validation data."""

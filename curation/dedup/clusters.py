@@ -1,13 +1,14 @@
-"""Fuzzy dedup's global step without DataFrame shuffles, for graphs that fit a worker.
+"""Fuzzy dedup's global step as plain Dask tasks, each within the memory budget.
 
 Bucket rows are read straight from the per-partition signature files by a few tasks, each
-owning a range of the bucket hash space (one read, no shuffle); their anchor edges go to
-one task, which keeps the distinct candidate pairs and their nodes. Each input partition
-then recomputes the shingle sets of its own candidate documents, held in worker memory,
-and one task verifies every pair against both sets, labels the components and picks the
-keepers. Only the signature files (for resume) and the decisions (for `run`) touch disk.
-Every choice is made on ids, so the result does not depend on the partitioning, the
-number of bucket tasks or of workers.
+owning a range of the bucket hash space (one read, no shuffle); their anchor edges are
+deduplicated into candidate pairs by groups of `lo` partitions. Each input partition then
+recomputes the shingle sets of its own candidate documents, held in worker memory as
+blocks; verification tasks each take the pairs of one (bin, bin) cell with the two bins'
+blocks (routing.py sizes all of these from counts). One task then labels the components
+of the verified edges and picks the keepers. Only the signature files (for resume) and
+the decisions (for `run`) touch disk. Every choice is made on ids, so the result does not
+depend on the partitioning, the number of tasks or of workers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from curation.atomic import atomic_write_parquet
 from curation.dedup.components import labels_in_memory
 from curation.dedup.keeper import keeper_first
 from curation.dedup.lsh import bucket_anchor_edges
-from curation.dedup.minhash import shingle_hashes
+from curation.dedup.minhash import Shingles, shingle_hashes
+from curation.dedup.routing import block_cuts, route_pairs
 from curation.dedup.verify import decode_sets, encode_sets, indexed_pair_jaccard
 from curation.storage import out_path, read_parquet_table
 
@@ -50,6 +52,17 @@ def bucket_range_edges(paths: list[str], lo: int | None, hi: int | None) -> pd.D
     return bucket_anchor_edges(rows.to_pandas())
 
 
+def lo_part_counts(edges: pd.DataFrame, parts: int) -> np.ndarray:
+    """Edges per partition of their `lo` document."""
+    return np.bincount(edges["lo"].to_numpy() >> ROW_BITS, minlength=parts)
+
+
+def edges_with_lo_in(edges: pd.DataFrame, first_part: int, end_part: int) -> pd.DataFrame:
+    keys = edges["lo"].to_numpy()
+    inside = (keys >= first_part << ROW_BITS) & (keys < end_part << ROW_BITS)
+    return edges[inside]
+
+
 def plan_candidates(*edge_frames: pd.DataFrame) -> dict:
     """The distinct candidate pairs (sorted) and their nodes (sorted doc keys)."""
     edges = pd.concat(edge_frames, ignore_index=True) if edge_frames else pd.DataFrame(
@@ -60,32 +73,99 @@ def plan_candidates(*edge_frames: pd.DataFrame) -> dict:
 
 
 def plan_summary(plan: dict) -> tuple[int, list[int]]:
-    """What the driver needs from the plan: pairs, and the partitions holding nodes."""
+    """What the driver needs from a plan: its pairs, and the partitions holding its nodes."""
     return len(plan["lo"]), np.unique(plan["nodes"] >> ROW_BITS).tolist()
 
 
-def candidate_table(docs: pd.DataFrame, part: int, plan: dict, ngram: int, shingle: str,
-                    with_sets: bool) -> pa.Table:
-    """doc, id, source and (for verification) the shingle set of this partition's nodes."""
-    nodes = plan["nodes"]
-    first, last = np.searchsorted(nodes, [np.int64(part) << ROW_BITS,
-                                          np.int64(part + 1) << ROW_BITS])
-    keys = nodes[first:last]
+def plan_nodes(plan: dict) -> np.ndarray:
+    return plan["nodes"]
+
+
+def plan_pairs(plan: dict) -> pd.DataFrame:
+    return pd.DataFrame({"lo": plan["lo"], "hi": plan["hi"]})
+
+
+def candidate_sets(docs: pd.DataFrame, part: int, node_arrays: list[np.ndarray], ngram: int,
+                   shingle: str, with_sets: bool, max_block_bytes: int) -> dict:
+    """This partition's candidate documents: `meta` (doc, id, source) and `blocks` of
+    (doc, shingles) in doc order, each block's sets within `max_block_bytes` (a single
+    document's set may be larger; it is a block of its own)."""
+    start, end = np.int64(part) << ROW_BITS, np.int64(part + 1) << ROW_BITS
+    keys = np.unique(np.concatenate(
+        [nodes[np.searchsorted(nodes, start):np.searchsorted(nodes, end)]
+         for nodes in node_arrays] or [np.empty(0, np.int64)]))
     rows = keys & ((1 << ROW_BITS) - 1)
     if len(rows) and rows.max() >= len(docs):
         raise ValueError(f"fuzzy_dedup: partition {part} has {len(docs)} rows but its "
                          f"signatures name row {rows.max()}: was the input changed?")
     chosen = docs.iloc[rows]
-    table = {"doc": pa.array(keys, pa.int64()),
-             "id": pa.array(chosen["id"].astype(str).to_numpy(), pa.string()),
-             "source": pa.array(chosen["source"].astype(str).to_numpy(), pa.string())}
-    if with_sets:
-        table["shingles"] = encode_sets(shingle_hashes(chosen["text"], ngram, shingle))
-    return pa.table(table)
+    meta = pa.table({"doc": pa.array(keys, pa.int64()),
+                     "id": pa.array(chosen["id"].astype(str).to_numpy(), pa.string()),
+                     "source": pa.array(chosen["source"].astype(str).to_numpy(), pa.string())})
+    if not with_sets or not len(keys):
+        return {"meta": meta, "blocks": [], "block_bytes": []}
+    encoded = encode_sets(shingle_hashes(chosen["text"], ngram, shingle))
+    sets = pa.table({"doc": pa.array(keys, pa.int64()), "shingles": encoded})
+    # doc key and offset, plus each set's bytes
+    row_bytes = 16 + np.diff(np.frombuffer(encoded.buffers()[1], np.int64, len(keys) + 1))
+    cuts = [*block_cuts(row_bytes, max_block_bytes), len(keys)]
+    spans = list(zip(cuts[:-1], cuts[1:], strict=True))
+    # A block is its own compact table (`take` copies), so moving it moves only its rows.
+    blocks = [sets] if len(spans) == 1 else [sets.take(np.arange(a, b)) for a, b in spans]
+    return {"meta": meta, "blocks": blocks,
+            "block_bytes": [int(row_bytes[a:b].sum()) for a, b in spans]}
 
 
-def table_bytes(table: pa.Table) -> int:
-    return table.nbytes
+def candidates_summary(candidates: dict) -> dict:
+    """Sizes the driver plans with: meta bytes, and each block's first doc key and bytes."""
+    return {"meta_bytes": candidates["meta"].nbytes,
+            "blocks": [(int(b.column("doc")[0].as_py()), size) for b, size in
+                       zip(candidates["blocks"], candidates["block_bytes"], strict=True)]}
+
+
+def candidates_meta(candidates: dict) -> pa.Table:
+    return candidates["meta"]
+
+
+def candidates_block(candidates: dict, index: int) -> pa.Table:
+    return candidates["blocks"][index]
+
+
+def route(plan: dict, bin_keys: list[int], max_pairs: int) -> dict:
+    return route_pairs(plan["lo"], plan["hi"], np.asarray(bin_keys, np.int64), max_pairs)
+
+
+def route_keys(routed: dict) -> list[tuple[int, int, int]]:
+    return sorted(routed)
+
+
+def routed_cell(routed: dict, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    return routed[key]
+
+
+def _joined_sets(blocks: tuple[pa.Table, ...]) -> tuple[np.ndarray, Shingles]:
+    """Doc keys (sorted) and shingle sets of blocks given in doc-key order."""
+    keys = np.concatenate([b.column("doc").to_numpy() for b in blocks])
+    if len(keys) > 1 and (np.diff(keys) <= 0).any():
+        raise ValueError("fuzzy_dedup: verification blocks are not in doc-key order")
+    parts = [decode_sets(b.column("shingles")) for b in blocks]
+    sizes = np.concatenate([np.diff(p.offsets) for p in parts])
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return keys, Shingles(np.concatenate([p.hashes for p in parts]), offsets)
+
+
+def verify_pairs(pairs: tuple[np.ndarray, np.ndarray], threshold: float,
+                 *blocks: pa.Table) -> pd.DataFrame:
+    """The pairs whose shingle sets (both in `blocks`) have Jaccard >= threshold."""
+    lo, hi = pairs
+    keys, sets = _joined_sets(blocks)
+    left, right = np.searchsorted(keys, lo), np.searchsorted(keys, hi)
+    if (left >= len(keys)).any() or (right >= len(keys)).any() or \
+            (keys[left] != lo).any() or (keys[right] != hi).any():
+        raise ValueError("fuzzy_dedup: a verification task lacks a candidate's shingle set")
+    verified = indexed_pair_jaccard(sets, left, right) >= threshold
+    return pd.DataFrame({"lo": lo[verified], "hi": hi[verified]})
 
 
 def choose_keepers(members: pd.DataFrame, priorities: dict[str, int]) -> pd.DataFrame:
@@ -112,22 +192,18 @@ def choose_keepers(members: pd.DataFrame, priorities: dict[str, int]) -> pd.Data
     })
 
 
-def decide_in_memory(plan: dict, tables: list[pa.Table], threshold: float, verify: bool,
-                     priorities: dict[str, int], decisions_dir: str) -> dict:
-    """Verify every candidate pair, label components, choose keepers and write the
-    decisions of each partition to decisions_dir/part=P/; returns the counts."""
-    nodes = pa.concat_tables(tables) if tables else None
-    keys = nodes.column("doc").to_numpy() if nodes is not None else np.empty(0, np.int64)
-    lo, hi = plan["lo"], plan["hi"]
-    left, right = np.searchsorted(keys, lo), np.searchsorted(keys, hi)
-    verified = np.ones(len(lo), dtype=bool)
-    if verify and len(lo):
-        sets = decode_sets(nodes.column("shingles"))
-        verified = indexed_pair_jaccard(sets, left, right) >= threshold
-    counts = {"candidate_pairs": int(len(lo)), "verified_pairs": int(verified.sum())}
-    if not verified.any():
+def decide_keepers(verified: list[pd.DataFrame], metas: list[pa.Table],
+                   priorities: dict[str, int], decisions_dir: str) -> dict:
+    """Components of the verified edges and their keepers, in one task; writes the
+    decisions of each partition to decisions_dir/part=P/ and returns the counts."""
+    edges = pd.concat(verified, ignore_index=True) if verified else pd.DataFrame(
+        {"lo": np.empty(0, np.int64), "hi": np.empty(0, np.int64)})
+    counts = {"verified_pairs": len(edges)}
+    if edges.empty:
         return {**counts, "removed": 0}
-    labels = labels_in_memory(pd.DataFrame({"lo": lo[verified], "hi": hi[verified]}))
+    labels = labels_in_memory(edges)
+    nodes = pa.concat_tables(metas)
+    keys = nodes.column("doc").to_numpy()
     at = np.searchsorted(keys, labels["doc"].to_numpy())
     members = labels.assign(id=nodes.column("id").to_numpy(zero_copy_only=False)[at],
                             source=nodes.column("source").to_numpy(zero_copy_only=False)[at])
@@ -136,3 +212,7 @@ def decide_in_memory(plan: dict, tables: list[pa.Table], threshold: float, verif
         atomic_write_parquet(group.drop(columns="part").reset_index(drop=True),
                              out_path(decisions_dir) / f"part={part}" / "part-0.parquet")
     return {**counts, "removed": int((~decisions["keep"]).sum())}
+
+
+def meta_frame(meta: pa.Table) -> pd.DataFrame:
+    return meta.to_pandas()

@@ -23,18 +23,19 @@ against the whole target. Scores from different chunks are comparable because th
 calibrated gradient removes each solve's free constant and the chunks are equal-sized
 (±1) samples of one pool against one target, so their potentials share one scale.
 
-The solver is POT's `ot.sinkhorn` (scaling iterations, float64), whose potentials are
-reg·log(u). The embeddings are unit vectors, so the cost is in [0, 4] and exp(−C/reg)
-stays far from underflow for reg ≥ 0.01 (the config's lower bound); the log-domain
-solver gave the same calibrated gradients (to 1e-15) 6.5× slower (8.8 s against 1.3 s
-on a 5000 × 500 problem, 200 iterations, one core); torch was not needed.
+The solver is curation/select/sinkhorn.py: a stabilised scaling Sinkhorn in torch with a
+float32 kernel, one thread. Measured on a real 50,000 × 2,000 chunk against POT's
+ot.sinkhorn in float64 (the earlier solver), it is 4.0× faster (3.0 against 11.9 CPU s)
+and chooses the same documents (all of the chosen 10%, Spearman 1.0000000 over the
+scores; bench/select_ot_solvers.py). The embeddings are unit vectors, so the cost is in
+[0, 4]; the solver's absorption keeps float32 in range for any reg ≥ 0.01.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
+
+from curation.select.sinkhorn import sinkhorn_potentials
 
 
 def squared_distances(pool: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -44,20 +45,6 @@ def squared_distances(pool: np.ndarray, target: np.ndarray) -> np.ndarray:
     cost = (pool * pool).sum(1)[:, None] + (target * target).sum(1)[None, :]
     cost -= 2.0 * pool @ target.T
     return np.maximum(cost, 0.0)
-
-
-def pool_potentials(pool: np.ndarray, target: np.ndarray, reg: float, iters: int,
-                    tol: float = 1e-9) -> np.ndarray:
-    """The optimal dual potential f of every pool point (uniform masses on both sides)."""
-    import ot
-
-    cost = squared_distances(pool, target)
-    a = np.full(len(pool), 1.0 / len(pool))
-    b = np.full(len(target), 1.0 / len(target))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "did not converge" at the iteration cap is expected
-        _, log = ot.sinkhorn(a, b, cost, reg, numItermax=iters, stopThr=tol, log=True)
-    return reg * np.log(log["u"])
 
 
 def calibrated_gradient(potentials: np.ndarray) -> np.ndarray:
@@ -72,7 +59,7 @@ def got_scores(pool: np.ndarray, target: np.ndarray, reg: float, iters: int) -> 
     """GOT-D's score per pool point: lower (more negative) is chosen first."""
     if len(pool) == 0:
         return np.zeros(0)
-    return calibrated_gradient(pool_potentials(pool, target, reg, iters))
+    return calibrated_gradient(sinkhorn_potentials(pool, target, reg, iters))
 
 
 def chunk_count(n: int, chunk: int) -> int:

@@ -6,13 +6,15 @@ The global step runs on Dask:
      never recomputed);
   2. a few tasks, each owning a range of bucket hashes, read those rows from every file;
      a bucket of k documents gives k - 1 edges to its anchor;
-  3. per partition: the shingle sets of its documents that have an edge; each pair's
-     true Jaccard must reach `threshold`;
+  3. the distinct candidate pairs, by groups of partitions; per partition the shingle
+     sets of its documents that have an edge, held in worker memory; each pair's true
+     Jaccard, which must reach `threshold`, by tasks that each hold the sets of two bins
+     of documents (dedup/clusters.py);
   4. connected components of the verified edges (components.py);
   5. per component the keeper: highest source priority, then the smallest id.
-When the candidate pairs and their shingle sets fit `memory_budget_mb`, steps 3-5 run in
-worker memory with one task for the whole graph (dedup/clusters.py); otherwise they run
-as Dask shuffles and merges, bounded by partition size rather than corpus size.
+Every task of steps 3-5 is sized from counts to fit `memory_budget_mb` (dedup/routing.py):
+more, smaller tasks when the corpus has more candidates. Only a verified graph whose nodes
+do not fit one task has its components and keepers found by Dask joins.
 A document is keyed by (partition << 32 | row) for joins, but every choice (bucket
 anchors, keepers, component names) is made on ids, so decisions do not depend on the
 partitioning or the number of workers.
@@ -32,13 +34,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from curation.atomic import atomic_path, atomic_write_parquet, write_json_atomic
+from curation.atomic import atomic_path, write_json_atomic
 from curation.dedup import clusters
 from curation.dedup.clusters import ROW_BITS, choose_keepers, doc_keys
 from curation.dedup.components import connected_component_labels
 from curation.dedup.lsh import band_hashes, band_ranks, optimal_bands_rows
 from curation.dedup.minhash import MinHasher, shingle_hashes
-from curation.dedup.verify import decode_sets, encode_sets, pair_jaccard
+from curation.dedup.routing import Budget, part_groups, runs_within
 from curation.documents import REMOVED, ledger_rows
 from curation.stage_context import read_partition
 from curation.stages.base import ScopedConfig, Stage, StageContext, StageOutput
@@ -54,7 +56,6 @@ DEFAULT_NGRAM = {"word": 5, "char": 24}
 DONE_MARKER = "decisions.done.json"
 BUCKET_ROWS_PER_TASK = 8_000_000  # bucket rows one bucket task reads (~200 MB of int64)
 _ROW_GROUP = 1 << 16  # signature-file row groups: small enough for range reads to skip
-_BYTES_PER_PAIR = 16 * 8  # a candidate pair in the in-memory step, with its copies
 
 
 class FuzzyDedupConfig(ScopedConfig):
@@ -72,7 +73,7 @@ class FuzzyDedupConfig(ScopedConfig):
     false_negative_weight: float = Field(default=0.9, ge=0.0)
     # Check each candidate pair's true Jaccard before it may merge clusters.
     verify: bool = True
-    # Connected components gather the edges into one process only below this size.
+    # What one task of the global step may hold; the step is cut into tasks that fit.
     memory_budget_mb: float = Field(default=512, ge=0)
 
     @model_validator(mode="after")
@@ -122,31 +123,6 @@ def write_band_hashes(docs: pd.DataFrame, part: int, path: str, ngram: int, shin
     return len(table)
 
 
-def write_candidate_sets(docs: pd.DataFrame, part: int, nodes_dir: str, path: str,
-                         ngram: int, shingle: str, with_sets: bool) -> int:
-    """id, source and (for verification) the shingle set of this partition's edge nodes."""
-    folder = out_path(nodes_dir) / f"part={part}"
-    keys = (read_parquet_table(folder).column("doc").to_numpy() if folder.exists()
-            else np.empty(0, dtype=np.int64))
-    rows = np.sort(keys & ((1 << ROW_BITS) - 1))
-    chosen = docs.iloc[rows]
-    table = {"doc": doc_keys(part, len(docs))[rows],
-             "id": pa.array(chosen["id"].astype(str).to_numpy(), pa.string()),
-             "source": pa.array(chosen["source"].astype(str).to_numpy(), pa.string())}
-    if with_sets:
-        table["shingles"] = encode_sets(shingle_hashes(chosen["text"], ngram, shingle))
-    atomic_write_parquet(pa.table(table), path)
-    return len(rows)
-
-
-def verified_edges(edges: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Edges whose two shingle sets have Jaccard >= threshold (columns lo, hi, jaccard)."""
-    jaccard = pair_jaccard(decode_sets(edges["lo_sets"]), decode_sets(edges["hi_sets"]))
-    kept = jaccard >= threshold
-    return pd.DataFrame({"lo": edges["lo"].to_numpy()[kept], "hi": edges["hi"].to_numpy()[kept],
-                         "jaccard": jaccard[kept]})
-
-
 class FuzzyDedupStage(Stage):
     name = "fuzzy_dedup"
     config_class = FuzzyDedupConfig
@@ -171,92 +147,96 @@ class FuzzyDedupStage(Stage):
 
     def _decide(self, ctx: StageContext, paths: list[str], bucket_rows: int,
                 seconds: dict) -> dict:
-        """Buckets -> candidate pairs, then verification, components and keepers in worker
-        memory when they fit the budget, else by Dask shuffles."""
+        """Buckets -> candidate pairs -> verified pairs -> components -> keepers, as tasks
+        that each fit the memory budget (sized from counts, routing.py)."""
         client, cfg = ctx.client, self.config
+        budget = Budget(int(cfg.memory_budget_mb * 2**20))
         remove_tree(ctx.workdir / "decisions")
         started = time.perf_counter()
         workers = max(1, len(client.scheduler_info().get("workers", {})))
         tasks = max(workers, -(-bucket_rows // BUCKET_ROWS_PER_TASK))
         edge_parts = [client.submit(clusters.bucket_range_edges, paths, lo, hi, pure=False)
                       for lo, hi in clusters.bucket_ranges(tasks)]
-        budget = int(cfg.memory_budget_mb * 2**20)
-        pairs_upper = sum(client.gather([client.submit(len, e) for e in edge_parts]))
+        plans = self._plans(ctx, edge_parts, budget)
+        summaries = client.gather([client.submit(clusters.plan_summary, p, pure=False)
+                                   for p in plans])
+        del edge_parts
+        pairs = sum(n for n, _ in summaries)
+        parts = sorted({k for _, ks in summaries for k in ks})
+        counts = {"candidate_pairs": pairs, "pair_groups": len(plans)}
         seconds["buckets"] = round(time.perf_counter() - started, 3)
-        if pairs_upper * _BYTES_PER_PAIR <= budget:
-            counts = self._decide_in_memory(ctx, edge_parts, budget, seconds)
-            if counts is not None:
-                return counts
-        started = time.perf_counter()
-        self._decide_by_shuffles(ctx, edge_parts)
-        seconds["shuffles"] = round(time.perf_counter() - started, 3)
-        return {"path": "shuffles"}
+        if not pairs:
+            return {**counts, "verified_pairs": 0, "removed": 0}
 
-    def _decide_in_memory(self, ctx, edge_parts, budget: int, seconds: dict) -> dict | None:
-        """None (and nothing written) when the shingle sets turn out over the budget."""
-        client, cfg = ctx.client, self.config
         started = time.perf_counter()
-        plan = client.submit(clusters.plan_candidates, *edge_parts, pure=False)
-        pairs, parts = client.submit(clusters.plan_summary, plan, pure=False).result()
-        sources = self.sources_in_scope()
-        tables = [client.submit(_candidate_table, str(ctx.partitions[k]), k, sources, plan,
-                                cfg.ngram_size, cfg.shingle, cfg.verify, pure=False)
-                  for k in parts]
-        sizes = client.gather([client.submit(clusters.table_bytes, t) for t in tables])
+        nodes = [client.submit(clusters.plan_nodes, p, pure=False) for p in plans]
+        candidates = [client.submit(_candidate_sets, str(ctx.partitions[k]), k,
+                                    self.sources_in_scope(), nodes, cfg.ngram_size, cfg.shingle,
+                                    cfg.verify, budget.bin_bytes, pure=False) for k in parts]
+        sizes = client.gather([client.submit(clusters.candidates_summary, c, pure=False)
+                               for c in candidates])
         seconds["candidate_sets"] = round(time.perf_counter() - started, 3)
-        if pairs * _BYTES_PER_PAIR + 3 * sum(sizes) > budget:
-            return None
+
         started = time.perf_counter()
-        priorities = {s.name: s.priority for s in self.spec.sources}
-        counts = client.submit(clusters.decide_in_memory, plan, tables, cfg.threshold,
-                               cfg.verify, priorities, str(ctx.workdir / "decisions"),
-                               pure=False).result()
-        seconds["verify_components_keepers"] = round(time.perf_counter() - started, 3)
-        return {"path": "in_memory", **counts}
-
-    def _decide_by_shuffles(self, ctx: StageContext, edge_parts) -> None:
-        """Candidate pairs -> verified edges -> components -> keepers as Dask joins."""
-        import dask.dataframe as dd
-
-        cfg, nparts = self.config, len(ctx.partitions)
-        options = dask_storage_options(ctx.workdir)
-        edge_meta = pd.DataFrame({"lo": pd.Series(dtype="int64"), "hi": pd.Series(dtype="int64")})
-        candidates = dd.from_delayed(edge_parts, meta=edge_meta, verify_meta=False)
-        candidates = candidates.drop_duplicates(split_out=nparts).persist()
-        # Each partition recomputes the shingle sets of its own documents that have an edge.
-        nodes = dd.concat([candidates["lo"], candidates["hi"]]).rename("doc").to_frame()
-        nodes = nodes.drop_duplicates(split_out=nparts)
-        nodes = nodes.assign(part=nodes["doc"] // (1 << ROW_BITS))
-        nodes_dir, sets_dir = ctx.workdir / "nodes", ctx.workdir / "candidate_sets"
-        nodes.to_parquet(str(nodes_dir), partition_on=["part"], write_index=False,
-                         overwrite=True, storage_options=options)
-        set_paths = [str(sets_dir / f"part-{k:05d}.parquet") for k in range(nparts)]
-        ctx.map(_write_candidate_sets_at, str(nodes_dir), set_paths, cfg.ngram_size,
-                cfg.shingle, cfg.verify, columns=["id", "source", "text"],
-                desc="fuzzy_dedup: candidate sets")
-        sets = dd.read_parquet(set_paths, storage_options=options)
-        edges = candidates
         if cfg.verify:
-            shingles = sets[["doc", "shingles"]]
-            edges = (
-                candidates.merge(shingles.rename(columns={"doc": "lo", "shingles": "lo_sets"}),
-                                 on="lo")
-                .merge(shingles.rename(columns={"doc": "hi", "shingles": "hi_sets"}), on="hi")
-                .map_partitions(verified_edges, cfg.threshold,
-                                meta=edge_meta.assign(jaccard=pd.Series(dtype="float64")))
-            ).persist()
-        labels = connected_component_labels(edges, int(cfg.memory_budget_mb * 2**20))
-        members = labels.merge(sets[["doc", "id", "source"]], on="doc")
-        meta = pd.DataFrame({
-            "part": pd.Series(dtype="int64"), "row": pd.Series(dtype="int64"),
-            "id": pd.Series(dtype=str), "component": pd.Series(dtype=str),
-            "keeper": pd.Series(dtype=str), "cluster_size": pd.Series(dtype="int64"),
-            "keep": pd.Series(dtype=bool)})
+            # at least one verification task per worker, so all of them share the work
+            per_task = min(budget.verify_pairs, -(-pairs // workers))
+            verified = self._verify(client, plans, candidates, sizes, budget, per_task, counts)
+        else:
+            verified = [client.submit(clusters.plan_pairs, p, pure=False) for p in plans]
+        metas = [client.submit(clusters.candidates_meta, c, pure=False) for c in candidates]
+        del plans, nodes, candidates
         priorities = {s.name: s.priority for s in self.spec.sources}
-        decisions = members.shuffle(on="label", npartitions=nparts).map_partitions(
-            choose_keepers, priorities, meta=meta)
-        decisions.to_parquet(str(ctx.workdir / "decisions"), partition_on=["part"],
-                             write_index=False, overwrite=True, storage_options=options)
+        decisions_dir = str(ctx.workdir / "decisions")
+        if budget.fits_one_keeper_task(pairs, sum(s["meta_bytes"] for s in sizes)):
+            counts |= client.submit(clusters.decide_keepers, verified, metas, priorities,
+                                    decisions_dir, pure=False).result()
+            counts["components"] = "one_task"
+        else:
+            counts |= _decide_by_joins(client, verified, metas, priorities, decisions_dir,
+                                       budget.bytes, len(ctx.partitions),
+                                       dask_storage_options(ctx.workdir))
+            counts["components"] = "dask_joins"
+        seconds["verify_components_keepers"] = round(time.perf_counter() - started, 3)
+        return counts
+
+    def _plans(self, ctx: StageContext, edge_parts: list, budget: Budget) -> list:
+        """Futures of the deduplicated candidate pairs, one per group of `lo` partitions
+        whose pairs fit the budget (one group when all edges do)."""
+        client, nparts = ctx.client, len(ctx.partitions)
+        upper = sum(client.gather([client.submit(len, e, pure=False) for e in edge_parts]))
+        if upper <= budget.plan_pairs:
+            return [client.submit(clusters.plan_candidates, *edge_parts, pure=False)]
+        per_part = sum(client.gather([client.submit(clusters.lo_part_counts, e, nparts,
+                                                    pure=False) for e in edge_parts]))
+        return [client.submit(clusters.plan_candidates,
+                              *[client.submit(clusters.edges_with_lo_in, e, a, b, pure=False)
+                                for e in edge_parts], pure=False)
+                for a, b in part_groups(per_part, budget.plan_pairs)]
+
+    def _verify(self, client, plans: list, candidates: list, sizes: list[dict], budget: Budget,
+                pairs_per_task: int, counts: dict) -> list:
+        """Futures of the verified edges: one task per (bin of lo, bin of hi, chunk) of
+        each plan, holding the two bins' shingle sets."""
+        blocks = [(key, nbytes, client.submit(clusters.candidates_block, c, i, pure=False))
+                  for c, size in zip(candidates, sizes, strict=True)
+                  for i, (key, nbytes) in enumerate(size["blocks"])]
+        starts = runs_within([nbytes for _, nbytes, _ in blocks], budget.bin_bytes)
+        bin_keys = [blocks[i][0] for i in starts]
+        bins = [[f for _, _, f in blocks[a:b]]
+                for a, b in zip(starts, [*starts[1:], len(blocks)], strict=True)]
+        routed = [client.submit(clusters.route, plan, bin_keys, pairs_per_task, pure=False)
+                  for plan in plans]
+        cells = client.gather([client.submit(clusters.route_keys, r, pure=False) for r in routed])
+        verified = []
+        for plan_cells, cells_of in zip(routed, cells, strict=True):
+            for i, j, chunk in cells_of:
+                cell = client.submit(clusters.routed_cell, plan_cells, (i, j, chunk), pure=False)
+                held = bins[i] if i == j else bins[i] + bins[j]
+                verified.append(client.submit(clusters.verify_pairs, cell,
+                                              self.config.threshold, *held, pure=False))
+        counts |= {"bins": len(bins), "verify_tasks": len(verified)}
+        return verified
 
     def _signature_key(self, seed: int, bands: int, rows: int) -> str:
         cfg = self.config
@@ -288,14 +268,39 @@ def _write_band_hashes_at(docs, part, paths, *args):
     return write_band_hashes(docs, part, paths[part], *args)
 
 
-def _write_candidate_sets_at(docs, part, nodes_dir, paths, *args):
-    return write_candidate_sets(docs, part, nodes_dir, paths[part], *args)
-
-
-def _candidate_table(path: str, part: int, sources: list[str] | None, plan: dict, *args):
-    """`clusters.candidate_table` on the in-scope documents of one input partition."""
-    columns = ["id", "source", "text"]
-    docs = read_partition(path, columns)
+def _candidate_sets(path: str, part: int, sources: list[str] | None, *args):
+    """`clusters.candidate_sets` on the in-scope documents of one input partition."""
+    docs = read_partition(path, ["id", "source", "text"])
     if sources is not None:
         docs = docs[docs["source"].isin(sources)].reset_index(drop=True)
-    return clusters.candidate_table(docs, part, plan, *args)
+    return clusters.candidate_sets(docs, part, *args)
+
+
+def _decide_by_joins(client, verified: list, metas: list, priorities: dict[str, int],
+                     decisions_dir: str, budget_bytes: int, nparts: int,
+                     storage_options: dict) -> dict:
+    """Components and keepers as Dask joins, for a verified graph whose nodes do not fit
+    one task: label propagation (components.py), then members grouped by label."""
+    import dask.dataframe as dd
+
+    edge_meta = pd.DataFrame({"lo": pd.Series(dtype="int64"), "hi": pd.Series(dtype="int64")})
+    edges = dd.from_delayed(verified, meta=edge_meta, verify_meta=False).persist()
+    count = int(edges.shape[0].compute())
+    if not count:
+        return {"verified_pairs": 0, "removed": 0}
+    labels = connected_component_labels(edges, budget_bytes)
+    node_meta = pd.DataFrame({"doc": pd.Series(dtype="int64"), "id": pd.Series(dtype=str),
+                              "source": pd.Series(dtype=str)})
+    nodes = dd.from_delayed([client.submit(clusters.meta_frame, m, pure=False) for m in metas],
+                            meta=node_meta, verify_meta=False)
+    meta = pd.DataFrame({
+        "part": pd.Series(dtype="int64"), "row": pd.Series(dtype="int64"),
+        "id": pd.Series(dtype=str), "component": pd.Series(dtype=str),
+        "keeper": pd.Series(dtype=str), "cluster_size": pd.Series(dtype="int64"),
+        "keep": pd.Series(dtype=bool)})
+    decisions = labels.merge(nodes, on="doc").shuffle(on="label", npartitions=nparts)
+    decisions = decisions.map_partitions(choose_keepers, priorities, meta=meta).persist()
+    removed = int((~decisions["keep"]).sum().compute())
+    decisions.to_parquet(decisions_dir, partition_on=["part"], write_index=False,
+                         overwrite=True, storage_options=storage_options)
+    return {"verified_pairs": count, "removed": removed}

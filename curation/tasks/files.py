@@ -8,10 +8,10 @@ field or a value that is not text is an error naming the file, the row and the f
 from __future__ import annotations
 
 import glob
-import gzip
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from curation.jsonl import read_jsonl
 
 FORMATS = (".jsonl.gz", ".jsonl", ".parquet")
 
@@ -59,20 +59,8 @@ def read_records(path: Path) -> Iterator[tuple[int, dict]]:
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        for row, record in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield row, record
+        yield from enumerate(pq.read_table(path).to_pylist(), start=1)
         return
     if not name.endswith((".jsonl", ".jsonl.gz")):
         raise ValueError(f"{path}: unknown task file format (expected one of {FORMATS})")
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for row, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {row}: invalid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}: line {row}: expected a JSON object")
-            yield row, record
+    yield from read_jsonl(path)

@@ -217,19 +217,45 @@ def test_same_decisions_across_workers_and_partitionings(client, tmp_path):
 
 
 @pytest.mark.parametrize("budget_mb", [0.0, 0.02])
-def test_in_memory_and_shuffle_paths_decide_alike(client, tmp_path, budget_mb):
-    """0 MB: the pairs do not fit, so everything after the buckets runs as Dask shuffles;
-    0.02 MB: the pairs fit but their shingle sets do not. Both match the in-memory path."""
+def test_budgeted_verification_tasks_decide_as_one_bin(client, tmp_path, budget_mb):
+    """A tiny budget cuts the pairs and their shingle sets into many verification tasks
+    (0.02 MB: a few documents' sets per bin, components and keepers in one task; 0 MB:
+    one document per bin and pair group, components and keepers by Dask joins). Both
+    decide exactly as the default budget's one bin and one task per worker."""
     docs, _ = planted_corpus(seed=17)
     docs = [(i, "pydocs", t) for i, t in docs[:120]]
-    _, _, in_memory, workdir = run_stage(client, tmp_path / "memory", docs, n_parts=3)
-    assert json.loads((workdir / DONE_MARKER).read_text())["path"] == "in_memory"
+    _, _, one_task, workdir = run_stage(client, tmp_path / "one", docs, n_parts=3)
+    done = json.loads((workdir / DONE_MARKER).read_text())
+    assert (done["bins"], done["pair_groups"]) == (1, 1)
+    assert done["verify_tasks"] == 2  # one per worker
+    assert done["components"] == "one_task"
     config = FuzzyDedupConfig(memory_budget_mb=budget_mb)
-    _, _, shuffled, workdir = run_stage(client, tmp_path / "shuffles", docs, n_parts=4,
+    _, _, budgeted, workdir = run_stage(client, tmp_path / "budgeted", docs, n_parts=4,
                                         config=config)
-    assert json.loads((workdir / DONE_MARKER).read_text())["path"] == "shuffles"
-    assert len(in_memory) >= 5
-    assert decisions_by_id(shuffled) == decisions_by_id(in_memory)
+    done = json.loads((workdir / DONE_MARKER).read_text())
+    assert done["verify_tasks"] >= 10 and done["bins"] >= 10
+    if budget_mb == 0.0:
+        assert done["pair_groups"] == 4 and done["components"] == "dask_joins"
+    else:
+        assert done["components"] == "one_task"
+    assert len(one_task) >= 5
+    assert decisions_by_id(budgeted) == decisions_by_id(one_task)
+
+
+def test_routing_sends_every_pair_to_one_task_within_its_share():
+    from curation.dedup.routing import bin_of, part_groups, route_pairs, runs_within
+
+    assert runs_within([3, 3, 5, 9, 1, 1], 6) == [0, 2, 3, 4]
+    assert part_groups(np.array([2, 0, 5, 0, 0, 1]), 4) == [(0, 2), (2, 3), (3, 6)]
+    rng = np.random.default_rng(0)
+    lo = rng.integers(0, 1000, 500)
+    hi = lo + rng.integers(1, 200, 500)
+    bin_keys = np.array([0, 100, 350, 900])
+    routed = route_pairs(lo, hi, bin_keys, max_pairs=7)
+    got = sorted((int(a), int(b)) for x, y in routed.values() for a, b in zip(x, y, strict=True))
+    assert got == sorted(zip(lo.tolist(), hi.tolist(), strict=True))
+    for (i, j, _), (x, y) in routed.items():
+        assert len(x) <= 7 and (bin_of(x, bin_keys) == i).all() and (bin_of(y, bin_keys) == j).all()
 
 
 def test_rerun_reuses_finished_signatures(client, tmp_path):

@@ -5,6 +5,7 @@ import pytest
 
 from curation.select.features import hashed_embeddings
 from curation.select.got import calibrated_gradient, squared_distances
+from curation.select.sinkhorn import sinkhorn_potentials
 
 REG = 0.5
 
@@ -27,9 +28,7 @@ def test_calibrated_gradient_matches_finite_differences_of_the_ot_cost():
     pool, target = rng.normal(size=(20, 3)), rng.normal(size=(10, 3)) + 0.5
     cost = squared_distances(pool, target)
     a, b = np.full(20, 1 / 20), np.full(10, 1 / 10)
-    from curation.select.got import pool_potentials
-
-    grad = calibrated_gradient(pool_potentials(pool, target, REG, iters=5000))
+    grad = calibrated_gradient(sinkhorn_potentials(pool, target, REG, iters=5000))
     h = 1e-5
     for i in range(20):
         direction = np.full(20, -1 / 19)

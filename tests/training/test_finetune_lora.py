@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import yaml
 
 from tests.training.finetune_setup import finetune_raw, make_base, write_task
+from training.checkpoint import save_checkpoint
 from training.checkpoint_format import read_index
 from training.cli import main
 from training.config import TrainingConfig
@@ -132,8 +133,9 @@ def test_finetune_merge_and_peft_export(any_base, tmp_path):
     assert main(["finetune", config]) == 0
     ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     keys = set(read_index(ckpt)["tensors"])
-    assert keys and all(".lora_" in k for k in keys)  # the adapters and their moments only
-    assert {k.split("/")[0] for k in keys} == {"model", "exp_avg", "exp_avg_sq"}
+    # the adapters and their moments only, and GGPO's last gradient norms per adapted linear
+    assert keys and all(".lora_" in k for k in keys if not k.startswith("ggpo/"))
+    assert {k.split("/")[0] for k in keys} == {"model", "exp_avg", "exp_avg_sq", "ggpo"}
     # unmerged: the fine-tune resumed from its own checkpoint
     tuned = FinetuneTrainer(prepare(yaml.safe_load(open(config)), config, {}))
     assert tuned.resumed_from == ckpt
@@ -167,6 +169,35 @@ def test_finetune_merge_and_peft_export(any_base, tmp_path):
     adapted = peft.PeftModel.from_pretrained(hf_base, tmp_path / "peft").eval()
     with torch.no_grad():
         torch.testing.assert_close(adapted(tokens).logits, unmerged, rtol=0, atol=1e-4)
+
+
+def adapters_of(trainer) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters()
+            if p.requires_grad}
+
+
+def test_ggpo_resumed_run_equals_an_uninterrupted_one(base, tmp_path):
+    """GGPO's state (the last step's gradient row norms) goes into the checkpoint: stopped
+    after step 2 and resumed, the run's steps 3-4 are those of one run (fp32, 1e-6)."""
+    base_dir, task, _ = base
+
+    def finetune(run_dir, stops):
+        raw = finetune_raw(base_dir, task, run_dir, steps=4, save_every=2)
+        losses = []
+        for until in stops:
+            trainer = FinetuneTrainer(prepare(raw, "test", {}))
+            losses += [r["loss"] for r in trainer.run(until=until, on_save=save_checkpoint)]
+            weights = adapters_of(trainer)
+            trainer.close()
+            destroy_grid()
+        return losses, weights
+
+    whole, whole_weights = finetune(tmp_path / "whole", [4])
+    parts, part_weights = finetune(tmp_path / "parts", [2, 4])
+    torch.testing.assert_close(torch.tensor(parts, dtype=torch.float64),
+                               torch.tensor(whole, dtype=torch.float64), rtol=1e-6, atol=0)
+    for name, weight in whole_weights.items():
+        torch.testing.assert_close(part_weights[name], weight, rtol=1e-6, atol=1e-9)
 
 
 def test_bad_input_is_refused_before_any_process(base, tmp_path, capsys):

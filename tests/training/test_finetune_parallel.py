@@ -1,7 +1,8 @@
 """LoRA and LoRA-GGPO fine-tuning at (TP, PP, DP) = (2, 1, 1), (2, 2, 1) with sequence
 parallelism, and (1, 1, 2) with ZeRO-2 train the same adapters as one process: the same loss
 and held-out loss at every step and the same adapter checkpoint (fp32, 1e-5), with the frozen
-base bit-identical on every rank. Real processes on gloo over loopback, two launches."""
+base bit-identical on every rank, and the same GGPO state in the checkpoint. Real processes
+on gloo over loopback, two launches."""
 
 import copy
 
@@ -47,10 +48,11 @@ def layout(cfg: dict, run_dir, **parallel) -> dict:
 
 
 def adapters(run_dir) -> dict[str, torch.Tensor]:
+    """The checkpoint's adapters (`model/`) and GGPO state (`ggpo/`), as global tensors."""
     ckpt = resolve_checkpoint(run_dir)
     reader = ShardReader(ckpt, read_index(ckpt))
     return {key: reader.read_full(key) for key in read_index(ckpt)["tensors"]
-            if key.startswith("model/")}
+            if key.startswith(("model/", "ggpo/"))}
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,11 @@ def test_layout_equals_one_process(runs, name, ggpo):
     torch.testing.assert_close(torch.tensor(losses, dtype=torch.float64),
                                torch.tensor(ref_losses, dtype=torch.float64), rtol=1e-5, atol=0)
     torch.testing.assert_close(torch.tensor(val), torch.tensor(ref_val), rtol=1e-5, atol=0)
-    assert tensors.keys() == ref_tensors.keys() and all(".lora_" in k for k in tensors)
+    assert tensors.keys() == ref_tensors.keys()
+    assert all(".lora_" in k for k in tensors if k.startswith("model/"))
+    # GGPO's gradient norms: every TP slice written once (rows of a column-parallel linear by
+    # each TP rank, a row-parallel one's by TP rank 0), one DP replica, none without GGPO
+    assert any(k.startswith("ggpo/") for k in tensors) == ggpo
     for key, tensor in tensors.items():
         error = (tensor - ref_tensors[key]).norm() / ref_tensors[key].norm().clamp_min(1e-12)
         assert error <= 1e-5, f"{key}: relative error {error:.2e}"

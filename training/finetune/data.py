@@ -15,7 +15,6 @@ order. A batch depends only on (consumed samples, size, DP rank), as the pretrai
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from curation.jsonl import read_jsonl
 from curation.tokenize import EOD_TOKEN
 from training.batches import local_indices
 from training.finetune.config import TaskDataConfig
@@ -47,15 +47,7 @@ def read_examples(cfg: TaskDataConfig) -> list[tuple[str, str]]:
     for path in map(Path, cfg.paths):
         if not path.is_file():
             raise TaskDataError(f"finetune.data.paths: {path}: no such file")
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TaskDataError(f"{path}:{number}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise TaskDataError(f"{path}:{number}: a JSON object is needed per line")
+        for number, row in read_jsonl(path, TaskDataError, where="{path}:{line}"):
             for field in fields:
                 if not isinstance(row.get(field), str):
                     problem = "is missing" if field not in row else "is not a string"

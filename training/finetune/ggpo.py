@@ -2,13 +2,20 @@
 "LoRA-GGPO: Mitigating Double Descent in LoRA Fine-Tuning via Gradient-Guided Perturbation
 Optimization", arXiv:2502.14538v1).
 
-Source of the formulas. The paper's own text was not reachable from this machine (only its
-abstract: "leverages gradient and weight norms to generate targeted perturbations ... toward
-flatter minima", without SAM's second forward/backward pass). The equations below follow the
-public reference implementation of LoRA-GGPO in kohya-ss/sd-scripts (`ggpo_sigma`,
-`ggpo_beta`, LoRAModule.update_norms / update_grad_norms / forward), which credits the paper;
-the numbering (G1)-(G5) is this module's. Where that implementation approximates (the mean
-row norm of W0 estimated from sampled rows), the exact quantity is computed here.
+Source of the formulas. The paper's method section could not be read from this machine: the
+stored copies of arXiv:2502.14538 (ar5iv; arxiv.org/html v1 and v2) hold its title and
+abstract only (v2 and v3 are the retitled LoRA-MGPO, another method: a momentum-guided
+direction whose size follows an EMA of gradient norms), and the authors' repository
+(llm172/LoRA-GGPO) has no snapshot here. A third-party summary of v1 (themoonlight.io) gives
+its objective, min_{A,B} E_{epsilon ~ N(0, Sigma)} L(W + BA + epsilon), and the start of
+Sigma = sigma^2 / n * diag(||W'_1||, ...), cut off there (it does not say which dimension n
+is; here, as in the implementation below, it is d_out); the paper's equation numbers are not
+known. The equations below follow the public implementation of LoRA-GGPO in
+kohya-ss/sd-scripts (`ggpo_sigma`, `ggpo_beta`; LoRAModule.update_norms / update_grad_norms /
+forward), which credits the paper and agrees with that objective and diagonal covariance; the
+numbering (G1)-(G5) is this module's, the config keys `sigma` and `beta` are the summary's
+sigma and the implementation's beta. Where that implementation approximates (the mean row
+norm of W0 estimated from sampled rows), the exact quantity is computed here.
 
 For an adapted linear with frozen W0 [d_out, d_in], adapters B [d_out, r], A [r, d_in] and
 scale s = alpha / r, at every training step t:
@@ -25,15 +32,19 @@ scale s = alpha / r, at every training step t:
         whose size follows the weight's scale and the recent gradient, with no second pass.
 
 The first step has no gradient yet (G2), so, as in the reference implementation, it is not
-perturbed (nor is the first step after a resume: (G2)'s row norms are not checkpointed).
+perturbed. The state GGPO carries from step to step is (G2)'s squared row norms: they are
+written into checkpoints (`ggpo/<linear>.grad_sq`, global tensors like the weights) and read
+back on resume, so an interrupted run continues exactly as an uninterrupted one.
 epsilon is never written into W0 (the base stays bit-identical) and is not used in evaluation.
 
-Parallel layouts. epsilon is drawn as the full [d_out, d_in] tensor from a generator seeded by
-(seed, step, layer name) and each TP rank keeps its slice of it, so the perturbation is the
-same at every (TP, PP, DP). One draw serves all micro-batches of the step (and the recompute
-of a checkpointed block). The row norms of (G1) and (G2) are summed over TP for a row-parallel
-linear (its rows are split). The gradients in (G2) are the DP-reduced ones, gathered from the
-ZeRO shards (`reduced_gradients`), taken before clipping.
+Parallel layouts. epsilon's standard normals come from a counter-based generator
+(parallel/counter_rng.py) keyed by (seed, step, layer name): each TP rank draws only its own
+box of the [d_out, d_in] matrix (rows for a column-parallel linear, columns for a
+row-parallel one), and that box equals the same box of one process's draw, so the
+perturbation is the same at every (TP, PP, DP). One draw serves all micro-batches of the step
+(and the recompute of a checkpointed block). The row norms of (G1) and (G2) are summed over
+TP for a row-parallel linear (its rows are split). The gradients in (G2) are the DP-reduced
+ones, gathered from the ZeRO shards (`reduced_gradients`), taken before clipping.
 """
 
 from __future__ import annotations
@@ -48,9 +59,8 @@ from torch import nn
 from training.finetune.config import GgpoConfig
 from training.finetune.lora import LoraLinear
 from training.parallel import comm
+from training.parallel.counter_rng import normal_box
 from training.parallel.grad_buckets import GradBuckets
-from training.parallel.placement import placement
-from training.parallel.tensor import shard
 
 
 def row_sq_norms(matrix: torch.Tensor, layer: LoraLinear) -> torch.Tensor:
@@ -73,10 +83,19 @@ def row_std(weight_sq: torch.Tensor, grad_sq: torch.Tensor, d_out: int,
     return (cfg.sigma * weight_sq.sqrt() + cfg.beta * grad_sq) / math.sqrt(d_out)
 
 
-def draw_noise(shape: tuple[int, int], seed: int, step: int, name: str) -> torch.Tensor:
-    """The step's full standard-normal draw for one layer: the same on every rank."""
-    key = (seed * 1_000_003 + step * 7919 + zlib.crc32(name.encode())) % 2**63
-    return torch.randn(shape, generator=torch.Generator().manual_seed(key))
+def noise_key(seed: int, step: int, name: str) -> int:
+    """(seed, step) in the high 31 bits, the layer in the low 32: no two layers or steps of a
+    run share a draw."""
+    return (((seed * 1_000_003 + step) & 0x7FFFFFFF) << 32) | zlib.crc32(name.encode())
+
+
+def draw_noise(full_shape: tuple[int, int], seed: int, step: int, name: str,
+               box: tuple[tuple[int, int], tuple[int, int]] | None = None,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """The box (rows, columns; default all) of the step's standard-normal draw for one layer:
+    the same numbers whichever rank draws it, and only the box is computed."""
+    box = box or ((0, full_shape[0]), (0, full_shape[1]))
+    return normal_box(noise_key(seed, step, name), full_shape, *box, device=device)
 
 
 def layer_perturbation(layer: LoraLinear, grad_sq: torch.Tensor, cfg: GgpoConfig, seed: int,
@@ -85,13 +104,10 @@ def layer_perturbation(layer: LoraLinear, grad_sq: torch.Tensor, cfg: GgpoConfig
     with torch.no_grad():
         merged = layer.weight + layer.delta_weight()
         std = row_std(row_sq_norms(merged, layer), grad_sq, layer.full_shape[0], cfg)
-        noise = draw_noise(layer.full_shape, seed, step, layer.name)
-        tp_dim = placement(layer.weight).dim("tp")
-        if tp_dim is not None and layer.tp > 1:  # this rank's slice, like W
-            noise = shard(noise, tp_dim, layer.tp_rank, layer.tp)
+        noise = draw_noise(layer.full_shape, seed, step, layer.name, layer.box,
+                           layer.weight.device)
         # column-parallel: `std` holds this rank's rows; row-parallel: all rows (summed norms)
-        epsilon = noise.to(layer.weight.device) * std.unsqueeze(1)
-        return epsilon.to(layer.weight.dtype)
+        return (noise * std.unsqueeze(1)).to(layer.weight.dtype)
 
 
 def reduced_gradients(buckets: GradBuckets) -> torch.Tensor:
@@ -105,6 +121,10 @@ def reduced_gradients(buckets: GradBuckets) -> torch.Tensor:
         else:
             full[bucket.start: bucket.end] = buckets.grad_buffers[index]
     return full
+
+
+def state_key(name: str) -> str:
+    return f"ggpo/{name}.grad_sq"
 
 
 class GGPO:
@@ -133,6 +153,38 @@ class GGPO:
             for name, layer in self.layers.items():
                 g = full_weight_gradient(layer, grad(layer.lora_A), grad(layer.lora_B))
                 self.grad_sq[name] = row_sq_norms(g, layer)
+
+    def _rows(self, layer: LoraLinear) -> tuple[int, int]:
+        """The rows of the full (G2) norms this rank holds: its own with a column-parallel
+        split, else all (the row-parallel sums are whole on every TP rank)."""
+        rows = layer.box[0]
+        return rows if rows[1] - rows[0] < layer.full_shape[0] else (0, layer.full_shape[0])
+
+    def checkpoint_pieces(self, writes_replicated: bool, writes_own: bool):
+        """(key, global shape, offset, values) of the (G2) norms this rank writes: its rows of
+        a TP-split linear when `writes_own` (the first DP x CP rank), whole ones when
+        `writes_replicated` (that rank and TP rank 0)."""
+        pieces = []
+        for name, layer in self.layers.items():
+            if name not in self.grad_sq:
+                continue
+            (r0, r1), d_out = self._rows(layer), layer.full_shape[0]
+            whole = r1 - r0 == d_out
+            if (writes_replicated if whole else writes_own):
+                pieces.append((state_key(name), [d_out], [r0], self.grad_sq[name]))
+        return pieces
+
+    def load(self, reader) -> bool:
+        """The (G2) norms of a checkpoint, if it holds them (a run saved without GGPO does
+        not: its first step here is then unperturbed); returns whether it did."""
+        keys = reader.index["tensors"]
+        if not all(state_key(name) in keys for name in self.layers):
+            return False
+        for name, layer in self.layers.items():
+            r0, r1 = self._rows(layer)
+            self.grad_sq[name] = reader.read_box(state_key(name), [r0], [r1 - r0]).to(
+                layer.weight.device)
+        return True
 
     def end(self) -> None:
         for layer in self.layers.values():

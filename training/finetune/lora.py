@@ -109,6 +109,11 @@ class LoraLinear(nn.Module):
         out_features = self.weight.shape[0] * (tp if split and not self.row else 1)
         in_features = self.weight.shape[1] * (tp if split and self.row else 1)
         self.full_shape = (out_features, in_features)
+        out_local, in_local = self.weight.shape  # this rank's box of the full W
+        self.box = ((tp_rank * out_local, (tp_rank + 1) * out_local) if split and not self.row
+                    else (0, out_features),
+                    (tp_rank * in_local, (tp_rank + 1) * in_local) if split and self.row
+                    else (0, in_features))
         a_full = _seeded_uniform((lora.rank, in_features), 1 / math.sqrt(in_features), seed,
                                  name + ".lora_A")  # kaiming_uniform_(a=sqrt(5)), as PEFT
         b_full = torch.zeros(out_features, lora.rank)

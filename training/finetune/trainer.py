@@ -6,7 +6,8 @@ its batches are the task set's padded examples with their loss masks; and with
 
 Only trained parameters have gradient buckets and optimizer state, and only they are written
 to checkpoints (so a LoRA checkpoint holds the adapters and their Adam moments, nothing of
-the base); a resume reads the base from `finetune.init_from` again.
+the base), with GGPO's state (its last gradient norms); a resume reads the base from
+`finetune.init_from` again.
 """
 
 from __future__ import annotations
@@ -53,8 +54,6 @@ class FinetuneTrainer(Trainer):
         self.adapted = {}
         sources = sources or task_sources(cfg, self.base_index["data_vocab_size"])
         super().__init__(cfg, sources)
-        ggpo = cfg.finetune.ggpo
-        self.ggpo = GGPO(self.adapted, ggpo, cfg.train.seed) if ggpo else None
 
     def _build_model(self) -> GPT:
         model = super()._build_model()
@@ -62,6 +61,8 @@ class FinetuneTrainer(Trainer):
         lora = self.cfg.finetune.lora
         if lora is not None:
             self.adapted = attach_lora(model, lora, self.grid, self.cfg.train.seed)
+        ggpo = self.cfg.finetune.ggpo  # built here: a resume (in Trainer.__init__) loads it
+        self.ggpo = GGPO(self.adapted, ggpo, self.cfg.train.seed) if ggpo else None
         return model
 
     @torch.no_grad()
@@ -89,6 +90,17 @@ class FinetuneTrainer(Trainer):
     def on_gradients_reduced(self) -> None:
         if self.ggpo is not None:
             self.ggpo.observe_gradients(self.buckets)
+
+    def checkpoint_extras(self):
+        if self.ggpo is None:
+            return []
+        first = self.grid.dp_cp_rank == 0  # the DP x CP replicas hold the same norms
+        return self.ggpo.checkpoint_pieces(writes_replicated=first and self.grid.tp_rank == 0,
+                                           writes_own=first)
+
+    def load_extras(self, reader) -> None:
+        if self.ggpo is not None:
+            self.ggpo.load(reader)
 
 
 def run_finetune_worker(cfg_dict: dict) -> list[dict]:
