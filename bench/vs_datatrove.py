@@ -10,11 +10,14 @@ the same machine load.
 
 Prints per part wall seconds, docs/s and the ratio, CPU seconds of every process of each
 run, the fuzzy stage's own phases, and the Jaccard of the two kept-id sets with the most
-common reasons for the differences. `--only-fuzzy` runs just the fuzzy stage against
-datatrove's four MinHash stages on the raw corpus (for the 500k-document measurement).
+common reasons for the differences; `--baseline DIR` also times another textmill source
+tree (say `git archive main` unpacked) in every pair, against this one. `--only-fuzzy`
+runs just the fuzzy stage against datatrove's four MinHash stages on the raw corpus (for
+the 500k-document measurement).
 
     .venv/bin/python bench/text_corpus.py /tmp/c50k --docs 50000
     .venv/bin/python bench/vs_datatrove.py /tmp/c50k --work /tmp/vs50k --pairs 2 --one-worker
+    .venv/bin/python bench/vs_datatrove.py /tmp/c50k --work /tmp/vs50k --baseline /tmp/main-src
     .venv/bin/python bench/vs_datatrove.py /tmp/c500k --work /tmp/vs500k --only-fuzzy
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -74,11 +78,14 @@ def spec_text(corpus: Path, partition_rows: int, only_fuzzy: bool) -> str:
         f" rows: {ROWS}}}\n")
 
 
-def run_textmill(spec: Path, out: Path, workers: int) -> dict:
+def run_textmill(spec: Path, out: Path, workers: int, source: Path | None = None) -> dict:
+    """One `curate run`; `source`: another textmill source tree to run instead (with this
+    checkout's virtual environment, e.g. `git archive main` unpacked, as the baseline)."""
     shutil.rmtree(out, ignore_errors=True)
+    env = None if source is None else {**os.environ, "PYTHONPATH": str(source)}
     wall, cpu = time.perf_counter(), children_cpu()
     subprocess.run([str(ROOT / ".venv" / "bin" / "curate"), "run", str(spec), "--out", str(out),
-                    "--workers", str(workers), "--force"], check=True,
+                    "--workers", str(workers), "--force"], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     total, cpu = time.perf_counter() - wall, children_cpu() - cpu
     parts = {}
@@ -175,16 +182,31 @@ def report(pair: int, tm: dict, dt: dict, docs: int, only_fuzzy: bool, one: dict
               f"{one['seconds'] / tm['seconds']:.2f}x")
 
 
+def compare_baseline(base: dict, tm: dict) -> None:
+    """Per stage and whole run: the baseline's seconds, this checkout's, and the ratio."""
+    print("  textmill vs baseline (s): " + ", ".join(
+        f"{stage} {base['parts'][stage]['seconds']:.1f} -> {part['seconds']:.1f}"
+        for stage, part in tm["parts"].items() if stage in base["parts"]))
+    print(f"  whole run {base['seconds']:.1f} -> {tm['seconds']:.1f} s "
+          f"({base['seconds'] / tm['seconds']:.2f}x), CPU {base['cpu_seconds']:.1f} -> "
+          f"{tm['cpu_seconds']:.1f} s ({base['cpu_seconds'] / tm['cpu_seconds']:.2f}x); kept ids "
+          f"{'identical' if base['kept'] == tm['kept'] else 'DIFFER'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus", type=Path, help="a folder of JSONL shards (bench/text_corpus.py)")
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--first-pair", type=int, default=0,
+                        help="number of the first pair (its parity sets who runs first)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--partition-rows", type=int, default=5000)
     parser.add_argument("--only-fuzzy", action="store_true")
     parser.add_argument("--one-worker", action="store_true",
                         help="also time textmill on one worker in every pair")
+    parser.add_argument("--baseline", type=Path,
+                        help="also time this textmill source tree (e.g. main) in every pair")
     parser.add_argument("--datatrove-venv", type=Path, default=Path("/tmp/textmill-datatrove-venv"))
     args = parser.parse_args()
     corpus = args.corpus.resolve()
@@ -197,17 +219,24 @@ def main() -> None:
         with open(path, encoding="utf-8") as f:
             all_ids.update(json.loads(line)["id"] for line in f)
     results = []
-    for pair in range(args.pairs):
+    for pair in range(args.first_pair, args.first_pair + args.pairs):
         runs = {}
         order = ("textmill", "datatrove") if pair % 2 == 0 else ("datatrove", "textmill")
+        if args.baseline is not None:
+            order = ("baseline", *order) if pair % 2 == 0 else (*order, "baseline")
         for side in order:
-            if side == "textmill":
+            if side == "baseline":
+                runs[side] = run_textmill(spec, args.work / "baseline", args.workers,
+                                          args.baseline.resolve())
+            elif side == "textmill":
                 runs[side] = run_textmill(spec, args.work / "textmill", args.workers)
             else:
                 runs[side] = run_datatrove(python, corpus, args.work / "datatrove",
                                            args.workers, args.only_fuzzy)
         one = run_textmill(spec, args.work / "textmill-1", 1) if args.one_worker else None
         report(pair, runs["textmill"], runs["datatrove"], len(all_ids), args.only_fuzzy, one)
+        if "baseline" in runs:
+            compare_baseline(runs["baseline"], runs["textmill"])
         diff = differences(runs["textmill"], runs["datatrove"], all_ids)
         print(f"  kept: textmill {diff['textmill_kept']}, datatrove {diff['datatrove_kept']}, "
               f"both {diff['both']}; Jaccard {diff['jaccard']:.4f}")

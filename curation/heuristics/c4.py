@@ -31,12 +31,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curation.config import StrictModel
-from curation.heuristics.pieces import (
-    Pieces,
-    per_doc_sum,
-    split_lines,
-    split_words,
-)
+from curation.heuristics.layout import TextLayout
 from curation.heuristics.rules import Rule, bound
 
 # A sentence ends with terminal punctuation (optionally closed by quotes or a bracket)
@@ -94,72 +89,128 @@ class LineFilterResult:
     lines_removed_by_rule: dict[str, np.ndarray]
 
 
-def _line_rule_failures(config: C4Config, lines: Pieces) -> dict[str, np.ndarray]:
-    """Per line and line rule (in order): does the stripped line fail it?"""
-    stripped = pc.utf8_trim_whitespace(lines.values)
-    lowered = pc.utf8_lower(stripped)
-    words = split_words(stripped)  # a word's `doc` is its line
+def _regex_literal(text: str) -> str:
+    return "".join("\\" + c if c in r"\.^$|?*+()[]{}" else c for c in text)
+
+
+def _lines_containing(layout: TextLayout, phrases: list[str]) -> np.ndarray:
+    """Per line: does its trimmed, lower-cased text contain one of `phrases`? Only the
+    lines of documents whose lower-cased text holds one are looked at: a line's lower
+    case is a piece of its document's (lower-casing maps each character on its own)."""
+    found = np.zeros(layout.n_lines, dtype=bool)
+    if any("\n" in p for p in phrases):  # never inside a line; dropped from the search
+        phrases = [p for p in phrases if "\n" not in p]
+    if not phrases:
+        return found
+    lowered = pc.utf8_lower(layout.texts)
+    pattern = "|".join(_regex_literal(p) for p in phrases)
+    docs = np.flatnonzero(np.asarray(pc.match_substring_regex(lowered, pattern)))
+    if not len(docs):
+        return found
+    lines = np.flatnonzero(np.isin(layout.line_doc, docs))
+    text = pc.utf8_lower(pc.utf8_trim_whitespace(layout.lines(lines)))
+    found[lines] = np.logical_or.reduce([np.asarray(pc.match_substring(text, p))
+                                         for p in phrases])
+    return found
+
+
+def _line_rule_failures(config: C4Config, layout: TextLayout) -> dict[str, np.ndarray]:
+    """Per line and line rule (in order): does the trimmed line fail it? (Blank lines
+    fail none; what they get here does not matter.)"""
     failures: dict[str, np.ndarray] = {}
     if config.max_word_chars is not None:
-        too_long = words.lengths() > config.max_word_chars
-        failures["word_too_long"] = per_doc_sum(words, too_long.astype(np.float64)) > 0
+        failures["word_too_long"] = layout.any_word_per_line(
+            layout.word_chars > config.max_word_chars)
     if config.drop_javascript_lines:
-        failures["javascript"] = np.asarray(pc.match_substring(lowered, "javascript"))
+        failures["javascript"] = _lines_containing(layout, ["javascript"])
     if config.policy_phrases is not None:
-        hits = [np.asarray(pc.match_substring(lowered, p.lower())) for p in config.policy_phrases]
-        failures["policy"] = np.logical_or.reduce(hits)
+        failures["policy"] = _lines_containing(layout, [p.lower() for p in config.policy_phrases])
     if config.min_line_words is not None:
-        failures["too_few_words"] = per_doc_sum(words) < config.min_line_words
+        failures["too_few_words"] = layout.line_words < config.min_line_words
     if config.terminal_punctuation is not None:
-        ends = [np.asarray(pc.ends_with(stripped, end)) for end in config.terminal_punctuation]
+        ends = [layout.line_ends_with(end) for end in config.terminal_punctuation]
         failures["no_terminal_punctuation"] = ~np.logical_or.reduce(ends)
     if config.drop_ellipsis_lines:
-        failures["ellipsis"] = np.asarray(pc.ends_with(stripped, ELLIPSIS))
+        failures["ellipsis"] = layout.line_ends_with(ELLIPSIS)
     return failures
 
 
-def _delete_citations(lines: Pieces) -> tuple[Pieces, np.ndarray]:
-    """Lines with citation markers deleted, and per document how many were. Only lines
-    with a "[" are searched: the regular expression is the costly part of the filter."""
-    bracket = np.asarray(pc.match_substring(lines.values, "["))
-    candidates = lines.values.filter(pa.array(bracket))
-    found = np.zeros(len(lines), dtype=np.float64)
-    found[bracket] = np.asarray(pc.count_substring_regex(candidates, CITATION))
-    citations = per_doc_sum(lines, found).astype(np.int64)
-    if not citations.any():
-        return lines, citations
-    cleaned = pc.replace_substring_regex(candidates, CITATION, "")
-    values = pc.replace_with_mask(lines.values, pa.array(bracket), cleaned)
-    return Pieces(values, lines.doc, lines.n_docs), citations
+@dataclass(frozen=True)
+class _Citations:
+    """Per document how many citation markers were deleted; the lines that held any
+    (ascending) and their text without them."""
+
+    per_doc: np.ndarray
+    lines: np.ndarray
+    cleaned: pa.Array
 
 
-def filter_lines(config: C4Config, texts: pa.Array) -> LineFilterResult:
+def _delete_citations(layout: TextLayout) -> _Citations:
+    """Only lines with a "[" are searched: the regular expression is the costly part."""
+    candidates = layout.lines_holding(ord("["))
+    text = layout.lines(candidates)
+    found = np.asarray(pc.count_substring_regex(text, CITATION), dtype=np.int64)
+    per_doc = np.bincount(layout.line_doc[candidates], weights=found.astype(np.float64),
+                          minlength=layout.n_docs).astype(np.int64)
+    hit = found > 0
+    cleaned = pc.replace_substring_regex(text.filter(pa.array(hit)), CITATION, "")
+    return _Citations(per_doc, candidates[hit], cleaned)
+
+
+def _judge_lines(config: C4Config, layout: TextLayout, cited: _Citations | None):
+    """Per line: blank, and which rules it fails; lines whose citations were deleted are
+    judged on their cleaned text."""
+    blank = layout.line_words == 0
+    failures = _line_rule_failures(config, layout)
+    if cited is not None and len(cited.lines):
+        cleaned = TextLayout(cited.cleaned)  # one document per cleaned line
+        blank[cited.lines] = cleaned.line_words == 0
+        for rule, fails in _line_rule_failures(config, cleaned).items():
+            failures[rule][cited.lines] = fails
+    return blank, failures
+
+
+def _rejoin(layout: TextLayout, keep: np.ndarray, changed: np.ndarray,
+            cited: _Citations | None) -> pa.Array:
+    """The changed documents' kept lines joined again, runs of blank lines made one,
+    trimmed."""
+    lines = np.flatnonzero(keep & changed[layout.line_doc])
+    text = layout.lines(lines)
+    if cited is not None and len(cited.lines):
+        swap = np.isin(lines, cited.lines)
+        text = pc.replace_with_mask(
+            text, pa.array(swap), cited.cleaned.filter(pa.array(np.isin(cited.lines, lines))))
+    per_doc = np.bincount(layout.line_doc[lines], minlength=layout.n_docs)[changed]
+    offsets = np.concatenate([[0], np.cumsum(per_doc)])
+    joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, text),
+                            pa.scalar("\n", pa.large_string()))
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(joined, BLANK_LINE_RUN, "\n\n"))
+
+
+def filter_lines(config: C4Config, layout: TextLayout) -> LineFilterResult:
     """Delete citation markers, drop the lines that fail a line rule; runs of blank lines
     left behind become one."""
-    lines = split_lines(texts)
-    citations = np.zeros(len(texts), dtype=np.int64)
-    if config.remove_citations:
-        lines, citations = _delete_citations(lines)
-    blank = np.asarray(pc.utf8_length(pc.utf8_trim_whitespace(lines.values))) == 0
-    removed = np.zeros(len(lines), dtype=bool)
+    texts = layout.texts
+    cited = _delete_citations(layout) if config.remove_citations else None
+    citations = cited.per_doc if cited is not None else np.zeros(len(texts), dtype=np.int64)
+    blank, failures = _judge_lines(config, layout, cited)
+    removed = np.zeros(layout.n_lines, dtype=bool)
     by_rule = {}
-    for rule, fails in _line_rule_failures(config, lines).items():
+    for rule, fails in failures.items():
         newly = fails & ~blank & ~removed
-        by_rule[rule] = per_doc_sum(lines, newly.astype(np.float64)).astype(np.int64)
+        by_rule[rule] = layout.per_doc("line", where=newly).astype(np.int64)
         removed |= newly
-    lines_removed = per_doc_sum(lines, removed.astype(np.float64)).astype(np.int64)
+    lines_removed = layout.per_doc("line", where=removed).astype(np.int64)
 
-    kept = lines.select(~removed)
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(kept.doc, minlength=len(texts)))])
-    joined = pc.binary_join(
-        pa.LargeListArray.from_arrays(offsets, kept.values), pa.scalar("\n", texts.type)
-    )
-    tidied = pc.utf8_trim_whitespace(pc.replace_substring_regex(joined, BLANK_LINE_RUN, "\n\n"))
-    changed = pa.array((lines_removed > 0) | (citations > 0))
-    filtered = pc.if_else(changed, tidied, texts)
-    chars_removed = np.asarray(pc.utf8_length(texts), dtype=np.int64) - np.asarray(
-        pc.utf8_length(filtered), dtype=np.int64
-    )
+    changed = (lines_removed > 0) | (citations > 0)
+    chars_removed = np.zeros(len(texts), dtype=np.int64)
+    filtered = texts
+    if changed.any():
+        tidied = _rejoin(layout, ~removed, changed, cited)
+        filtered = pc.replace_with_mask(texts, pa.array(changed), tidied)
+        chars_removed[changed] = np.asarray(
+            pc.utf8_length(texts.filter(pa.array(changed))), dtype=np.int64
+        ) - np.asarray(pc.utf8_length(tidied), dtype=np.int64)
     return LineFilterResult(filtered, citations, lines_removed, chars_removed, by_rule)
 
 

@@ -28,17 +28,12 @@ import stopwordsiso
 from pydantic import Field, model_validator
 
 from curation.config import StrictModel
-from curation.heuristics.pieces import (
-    per_doc_sum,
-    ratio,
-    split_lines,
-    split_words,
-    stripped_nonblank,
-)
+from curation.heuristics.layout import DocWords, TextLayout
+from curation.heuristics.pieces import ratio
 from curation.heuristics.rules import Rule, bound
 
 # A line starting with one of these (after indentation) is a bullet point.
-BULLET_LINE = r"^[-*•‣⁃◦●○▪▫■□·]"
+BULLETS = "-*•‣⁃◦●○▪▫■□·"
 ELLIPSES = ("...", "…")
 # Stripped from a word's ends before it is compared with the stop words.
 WORD_EDGE_PUNCTUATION = string.punctuation + "“”‘’«»…"
@@ -99,26 +94,32 @@ def _stop_word_lists(
     return lists
 
 
-def _distinct_stop_words(
-    words, langs: np.ndarray, english: tuple[str, ...], by_language: bool
+def distinct_stop_words(
+    words: DocWords, langs: np.ndarray, config: GopherQualityConfig
 ) -> np.ndarray:
-    """Per document: how many different stop words of its language occur
-    (case-insensitive); NaN for a document whose language has no list."""
-    lists = _stop_word_lists(langs, english, by_language)
-    bare = pc.utf8_trim(pc.utf8_lower(words.values), characters=WORD_EDGE_PUNCTUATION)
-    present = set(langs)
-    if len(present) == 1 and present <= set(lists):  # one language: look words up as they are
-        vocabulary = sorted(lists[present.pop()])
-        keys = bare
-    else:
-        vocabulary = sorted(lang + LANGUAGE_SEPARATOR + w for lang, ws in lists.items() for w in ws)
-        word_lang = pa.array(langs[words.doc], type=bare.type)
-        separator = pa.scalar(LANGUAGE_SEPARATOR, bare.type)
-        keys = pc.binary_join_element_wise(word_lang, bare, separator)
-    index = pc.index_in(keys, value_set=pa.array(vocabulary, type=bare.type))
-    found = np.asarray(pc.fill_null(index, -1), dtype=np.int64)
+    """Per document of `words`: how many different stop words of its language (`langs`,
+    per document) occur (case-insensitive); NaN for a document whose language has no
+    list. Each distinct word is lower-cased, trimmed and looked up once."""
+    lists = _stop_word_lists(langs, config.stop_words, config.stop_words_by_language)
+    word_ids = words.ids
+    bare = pc.utf8_trim(pc.utf8_lower(words.distinct), characters=WORD_EDGE_PUNCTUATION)
+    vocabulary = sorted(lang + LANGUAGE_SEPARATOR + w for lang, ws in lists.items() for w in ws)
+    found = np.full(len(words), -1, dtype=np.int64)
+    doc_lang, names = pd.factorize(langs)
+    word_lang = doc_lang[words.doc]
+    for lang in lists:
+        in_lang = word_lang == list(names).index(lang) if lang in names else np.zeros(0, bool)
+        if not in_lang.any():
+            continue
+        # The distinct words this language's documents use, and each word's among them.
+        code, used = (pd.factorize(word_ids[in_lang]) if len(lists) > 1
+                      else (word_ids[in_lang], np.arange(len(bare))))
+        keys = pc.binary_join_element_wise(pa.scalar(lang, bare.type), bare.take(pa.array(used)),
+                                           pa.scalar(LANGUAGE_SEPARATOR, bare.type))
+        index = pc.index_in(keys, value_set=pa.array(vocabulary, type=bare.type))
+        found[in_lang] = np.asarray(pc.fill_null(index, -1), dtype=np.int64)[code]
     hit = found >= 0
-    pairs = np.unique(words.doc[hit] * len(vocabulary) + found[hit])
+    pairs = pd.unique(words.doc[hit] * len(vocabulary) + found[hit])
     counts = np.bincount(pairs // len(vocabulary), minlength=words.n_docs).astype(np.float64)
     counts[~np.isin(langs, list(lists))] = np.nan
     return counts
@@ -133,38 +134,30 @@ def document_languages(langs: Sequence[str] | None, n_docs: int, by_language: bo
     return np.where(langs == "", ENGLISH, langs)
 
 
-def measure(
-    texts: pa.Array, config: GopherQualityConfig, langs: Sequence[str] | None = None
-) -> dict[str, np.ndarray]:
-    """The document measures the Gopher quality rules bound."""
-    words = split_words(texts)
-    n_words = per_doc_sum(words)
-    word_chars = per_doc_sum(words, words.lengths().astype(np.float64))
-    has_letter = np.asarray(pc.match_substring_regex(words.values, r"\pL"), dtype=np.float64)
+def measure(layout: TextLayout) -> dict[str, np.ndarray]:
+    """The document measures the Gopher quality rules bound, all but `stop_words`
+    (`distinct_stop_words`, which needs the words' text)."""
+    n_words = layout.per_doc("word")
+    word_chars = layout.per_doc("word", layout.word_chars.astype(np.float64))
+    has_letter = layout.word_has_letter.astype(np.float64)
 
-    hashes = np.asarray(pc.count_substring(texts, "#"), dtype=np.float64)
-    ellipses = sum(np.asarray(pc.count_substring(texts, e), dtype=np.float64) for e in ELLIPSES)
+    hashes = layout.count_per_doc("#")
+    ellipses = sum(layout.count_per_doc(e) for e in ELLIPSES)
 
-    lines = stripped_nonblank(split_lines(texts))
-    n_lines = per_doc_sum(lines)
-    bullet = np.asarray(pc.match_substring_regex(lines.values, BULLET_LINE), dtype=np.float64)
-    ends_in_ellipsis = np.logical_or.reduce(
-        [np.asarray(pc.ends_with(lines.values, e)) for e in ELLIPSES]
-    ).astype(np.float64)
+    nonblank = layout.line_words > 0
+    n_lines = layout.per_doc("line", where=nonblank)
+    bullet = layout.line_starts_with_one_of(BULLETS)
+    ends_in_ellipsis = np.logical_or.reduce([layout.line_ends_with(e) for e in ELLIPSES])
 
     return {
         "words": n_words,
         "mean_word_length": ratio(word_chars, n_words),
         "symbol_word_ratio": np.maximum(ratio(hashes, n_words), ratio(ellipses, n_words)),
-        "bullet_line_fraction": ratio(per_doc_sum(lines, bullet), n_lines),
-        "ellipsis_line_fraction": ratio(per_doc_sum(lines, ends_in_ellipsis), n_lines),
-        "alpha_word_fraction": ratio(per_doc_sum(words, has_letter), n_words),
-        "stop_words": _distinct_stop_words(
-            words,
-            document_languages(langs, len(texts), config.stop_words_by_language),
-            config.stop_words,
-            config.stop_words_by_language,
-        ),
+        "bullet_line_fraction": ratio(
+            layout.per_doc("line", bullet.astype(np.float64), nonblank), n_lines),
+        "ellipsis_line_fraction": ratio(
+            layout.per_doc("line", ends_in_ellipsis.astype(np.float64), nonblank), n_lines),
+        "alpha_word_fraction": ratio(layout.per_doc("word", has_letter), n_words),
     }
 
 

@@ -14,8 +14,8 @@ Definitions used here:
   Which occurrences is `dup_ngram_occurrences`: "all" (every occurrence, the first
   included) or "repeats" (only those after the first). See GopherRepetitionConfig.
 
-N-grams are compared by a 64-bit hash of their word ids, computed for all documents of a
-partition at once; a hash table over (document, hash) keys finds the repeats.
+N-grams are compared exactly (by their words' ids), for all documents of a partition at
+once; a hash table over those keys finds the repeats.
 Rules, in order: `dup_line_fraction`, `dup_paragraph_fraction`, `dup_line_char_fraction`,
 `dup_paragraph_char_fraction`, `top_{2,3,4}gram_char_fraction`,
 `dup_{5..10}gram_char_fraction`.
@@ -27,20 +27,12 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pydantic import Field, create_model
 
 from curation.config import StrictModel
-from curation.hashing import GOLDEN_GAMMA, splitmix64
-from curation.heuristics.pieces import (
-    Pieces,
-    per_doc_sum,
-    ratio,
-    split_lines,
-    split_paragraphs,
-    split_words,
-    stripped_nonblank,
-)
+from curation.hashing import splitmix64
+from curation.heuristics.layout import DocWords, TextLayout
+from curation.heuristics.pieces import Pieces, per_doc_sum, ratio
 from curation.heuristics.rules import Rule, bound
 
 TOP_NGRAM_SIZES = (2, 3, 4)
@@ -96,8 +88,8 @@ paper's; None switches that rule off.
 
 
 def _duplicate_pieces(pieces: Pieces) -> dict[str, np.ndarray]:
-    """Share of pieces (and of their characters) that repeat an earlier piece exactly."""
-    pieces = stripped_nonblank(pieces)
+    """Share of (trimmed, non-blank) pieces, and of their characters, that repeat an
+    earlier piece exactly."""
     lengths = pieces.lengths().astype(np.float64)
     repeat = ~pieces.first_occurrence()
     return {
@@ -112,27 +104,29 @@ class _RepeatedNgrams:
     """The repeated word n-grams of a partition's documents, for n = 1, 2, ... in turn.
 
     An n-gram can only repeat if both (n-1)-grams inside it repeat, so each size only
-    hashes and counts the n-grams starting where the previous size found two repeats in a
-    row: after the first few sizes almost nothing is left to count. Counting is a hash
-    table (pandas.factorize), whose codes follow first occurrence, so ties between equally
-    frequent n-grams go to the one that occurs first.
+    counts the n-grams starting where the previous size found two repeats in a row: after
+    the first few sizes almost nothing is left to count. An n-gram is named exactly by two
+    integers, its first (n-1)-gram's group and its last word's group (a word's group
+    already holds its document), and counted in a hash table (pandas.factorize), whose
+    codes follow first occurrence, so ties between equally frequent n-grams go to the one
+    that occurs first.
     """
 
-    def __init__(self, words: Pieces):
+    def __init__(self, words: DocWords, word_chars: np.ndarray):
         self.words = words
-        self.word_chars = words.lengths().astype(np.float64)
-        self.total_chars = per_doc_sum(words, self.word_chars)
-        self.word_hash = splitmix64(words.ids() + 1)
-        self.doc_salt = splitmix64(words.doc.astype(np.uint64) + GOLDEN_GAMMA)
+        self.word_chars = word_chars.astype(np.float64)
+        self.total_chars = self._per_doc(self.word_chars)
+        self.chars_before = np.concatenate([[0], np.cumsum(word_chars)])
         self.n = 1
         self.starts = np.arange(len(words))  # where the counted n-grams start
-        self._hash = self.word_hash.copy()  # their hashes (valid at `starts`)
-        self._count()
+        self._count(words.doc.astype(np.int64) * (len(words.distinct) + 1) + words.ids)
+        self._group_at = self.group.copy()  # per word: the group of the n-gram starting there
 
-    def _count(self) -> None:
-        """Group the n-grams at `starts` (within each document) and count each group."""
-        key = self._hash[self.starts] ^ self.doc_salt[self.starts]
-        self.group, _ = pd.factorize(key)
+    def _count(self, key: np.ndarray) -> None:
+        """Group the n-grams at `starts` by `key` and count each group. The keys are
+        spread by splitmix64 (a bijection, so still exact): pandas' hash table wants
+        uniform bits."""
+        self.group, _ = pd.factorize(splitmix64(key))
         self.counts = np.bincount(self.group)
         self.repeated = self.counts[self.group] > 1
 
@@ -144,28 +138,33 @@ class _RepeatedNgrams:
         candidate = self.starts[self.repeated]
         candidate = candidate[candidate + n < len(doc)]
         candidate = candidate[repeated_at[candidate + 1] & (doc[candidate] == doc[candidate + n])]
-        with np.errstate(over="ignore"):
-            self._hash[candidate] = splitmix64(
-                self._hash[candidate] * np.uint64(0x100000001B3) ^ self.word_hash[candidate + n]
-            )
+        key = self._group_at[candidate] * (len(self.words.distinct) + 1) + self.words.ids[
+            candidate + n]
         self.starts, self.n = candidate, n + 1
-        self._count()
+        self._count(key)
+        self._group_at[candidate] = self.group
 
     def _covered_char_share(self, starts: np.ndarray) -> np.ndarray:
-        """Per document: share of word characters under the n-grams starting at `starts`."""
-        size = len(self.words) + 1
-        depth = np.cumsum(
-            np.bincount(starts, minlength=size) - np.bincount(starts + self.n, minlength=size)
-        )[:-1]
-        covered = np.where(depth > 0, self.word_chars, 0.0)
-        return ratio(per_doc_sum(self.words, covered), self.total_chars)
+        """Per document: share of word characters under the n-grams starting at `starts`
+        (ascending): each n-gram adds the characters up to the next one's start."""
+        ends = starts + self.n
+        ends[:-1] = np.minimum(ends[:-1], starts[1:])
+        chars = (self.chars_before[ends] - self.chars_before[starts]).astype(np.float64)
+        covered = np.bincount(self.words.doc[starts], weights=chars, minlength=self.words.n_docs)
+        return ratio(covered, self.total_chars)
+
+    def _per_doc(self, weights: np.ndarray) -> np.ndarray:
+        return np.bincount(self.words.doc, weights=weights, minlength=self.words.n_docs)
 
     def duplicate_share(self, occurrences: str) -> np.ndarray:
         """Share of characters under repeated n-grams: under all their occurrences, or
         (`occurrences="repeats"`) under those after the first."""
         counted = self.repeated.copy()
         if occurrences == "repeats":
-            _, first = np.unique(self.group, return_index=True)  # `starts` ascend
+            # Codes number groups in order of first occurrence: a group's first n-gram
+            # is the one whose code exceeds every code before it.
+            first = np.ones(len(self.group), dtype=bool)
+            first[1:] = self.group[1:] > np.maximum.accumulate(self.group)[:-1]
             counted[first] = False
         return self._covered_char_share(self.starts[counted])
 
@@ -181,10 +180,11 @@ class _RepeatedNgrams:
         return self._covered_char_share(self.starts[is_top[self.group]])
 
 
-def measure(texts: pa.Array, config: GopherRepetitionConfig) -> dict[str, np.ndarray]:
-    """The document measures the switched-on Gopher repetition rules bound."""
-    lines = _duplicate_pieces(split_lines(texts))
-    paragraphs = _duplicate_pieces(split_paragraphs(texts))
+def measure(layout: TextLayout, words: DocWords, config) -> dict[str, np.ndarray]:
+    """The measures the switched-on Gopher repetition rules bound, for the documents of
+    `words` (GopherRepetitionConfig `config`)."""
+    lines = _duplicate_pieces(layout.trimmed_lines(words.docs))
+    paragraphs = _duplicate_pieces(layout.trimmed_paragraphs(words.docs))
     measures = {
         "dup_line_fraction": lines["fraction"],
         "dup_line_char_fraction": lines["char_fraction"],
@@ -193,7 +193,7 @@ def measure(texts: pa.Array, config: GopherRepetitionConfig) -> dict[str, np.nda
     }
     wanted = {n for n in TOP_NGRAM_SIZES if config.top_ngram_threshold(n) is not None}
     wanted |= {n for n in DUP_NGRAM_SIZES if config.dup_ngram_threshold(n) is not None}
-    ngrams = _RepeatedNgrams(split_words(texts))
+    ngrams = _RepeatedNgrams(words, layout.word_chars[words.index])
     while wanted and ngrams.n < max(wanted):
         ngrams.grow()
         if ngrams.n in TOP_NGRAM_SIZES and ngrams.n in wanted:

@@ -1,8 +1,8 @@
-"""Documents cut into pieces (words, lines, paragraphs), all documents at once.
+"""Pieces of documents (lines, paragraphs) as text, all documents at once.
 
-Every rule measures something over the pieces of each document. Splitting a whole
-partition with one Arrow kernel and keeping a `doc` index per piece lets every measure be
-a numpy reduction (`per_doc_sum`) instead of a Python loop per document or per piece.
+The repetition rules compare pieces by their exact text; keeping a `doc` index per piece
+lets every measure be a numpy reduction (`per_doc_sum`) instead of a Python loop per
+document or per piece. Where the pieces lie is found by layout.py.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-
-PARAGRAPH_BREAK = r"\n[ \t\r\f\v]*\n"
 
 
 @dataclass(frozen=True)
@@ -31,9 +30,6 @@ class Pieces:
         """Characters (code points) per piece."""
         return np.asarray(pc.utf8_length(self.values), dtype=np.int64)
 
-    def select(self, mask: np.ndarray) -> Pieces:
-        return Pieces(self.values.filter(pa.array(mask)), self.doc[mask], self.n_docs)
-
     def ids(self) -> np.ndarray:
         """An integer per piece, equal for equal pieces (across the whole partition)."""
         encoded = pc.dictionary_encode(self.values)
@@ -41,11 +37,11 @@ class Pieces:
 
     def first_occurrence(self) -> np.ndarray:
         """True for a piece whose exact text has not occurred earlier in its document."""
-        key = self.doc * (len(self) + 1) + self.ids()
-        _, first = np.unique(key, return_index=True)
-        mask = np.zeros(len(self), dtype=bool)
-        mask[first] = True
-        return mask
+        codes, _ = pd.factorize(self.doc * (len(self) + 1) + self.ids())
+        # Codes follow first occurrence: a first one exceeds every code before it.
+        first = np.ones(len(self), dtype=bool)
+        first[1:] = codes[1:] > np.maximum.accumulate(codes)[:-1]
+        return first
 
 
 def as_text_array(texts) -> pa.Array:
@@ -54,34 +50,6 @@ def as_text_array(texts) -> pa.Array:
     becomes one array."""
     array = pa.array(texts, type=pa.large_string())
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-
-
-def _from_lists(lists: pa.ListArray, n_docs: int) -> Pieces:
-    offsets = np.asarray(lists.offsets, dtype=np.int64)
-    doc = np.repeat(np.arange(n_docs), np.diff(offsets))
-    return Pieces(lists.flatten(), doc, n_docs)
-
-
-def split_words(texts: pa.Array) -> Pieces:
-    """Whitespace-separated words; a document of only whitespace has none."""
-    pieces = _from_lists(pc.utf8_split_whitespace(texts), len(texts))
-    return pieces.select(np.asarray(pc.utf8_length(pieces.values)) > 0)
-
-
-def split_lines(texts: pa.Array) -> Pieces:
-    """Every line (split on '\\n'), blank ones included, untrimmed."""
-    return _from_lists(pc.split_pattern(texts, "\n"), len(texts))
-
-
-def split_paragraphs(texts: pa.Array) -> Pieces:
-    """Paragraphs: text between blank lines."""
-    return _from_lists(pc.split_pattern_regex(texts, PARAGRAPH_BREAK), len(texts))
-
-
-def stripped_nonblank(pieces: Pieces) -> Pieces:
-    """Pieces with surrounding whitespace removed, blank ones dropped."""
-    stripped = Pieces(pc.utf8_trim_whitespace(pieces.values), pieces.doc, pieces.n_docs)
-    return stripped.select(stripped.lengths() > 0)
 
 
 def per_doc_sum(pieces: Pieces, weights: np.ndarray | None = None) -> np.ndarray:

@@ -13,6 +13,9 @@ import re
 import unicodedata
 
 import ftfy
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from ftfy import chardata
 from ftfy.fixes import uncurl_quotes
 
@@ -58,31 +61,66 @@ def _quick_fix(segment: str, config: ftfy.TextFixerConfig) -> str | None:
     return fixed
 
 
-def fix_text_by_line(text: str, config: ftfy.TextFixerConfig) -> str:
-    """`ftfy.fix_text(text, config)`, without running ftfy on lines it cannot change.
+def _fix_segment(segment: str, config: ftfy.TextFixerConfig) -> str:
+    """What fix_text makes of one segment (a line with its "\n") under `config`."""
+    if segment.isascii():
+        if not FTFY_SENSITIVE_ASCII_RE.search(segment):
+            return segment.replace("\r\n", "\n").replace("\r", "\n")
+    elif (fixed := _quick_fix(segment, config)) is not None:
+        return fixed
+    return ftfy.fix_and_explain(segment, config).text
+
+
+def fix_texts_by_line(texts: pa.Array, config: ftfy.TextFixerConfig) -> pa.Array:
+    """`ftfy.fix_text(text, config)` for every text of a string array, without running
+    ftfy on lines it cannot change.
 
     fix_text already fixes each line on its own (its "segments"); this walks the same
-    segments with the same HTML-detection state. A plain-ASCII line free of control
-    characters and entities gets only the line-break fix ftfy would give it; any other line
-    whose only possible fix is straightening quotes gets that (`_quick_fix`).
+    segments with the same HTML-detection state (off from the first line holding a "<").
+    A plain-ASCII line free of control characters (`\r` included) and entities is left
+    as it is, decided for all lines at once; any other line gets the line-break fix ftfy
+    would give it (plain ASCII) or, when straightening quotes is its only possible fix,
+    that (`_quick_fix`), else ftfy itself.
     """
-    if len(text) > config.max_decode_length:
-        return ftfy.fix_text(text, config)  # fix_text would cut the segments differently
-    parts = text.split("\n")
-    last = len(parts) - 1
-    out = []
-    for i, line in enumerate(parts):
-        segment = line + "\n" if i < last else line
-        if not segment:
-            continue
-        if config.unescape_html == "auto" and "<" in segment:
-            config = config._replace(unescape_html=False)
-        if segment.isascii():
-            if not FTFY_SENSITIVE_ASCII_RE.search(segment):
-                out.append(segment.replace("\r\n", "\n").replace("\r", "\n"))
-                continue
-        elif (fixed := _quick_fix(segment, config)) is not None:
-            out.append(fixed)
-            continue
-        out.append(ftfy.fix_and_explain(segment, config).text)
-    return "".join(out)
+    texts = texts.cast(pa.large_string())
+    if not len(texts):
+        return texts
+    long = np.asarray(pc.utf8_length(texts)) > config.max_decode_length
+    lines = pc.split_pattern(texts, "\n")
+    per_doc = np.diff(np.asarray(lines.offsets))
+    doc = np.repeat(np.arange(len(texts)), per_doc)
+    lines = lines.flatten()
+    last = np.zeros(len(lines), dtype=bool)
+    last[np.cumsum(per_doc) - 1] = True
+    segments = pc.binary_join_element_wise(
+        lines, pa.array(np.where(last, "", "\n"), pa.large_string()),
+        pa.scalar("", pa.large_string()))
+    clean = (np.asarray(pc.string_is_ascii(lines))
+             & ~np.asarray(pc.match_substring_regex(lines, FTFY_SENSITIVE_ASCII))
+             & ~np.asarray(pc.match_substring(lines, "\r")))
+    html_off = np.zeros(len(lines), dtype=bool)
+    if config.unescape_html == "auto":  # a "<" so far in the document: no unescaping
+        seen = np.cumsum(np.asarray(pc.match_substring(lines, "<")))
+        html_off = seen - np.concatenate([[0], seen])[np.cumsum(per_doc) - per_doc][doc] > 0
+    todo = np.flatnonzero(~clean & ~long[doc])
+    if len(todo):
+        no_html = config._replace(unescape_html=False)
+        fixed = [_fix_segment(seg, no_html if off else config) for seg, off in zip(
+            segments.take(pa.array(todo)).to_pylist(), html_off[todo].tolist(), strict=True)]
+        mask = np.zeros(len(lines), dtype=bool)
+        mask[todo] = True
+        segments = pc.replace_with_mask(segments, pa.array(mask),
+                                        pa.array(fixed, pa.large_string()))
+    offsets = np.concatenate([[0], np.cumsum(per_doc)])
+    out = pc.binary_join(pa.LargeListArray.from_arrays(offsets, segments),
+                         pa.scalar("", pa.large_string()))
+    if long.any():
+        rows = np.flatnonzero(long)
+        whole = [ftfy.fix_text(t, config) for t in texts.take(pa.array(rows)).to_pylist()]
+        out = pc.replace_with_mask(out, pa.array(long), pa.array(whole, pa.large_string()))
+    return out
+
+
+def fix_text_by_line(text: str, config: ftfy.TextFixerConfig) -> str:
+    """`ftfy.fix_text(text, config)` for one text (see `fix_texts_by_line`)."""
+    return fix_texts_by_line(pa.array([text], pa.large_string()), config)[0].as_py()

@@ -33,6 +33,7 @@ from curation.heuristics import c4, gopher_quality, gopher_repetition
 from curation.heuristics.c4 import C4Config
 from curation.heuristics.gopher_quality import GopherQualityConfig
 from curation.heuristics.gopher_repetition import GopherRepetitionConfig
+from curation.heuristics.layout import TextLayout
 from curation.heuristics.pieces import as_text_array
 from curation.heuristics.rules import NOT_FAILED, Rule, first_failures
 from curation.stages.base import Decided, Modified, Removed, ScopedConfig, Stage
@@ -63,41 +64,54 @@ class HeuristicsStage(Stage):
         return {**super().params(), "stopwordsiso": version("stopwordsiso")}
 
     def _measures(
-        self, entered: pa.Array, filtered: pa.Array, langs
+        self, layout: TextLayout, filtered: pa.Array, langs
     ) -> tuple[dict[str, np.ndarray], list[Rule]]:
         """Every switched-on rule, in the order documents are judged, and the measures
-        they bound: C4's on the `filtered` texts, Gopher's on the texts as they
-        `entered`. Repetition is measured only for documents that pass the cheaper
-        rules before it (elsewhere its measures are NaN, which fails no rule)."""
+        they bound: C4's on the `filtered` texts, Gopher's on the texts as they entered
+        (`layout`). The measures that need the words' text (stop words, repetition) are
+        taken only for documents that pass every rule before them (elsewhere they are
+        NaN, which fails no rule)."""
         config = self.config
         measures: dict[str, np.ndarray] = {}
         rules: list[Rule] = []
         if config.c4:
             measures.update(c4.measure(filtered))
             rules += c4.rules(config.c4)
+        words = None
         if config.gopher_quality:
-            measures.update(gopher_quality.measure(entered, config.gopher_quality, langs))
-            rules += gopher_quality.rules(config.gopher_quality)
+            measures.update(gopher_quality.measure(layout))
+            quality_rules = gopher_quality.rules(config.gopher_quality)
+            rules += [r for r in quality_rules if r.measure != "stop_words"]
+            words = layout.doc_words(_passing(rules, measures, layout.n_docs))
+            measures["stop_words"] = _spread(words.docs, layout.n_docs, (
+                gopher_quality.distinct_stop_words(words, gopher_quality.document_languages(
+                    None if langs is None else np.asarray(langs, dtype=object)[words.docs],
+                    len(words.docs), config.gopher_quality.stop_words_by_language),
+                    config.gopher_quality)))
+            rules += [r for r in quality_rules if r.measure == "stop_words"]
         if config.gopher_repetition:
-            passing = first_failures(rules, measures, np.ones(len(entered), bool)) == NOT_FAILED
-            rows = np.flatnonzero(passing)
-            subset = gopher_repetition.measure(entered.take(rows), config.gopher_repetition)
+            passing = _passing(rules, measures, layout.n_docs)
+            if words is None:
+                words = layout.doc_words(passing)
+            else:
+                words = words.subset(np.searchsorted(words.docs, passing))
+            subset = gopher_repetition.measure(layout, words, config.gopher_repetition)
             for key, values in subset.items():
-                measures[key] = np.full(len(entered), np.nan)
-                measures[key][rows] = values
+                measures[key] = _spread(passing, layout.n_docs, values)
             rules += gopher_repetition.rules(config.gopher_repetition)
         return measures, rules
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> Decided:
         docs = docs.reset_index(drop=True)
-        entered = texts = as_text_array(docs["text"])
+        texts = as_text_array(docs["text"])
+        layout = TextLayout(texts)
         lines_cut = None
         if self.config.c4 and self.config.c4.filters_lines():
-            lines_cut = c4.filter_lines(self.config.c4, texts)
+            lines_cut = c4.filter_lines(self.config.c4, layout)
             texts = lines_cut.texts
 
         langs = docs["lang"] if "lang" in docs.columns else None
-        measures, rules = self._measures(entered, texts, langs)
+        measures, rules = self._measures(layout, texts, langs)
         failed = first_failures(rules, measures, np.ones(len(docs), bool))
         removed = np.flatnonzero(failed != NOT_FAILED)
         decisions = [Removed(
@@ -119,6 +133,18 @@ class HeuristicsStage(Stage):
             decisions.append(Modified(docs.iloc[modified], "c4.line_filter",
                                       [_line_cut_detail(lines_cut, i) for i in modified]))
         return Decided(kept, decisions)
+
+
+def _passing(rules: list[Rule], measures: dict[str, np.ndarray], n_docs: int) -> np.ndarray:
+    """The documents (ascending) that fail none of `rules`."""
+    return np.flatnonzero(first_failures(rules, measures, np.ones(n_docs, bool)) == NOT_FAILED)
+
+
+def _spread(rows: np.ndarray, n_docs: int, values: np.ndarray) -> np.ndarray:
+    """Per document: `values` at `rows`, NaN elsewhere."""
+    out = np.full(n_docs, np.nan)
+    out[rows] = values
+    return out
 
 
 def _line_cut_detail(cut: c4.LineFilterResult, i: int) -> dict:

@@ -28,15 +28,17 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import ftfy
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.normalize.ftfy_lines import FTFY_SENSITIVE_ASCII, fix_text_by_line
 from curation.stages.base import Decided, Modified, Removed, ScopedConfig, Stage
+
+if TYPE_CHECKING:
+    import ftfy  # imported where it runs (the workers), not by every spec reader
 
 HORIZONTAL_SPACE = (
     "\t\x0b\x0c \xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
@@ -61,6 +63,9 @@ def clean_whitespace(text: str) -> str:
 
 def _ftfy_config(config: NormalizeConfig) -> ftfy.TextFixerConfig:
     # With nfc on this is exactly fix_text's default; with it off, ftfy must not NFC either.
+    # ftfy is imported where it runs (the workers), not by every process that reads a spec.
+    import ftfy
+
     return ftfy.TextFixerConfig(normalization="NFC" if config.nfc else None, explain=False)
 
 
@@ -68,6 +73,8 @@ def normalize_text(text: str, config: NormalizeConfig | None = None) -> str:
     """What normalize makes of one document: the slow, obviously-correct definition."""
     config = config or NormalizeConfig()
     if config.fix_unicode:
+        import ftfy
+
         text = ftfy.fix_text(text, _ftfy_config(config))
     if config.nfc:
         text = unicodedata.normalize("NFC", text)
@@ -76,14 +83,26 @@ def normalize_text(text: str, config: NormalizeConfig | None = None) -> str:
     return text
 
 
+def _rewrite_where(texts: pa.Array, found: pa.Array, rewrite) -> pa.Array:
+    """`rewrite` applied only to the texts where `found` (finding is cheaper than
+    rewriting, and most texts need nothing)."""
+    if not pc.any(found).as_py():
+        return texts
+    return pc.replace_with_mask(texts, found, rewrite(texts.filter(found)))
+
+
 def _line_breaks(texts: pa.Array) -> pa.Array:
-    return pc.replace_substring(pc.replace_substring(texts, "\r\n", "\n"), "\r", "\n")
+    """`\r\n`, then any other `\r`, become `\n`."""
+    return _rewrite_where(texts, pc.match_substring(texts, "\r"), lambda t: pc.replace_substring(
+        pc.replace_substring(t, "\r\n", "\n"), "\r", "\n"))
 
 
 def clean_whitespace_arrow(texts: pa.Array) -> pa.Array:
     """`clean_whitespace` over a whole Arrow string array at once."""
-    texts = pc.replace_substring_regex(_line_breaks(texts), _TRAILING_SPACE, "\n")
-    texts = pc.replace_substring_regex(texts, _MANY_NEWLINES, "\n\n\n")
+    texts = _line_breaks(texts)
+    for pattern, replacement in ((_TRAILING_SPACE, "\n"), (_MANY_NEWLINES, "\n\n\n")):
+        texts = _rewrite_where(texts, pc.match_substring_regex(texts, pattern), lambda t, p=pattern,
+                               r=replacement: pc.replace_substring_regex(t, p, r))
     return pc.utf8_trim(texts, HORIZONTAL_SPACE + "\n")
 
 
@@ -93,6 +112,8 @@ def _needs_unicode_pass(texts: pa.Array, config: NormalizeConfig) -> np.ndarray:
         return np.zeros(len(texts), dtype=bool)
     needs = pc.invert(pc.string_is_ascii(texts))
     if config.fix_unicode:
+        from curation.normalize.ftfy_lines import FTFY_SENSITIVE_ASCII
+
         needs = pc.or_(needs, pc.match_substring_regex(texts, FTFY_SENSITIVE_ASCII))
     return _to_numpy(needs)
 
@@ -107,30 +128,29 @@ class NormalizeStage(Stage):
     name = "normalize"
     config_class = NormalizeConfig
 
-    def __init__(self, config: NormalizeConfig | None, spec):
-        super().__init__(config, spec)
-        self._ftfy = _ftfy_config(self.config)
-
-    def _fix_unicode(self, text: str) -> str:
+    def _fix_unicode(self, texts: pa.Array) -> pa.Array:
         if self.config.fix_unicode:
-            return fix_text_by_line(text, self._ftfy)  # NFC inside when config.nfc
-        return unicodedata.normalize("NFC", text)
+            from curation.normalize.ftfy_lines import fix_texts_by_line
+
+            # NFC inside when config.nfc
+            return fix_texts_by_line(texts, _ftfy_config(self.config))
+        return pa.array([unicodedata.normalize("NFC", t) for t in texts.to_pylist()],
+                        type=pa.large_string())
 
     def run(self, docs: pd.DataFrame, part: int, workdir: Path) -> Decided:
         config = self.config
         before = pa.array(docs["text"].to_numpy(dtype=object), type=pa.large_string())
         slow = _needs_unicode_pass(before, config)
+        before_eol = _line_breaks(before)
         # On the ASCII documents skipped here, fix_text would only have fixed line breaks.
-        fixed = _line_breaks(before) if config.fix_unicode else before
+        fixed = before_eol if config.fix_unicode else before
+        fixed_eol = before_eol
         if slow.any():
-            repaired = pa.array(
-                [self._fix_unicode(t) for t in before.filter(pa.array(slow)).to_pylist()],
-                type=pa.large_string(),
-            )
+            repaired = self._fix_unicode(before.filter(pa.array(slow)))
             fixed = pc.replace_with_mask(fixed, pa.array(slow), repaired)
+            fixed_eol = pc.replace_with_mask(before_eol, pa.array(slow), _line_breaks(repaired))
         after = clean_whitespace_arrow(fixed) if config.whitespace else fixed
 
-        before_eol, fixed_eol = _line_breaks(before), _line_breaks(fixed)
         unicode_fixed = _to_numpy(pc.not_equal(fixed_eol, before_eol))
         whitespace = _to_numpy(pc.or_(pc.not_equal(after, fixed_eol),
                                       pc.not_equal(before_eol, before)))

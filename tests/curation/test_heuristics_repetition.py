@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from curation.heuristics import gopher_repetition
+from curation.heuristics.layout import TextLayout
 from curation.heuristics.pieces import as_text_array
 from curation.stages.heuristics import (
     GopherRepetitionConfig,
@@ -14,6 +16,11 @@ from tests.curation.heuristics_planting import (
     removed_as,
     unique_words,
 )
+
+
+def repetition_of(text: str, config) -> dict:
+    layout = TextLayout(as_text_array([text]))
+    return gopher_repetition.measure(layout, layout.doc_words(np.arange(1)), config)
 
 
 def only(rule: str, threshold: float | None = None) -> dict:
@@ -132,7 +139,7 @@ def test_duplicate_ngram_reading_is_a_parameter(occurrences, share):
     occurrence covers 20 of 100 words; counting only the repeat covers 10."""
     words = unique_words(90) + unique_words(10)
     config = GopherRepetitionConfig(dup_ngram_occurrences=occurrences)
-    measured = gopher_repetition.measure(as_text_array([" ".join(words)]), config)
+    measured = repetition_of(" ".join(words), config)
     for n in range(5, 11):
         assert measured[f"dup_{n}gram_char_fraction"][0] == pytest.approx(share)
     assert GopherRepetitionConfig().dup_ngram_occurrences == "all"  # the paper's reading
@@ -141,5 +148,5 @@ def test_duplicate_ngram_reading_is_a_parameter(occurrences, share):
 def test_duplicate_ngram_repeats_reading_counts_later_copies_once_each():
     words = unique_words(70) + unique_words(10, start=70) * 3  # one 10-gram three times
     config = GopherRepetitionConfig(dup_ngram_occurrences="repeats")
-    measured = gopher_repetition.measure(as_text_array([" ".join(words)]), config)
+    measured = repetition_of(" ".join(words), config)
     assert measured["dup_10gram_char_fraction"][0] == pytest.approx(20 / 100)
