@@ -55,7 +55,7 @@ def llama_tensors(reader: ShardReader, cfg: ModelConfig) -> dict[str, torch.Tens
                 dst + f"self_attn.v_proj.{suffix}": rows(v),
             })
             if cfg.moe is None:  # MoE FFNs: export_mixtral.py
-                gate, up = ours(src + f"mlp.fc.{suffix}").view(cfg.ffn, 2, *tail).unbind(1)
+                gate, up = swiglu_halves(ours(src + f"mlp.fc.{suffix}"))
                 tensors.update({dst + f"mlp.gate_proj.{suffix}": gate,
                                 dst + f"mlp.up_proj.{suffix}": up})
         tensors[dst + "self_attn.o_proj.weight"] = ours(src + "attn.proj.weight")
@@ -65,6 +65,11 @@ def llama_tensors(reader: ShardReader, cfg: ModelConfig) -> dict[str, torch.Tens
             tensors[dst + "self_attn.o_proj.bias"] = ours(src + "attn.proj.bias")
             tensors[dst + "mlp.down_proj.bias"] = ours(src + "mlp.proj.bias")
     return {name: tensor.contiguous() for name, tensor in tensors.items()}
+
+
+def swiglu_halves(fc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gate, up) of one SwiGLU `fc` weight or bias, whose rows alternate gate and up."""
+    return fc.view(fc.shape[0] // 2, 2, *fc.shape[1:]).unbind(1)
 
 
 def llama_config(cfg: ModelConfig, vocab_size: int, eod_id: int | None) -> dict:

@@ -14,7 +14,7 @@ import torch
 
 from training.checkpoint_format import ShardReader
 from training.config import ModelConfig
-from training.export_llama import llama_config, llama_problems, llama_tensors
+from training.export_llama import llama_config, llama_problems, llama_tensors, swiglu_halves
 
 MIXTRAL_MOE = {"router": "topk_softmax", "every": 1}
 
@@ -34,11 +34,12 @@ def mixtral_tensors(reader: ShardReader, cfg: ModelConfig) -> dict[str, torch.Te
     for i in range(cfg.layers):
         src, dst = f"model/blocks.{i}.mlp.", f"model.layers.{i}.block_sparse_moe."
         tensors[dst + "gate.weight"] = reader.read_full(src + "router")
-        fc = reader.read_full(src + "experts.fc").view(moe.experts, moe.ffn, 2, cfg.hidden)
+        fc = reader.read_full(src + "experts.fc")
         proj = reader.read_full(src + "experts.proj")
         for j in range(moe.experts):
-            tensors[dst + f"experts.{j}.w1.weight"] = fc[j, :, 0].contiguous()
-            tensors[dst + f"experts.{j}.w3.weight"] = fc[j, :, 1].contiguous()
+            gate, up = swiglu_halves(fc[j])
+            tensors[dst + f"experts.{j}.w1.weight"] = gate.contiguous()
+            tensors[dst + f"experts.{j}.w3.weight"] = up.contiguous()
             tensors[dst + f"experts.{j}.w2.weight"] = proj[j].contiguous()
     return tensors
 

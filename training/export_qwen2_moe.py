@@ -17,7 +17,7 @@ import torch
 
 from training.checkpoint_format import ShardReader
 from training.config import ModelConfig
-from training.export_llama import llama_config, llama_problems, llama_tensors
+from training.export_llama import llama_config, llama_problems, llama_tensors, swiglu_halves
 
 
 def qwen2_moe_problems(cfg: ModelConfig) -> list[str]:
@@ -31,7 +31,7 @@ def qwen2_moe_problems(cfg: ModelConfig) -> list[str]:
 
 
 def _swiglu(fc: torch.Tensor, proj: torch.Tensor, dst: str) -> dict[str, torch.Tensor]:
-    gate, up = fc.view(-1, 2, fc.shape[-1]).unbind(1)
+    gate, up = swiglu_halves(fc)
     return {dst + "gate_proj.weight": gate.contiguous(), dst + "up_proj.weight": up.contiguous(),
             dst + "down_proj.weight": proj.contiguous()}
 
